@@ -1,0 +1,252 @@
+"""Model adapters: where a classifier's grid is, how it is laid out, and its pointwise head.
+
+An adapter answers four questions about one model family:
+
+* ``forward_features(x)``: the model's own pre-pooling output (native layout);
+* ``grid(native, x)``: that output as a channels-first grid ``B×C×h×w``;
+* ``image_logits(native)``: the model's own head on it (the image logits);
+* ``readout(grid)``: the head applied to every cell, ``B×K×h×w``;
+
+plus ``is_exact()`` (only affine maps after average pooling) and the layer and
+reshape transform that Grad-CAM style methods hook.
+
+Families are registered with :func:`register_adapter`; :func:`find_adapter` picks
+the first registered adapter (highest priority first) whose ``matches`` is true.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar, Iterable, List, Optional, Type
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UnsupportedModelError
+
+__all__ = [
+    "ModelAdapter",
+    "register_adapter",
+    "find_adapter",
+    "registered_adapters",
+    "affine_leaf",
+    "executed_leaves",
+]
+
+_REGISTRY: List[Type["ModelAdapter"]] = []
+
+
+def register_adapter(cls: Type["ModelAdapter"]) -> Type["ModelAdapter"]:
+    """Class decorator: make ``cls`` available to :func:`find_adapter`.
+
+    Example:
+        >>> from dense_readout.adapters import ModelAdapter, register_adapter
+        >>> @register_adapter
+        ... class MyNetAdapter(ModelAdapter):
+        ...     name = "mynet"
+        ...     @classmethod
+        ...     def matches(cls, model):
+        ...         return type(model).__name__ == "MyNet"
+    """
+    _REGISTRY.append(cls)
+    _REGISTRY.sort(key=lambda adapter: -adapter.priority)
+    return cls
+
+
+def registered_adapters() -> list[str]:
+    """Names of the registered adapters, in lookup order."""
+    return [adapter.name for adapter in _REGISTRY]
+
+
+def find_adapter(model: nn.Module) -> "ModelAdapter":
+    """Return an adapter instance for ``model`` or raise :class:`UnsupportedModelError`."""
+    for adapter_class in _REGISTRY:
+        if adapter_class.matches(model):
+            return adapter_class(model)
+    head = _describe_head(model)
+    raise UnsupportedModelError(
+        f"No dense-readout adapter for {type(model).__module__}.{type(model).__name__}"
+        f"{head}. Its head cannot be applied per cell automatically. For a custom network "
+        "pass DenseReadout(model, features=<input -> B×C×h×w grid>, head=<module after "
+        "average pooling>), or register an adapter with "
+        "@dense_readout.adapters.register_adapter (see docs/api.md)."
+    )
+
+
+def _describe_head(model: nn.Module) -> str:
+    getter = getattr(model, "get_classifier", None)
+    if callable(getter):
+        try:
+            head = getter()
+        except Exception:  # noqa: BLE001 - a description only
+            return ""
+        text = " ".join(repr(head).split())
+        return f" (classifier found: {text[:200]})"
+    return ""
+
+
+# -- structural exactness -----------------------------------------------------------
+
+_AFFINE_TYPES: tuple[type, ...] = (
+    nn.Linear,
+    nn.Identity,
+    nn.Flatten,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.AlphaDropout,
+    nn.BatchNorm1d,  # affine in eval mode
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+)
+
+
+def _extra_affine_types() -> tuple[type, ...]:
+    try:  # timm's average-pool variants are affine too
+        from timm.layers.adaptive_avgmax_pool import FastAdaptiveAvgPool
+    except ImportError:  # pragma: no cover - timm missing or reorganised
+        return ()
+    return (FastAdaptiveAvgPool,)
+
+
+def affine_leaf(module: nn.Module) -> bool:
+    """True if ``module`` (a leaf) is an affine map of each feature vector.
+
+    A 1×1 convolution counts (it is a Linear on each cell); average pooling counts
+    (it commutes with affine maps); anything with a nonlinearity, a norm over the
+    vector (LayerNorm) or a spatial kernel does not.
+    """
+    if isinstance(module, _AFFINE_TYPES + _extra_affine_types()):
+        return True
+    if isinstance(module, nn.Conv2d):
+        return tuple(module.kernel_size) == (1, 1) and module.groups == 1
+    return False
+
+
+def executed_leaves(run: Callable[[], object], root: nn.Module) -> list[nn.Module]:
+    """Leaf modules of ``root`` that execute, in order, while ``run()`` is called."""
+    seen: list[nn.Module] = []
+    handles = []
+    for module in root.modules():
+        if next(module.children(), None) is None:
+            handles.append(module.register_forward_hook(lambda m, i, o: seen.append(m)))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    unique: list[nn.Module] = []
+    for module in seen:
+        if all(module is not other for other in unique):
+            unique.append(module)
+    return unique
+
+
+def _first_parameter(model: nn.Module) -> Optional[Tensor]:
+    return next(iter(model.parameters()), None)
+
+
+class ModelAdapter:
+    """Base class of model-family adapters. Subclass and :func:`register_adapter` it.
+
+    Subclasses implement ``matches``, ``forward_features``, ``grid``,
+    ``image_logits`` and ``head_cells`` (or ``readout``) and say whether the
+    family is exact with ``is_exact``/``exactness_note``.
+    """
+
+    name: ClassVar[str] = "base"
+    priority: ClassVar[int] = 0
+    in_channels: int = 3
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    # -- lookup -----------------------------------------------------------------
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return False
+
+    # -- the readout ----------------------------------------------------------------
+    def forward_features(self, inputs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def grid(self, native: Tensor, inputs: Tensor) -> Tensor:
+        """The pre-pooling grid ``B×C×h×w`` from the native features."""
+        raise NotImplementedError
+
+    def image_logits(self, native: Tensor) -> Tensor:
+        """The model's own head on the native features: ``B×K``."""
+        raise NotImplementedError
+
+    def head_cells(self, cells: Tensor) -> Tensor:
+        """The pointwise head on ``N×C`` feature vectors, returning ``N×K``."""
+        raise NotImplementedError
+
+    def readout(self, grid: Tensor) -> Tensor:
+        """Apply the head to every cell of ``grid`` (``B×C×h×w``) → ``B×K×h×w``."""
+        batch, channels, height, width = grid.shape
+        cells = grid.permute(0, 2, 3, 1).reshape(-1, channels)
+        scores = self.head_cells(cells)
+        return scores.reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous()
+
+    # -- structure ----------------------------------------------------------------
+    def head_modules(self) -> Iterable[nn.Module]:
+        """Leaf modules applied after pooling; used to decide exactness."""
+        return ()
+
+    def pools_by_mean(self) -> bool:
+        """Whether the model aggregates cells by their mean."""
+        return True
+
+    def is_exact(self) -> bool:
+        """True when mean(Z) equals the logits by construction (affine head after mean)."""
+        return self.pools_by_mean() and all(affine_leaf(m) for m in self.head_modules())
+
+    def exactness_note(self) -> str:
+        if self.is_exact():
+            return "exact: average pooling followed by affine layers only, so mean(Z) = logits"
+        if not self.pools_by_mean():
+            return "not exact: the model does not pool its grid by the mean"
+        bad = [type(m).__name__ for m in self.head_modules() if not affine_leaf(m)]
+        return (
+            "not exact: the head after pooling is nonlinear per cell ("
+            + ", ".join(dict.fromkeys(bad))
+            + "), so Z is the head applied pointwise, not a decomposition of the logits"
+        )
+
+    @property
+    def num_classes(self) -> int:
+        count = getattr(self.model, "num_classes", None)
+        if isinstance(count, int) and count > 0:
+            return count
+        raise UnsupportedModelError(
+            f"Cannot tell the number of classes of {type(self.model).__name__}; "
+            "set model.num_classes or use an adapter that knows it."
+        )
+
+    # -- Grad-CAM integration ----------------------------------------------------------
+    def target_layer(self) -> nn.Module:
+        """The module whose output is the grid (what CAM methods hook)."""
+        raise UnsupportedModelError(
+            f"Adapter {self.name!r} does not know the target layer; pass target_layers=."
+        )
+
+    def reshape_transform(self) -> Optional[Callable[[Tensor], Tensor]]:
+        """Maps the target layer's output to ``B×C×h×w`` (None if already so)."""
+        return None
+
+    def probe_input(self, batch: int = 1) -> Tensor:
+        """A small valid input for structural probes (on the model's device and dtype)."""
+        size = 224
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        input_size = cfg.get("input_size") if isinstance(cfg, dict) else None
+        if input_size:
+            size = int(input_size[-1])
+        parameter = _first_parameter(self.model)
+        kwargs = {}
+        if parameter is not None:
+            kwargs = {"device": parameter.device, "dtype": parameter.dtype}
+        return torch.zeros(batch, self.in_channels, size, size, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__}, exact={self.is_exact()})"

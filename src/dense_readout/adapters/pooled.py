@@ -1,0 +1,118 @@
+"""Shared adapters for the two shapes of classifier we support.
+
+* :class:`PooledGridAdapter`: a 4-D grid (NCHW or NHWC) followed by a *tail*
+  (pooling then head) that works on any spatial size. Applying the tail to each
+  cell as a 1×1 image is the pointwise readout: average pooling of a 1×1 map is
+  the identity, so the same code handles linear, LayerNorm and MLP heads.
+* :class:`TokenGridAdapter`: a token sequence ``B×(prefix+N)×C`` whose patch
+  tokens form the grid (ViT-like models).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+from torch import Tensor, nn
+
+from ..errors import UnsupportedModelError
+from .base import ModelAdapter, executed_leaves
+
+
+class PooledGridAdapter(ModelAdapter):
+    """A grid plus a tail ``pool → head`` that accepts a map of any size.
+
+    Subclasses define ``forward_features`` and ``tail`` and set ``layout``.
+    """
+
+    layout: str = "NCHW"  # layout of forward_features' output
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self._head_leaves: Optional[list[nn.Module]] = None
+
+    def tail(self, native: Tensor) -> Tensor:
+        """Pooling and head on a native-layout map: ``B×K``."""
+        raise NotImplementedError
+
+    def grid(self, native: Tensor, inputs: Tensor) -> Tensor:
+        if native.dim() != 4:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__}: expected a 4-D feature grid, got shape "
+                f"{tuple(native.shape)}; this model needs a token adapter or features=/head=."
+            )
+        return native.permute(0, 3, 1, 2) if self.layout == "NHWC" else native
+
+    def image_logits(self, native: Tensor) -> Tensor:
+        return self.tail(native)
+
+    def head_cells(self, cells: Tensor) -> Tensor:
+        shape = (-1, 1, 1, cells.shape[1]) if self.layout == "NHWC" else (-1, cells.shape[1], 1, 1)
+        return self.tail(cells.reshape(shape))
+
+    def head_modules(self) -> list[nn.Module]:
+        if self._head_leaves is None:
+            channels = self._probe_channels()
+            shape = (1, 1, 1, channels) if self.layout == "NHWC" else (1, channels, 1, 1)
+            parameter = next(iter(self.model.parameters()))
+            probe = parameter.new_zeros(shape)
+            self._head_leaves = executed_leaves(lambda: self.tail(probe), self.model)
+        return self._head_leaves
+
+    def _probe_channels(self) -> int:
+        for name in ("num_features", "head_hidden_size"):
+            value = getattr(self.model, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        native = _run_no_grad(self.forward_features, self.probe_input())
+        return int(native.shape[-1] if self.layout == "NHWC" else native.shape[1])
+
+
+class TokenGridAdapter(ModelAdapter):
+    """Patch tokens as the grid; the head applied to each patch token.
+
+    Subclasses give ``num_prefix_tokens``, ``patch_size`` and ``head_cells``.
+    """
+
+    def num_prefix_tokens(self) -> int:
+        return int(getattr(self.model, "num_prefix_tokens", 1))
+
+    def patch_size(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def grid(self, native: Tensor, inputs: Tensor) -> Tensor:
+        patches = native[:, self.num_prefix_tokens():]
+        height, width = self.grid_size(patches.shape[1], tuple(inputs.shape[-2:]))
+        return patches.reshape(patches.shape[0], height, width, -1).permute(0, 3, 1, 2)
+
+    def grid_size(self, tokens: int, input_size: Optional[tuple[int, int]] = None) -> tuple[int, int]:
+        """``(h, w)`` of ``tokens`` patch tokens for an input of ``input_size``."""
+        if input_size is not None:
+            ph, pw = self.patch_size()
+            height, width = input_size[0] // ph, input_size[1] // pw
+            if height * width == tokens:
+                return height, width
+        side = math.isqrt(tokens)
+        if side * side == tokens:
+            return side, side
+        raise UnsupportedModelError(
+            f"Cannot arrange {tokens} patch tokens into a grid for input size {input_size}; "
+            "pass features=/head= for this model."
+        )
+
+    def reshape_transform(self) -> Callable[[Tensor], Tensor]:
+        prefix = self.num_prefix_tokens()
+
+        def tokens_to_grid(tokens: Tensor) -> Tensor:
+            patches = tokens[:, prefix:]
+            height, width = self.grid_size(patches.shape[1])
+            return patches.reshape(patches.shape[0], height, width, -1).permute(0, 3, 1, 2)
+
+        return tokens_to_grid
+
+
+def _run_no_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    import torch
+
+    with torch.no_grad():
+        return fn(x)

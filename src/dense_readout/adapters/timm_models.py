@@ -1,0 +1,204 @@
+"""Adapters for timm models, built on timm's one interface.
+
+``forward_features`` gives the grid (NCHW, NHWC for Swin-like models, tokens for
+ViT-like ones) and ``forward_head`` the pooling and head, so one adapter covers
+ResNet, EfficientNet(-Lite), MobileNetV3, RegNet, DenseNet, ConvNeXt, MaxViT,
+Swin and most other timm CNNs. Token models (ViT, DeiT, BEiT, EVA) get their own.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from torch import Tensor, nn
+
+from ..errors import UnsupportedModelError
+from .base import affine_leaf, register_adapter
+from .pooled import PooledGridAdapter, TokenGridAdapter, _run_no_grad
+
+
+def _is_timm(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("timm.")
+
+
+_TOKEN_CLASSES = ("VisionTransformer", "VisionTransformerDistilled", "Beit", "Eva")
+
+
+@register_adapter
+class TimmGridAdapter(PooledGridAdapter):
+    """Any timm model whose ``forward_features`` is a 4-D map and whose
+    ``forward_head`` pools it and applies a per-vector head."""
+
+    name = "timm"
+    priority = 10
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.layout = "NHWC" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "NCHW"
+        self._target: Optional[nn.Module] = None
+        self._refuse_spatial_heads()
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return (
+            _is_timm(model)
+            and type(model).__name__ not in _TOKEN_CLASSES
+            and callable(getattr(model, "forward_features", None))
+            and callable(getattr(model, "forward_head", None))
+        )
+
+    def forward_features(self, inputs: Tensor) -> Tensor:
+        return self.model.forward_features(inputs)
+
+    def tail(self, native: Tensor) -> Tensor:
+        return self.model.forward_head(native)
+
+    def _refuse_spatial_heads(self) -> None:
+        """Refuse models whose head is not pointwise (token outputs, spatial kernels)."""
+        native = _run_no_grad(self.forward_features, self.probe_input())
+        if native.dim() != 4:
+            raise UnsupportedModelError(
+                f"timm {type(self.model).__name__}: forward_features returns shape "
+                f"{tuple(native.shape)}, not a spatial grid, and its head "
+                f"({_head_text(self.model)}) reads pooled or class tokens. Pass "
+                "DenseReadout(model, features=..., head=...) with a grid and a pointwise "
+                "head, or register an adapter."
+            )
+        self._channels = int(native.shape[-1] if self.layout == "NHWC" else native.shape[1])
+        for module in self.head_modules():
+            kernel = getattr(module, "kernel_size", None)
+            if isinstance(module, nn.modules.conv._ConvNd) and kernel is not None and max(kernel) > 1:
+                raise UnsupportedModelError(
+                    f"timm {type(self.model).__name__}: its head contains {module!r}, a "
+                    f"{tuple(kernel)} convolution over the grid ({_head_text(self.model)}), "
+                    "so it cannot be applied per cell. Pass features=/head= (e.g. the "
+                    "features before the pre-logits block and a Linear) or register an adapter."
+                )
+
+    def _probe_channels(self) -> int:
+        return getattr(self, "_channels", None) or super()._probe_channels()
+
+    def target_layer(self) -> nn.Module:
+        """The last top-level child whose output *is* ``forward_features``' output."""
+        if self._target is None:
+            outputs: list[tuple[nn.Module, object]] = []
+            handles = [
+                child.register_forward_hook(lambda m, i, o: outputs.append((m, o)))
+                for child in self.model.children()
+            ]
+            try:
+                native = _run_no_grad(self.forward_features, self.probe_input())
+            finally:
+                for handle in handles:
+                    handle.remove()
+            matches = [module for module, output in outputs if output is native]
+            if not matches:
+                raise UnsupportedModelError(
+                    f"Cannot find the layer producing {type(self.model).__name__}'s grid; "
+                    "pass target_layers= explicitly."
+                )
+            self._target = matches[-1]
+        return self._target
+
+    def reshape_transform(self) -> Optional[Callable[[Tensor], Tensor]]:
+        if self.layout == "NHWC":
+            return _nhwc_to_nchw
+        return None
+
+
+def _nhwc_to_nchw(tensor: Tensor) -> Tensor:
+    return tensor.permute(0, 3, 1, 2)
+
+
+def _head_text(model: nn.Module) -> str:
+    try:
+        head = model.get_classifier()
+    except Exception:  # noqa: BLE001 - description only
+        return "unknown head"
+    return " ".join(repr(head).split())[:160]
+
+
+@register_adapter
+class TimmTokenAdapter(TokenGridAdapter):
+    """timm ViT / DeiT / BEiT / EVA: the head (``fc_norm → head``) on each patch token.
+
+    Prefix tokens (class, distillation, registers) are dropped. Exact only with
+    average pooling over patch tokens and an affine ``fc_norm``; a [CLS] model's
+    readout is a control, not a decomposition (paper A.4).
+    """
+
+    name = "timm-vit"
+    priority = 10
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return _is_timm(model) and type(model).__name__ in _TOKEN_CLASSES
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        if getattr(model, "attn_pool", None) is not None:
+            raise UnsupportedModelError(
+                f"timm {type(model).__name__} pools with attention (global_pool='map'); its "
+                "head is not a per-token map. Recreate it with global_pool='avg' or 'token', "
+                "or pass features=/head=."
+            )
+
+    def patch_size(self) -> tuple[int, int]:
+        size = self.model.patch_embed.patch_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def grid_size(self, tokens: int, input_size: Optional[tuple[int, int]] = None) -> tuple[int, int]:
+        grid = getattr(self.model.patch_embed, "grid_size", None)
+        if input_size is None and grid is not None and grid[0] * grid[1] == tokens:
+            return int(grid[0]), int(grid[1])
+        return super().grid_size(tokens, input_size)
+
+    def forward_features(self, inputs: Tensor) -> Tensor:
+        return self.model.forward_features(inputs)
+
+    def image_logits(self, native: Tensor) -> Tensor:
+        return self.model.forward_head(native)
+
+    def _pointwise(self) -> list[nn.Module]:
+        return [self.model.fc_norm, getattr(self.model, "head_drop", nn.Identity())]
+
+    def head_cells(self, cells: Tensor) -> Tensor:
+        for module in self._pointwise():
+            cells = module(cells)
+        head_dist = getattr(self.model, "head_dist", None)
+        if head_dist is not None:  # DeiT-distilled averages its two heads at inference
+            return (self.model.head(cells) + head_dist(cells)) / 2
+        return self.model.head(cells)
+
+    def head_modules(self) -> list[nn.Module]:
+        modules = self._pointwise() + [self.model.head]
+        if getattr(self.model, "head_dist", None) is not None:
+            modules.append(self.model.head_dist)
+        return [leaf for module in modules for leaf in module.modules() if not list(leaf.children())]
+
+    def pools_by_mean(self) -> bool:
+        return (
+            getattr(self.model, "global_pool", "token") == "avg"
+            and not getattr(self.model, "pool_include_prefix", False)
+            and getattr(self.model, "head_dist", None) is None
+        )
+
+    def exactness_note(self) -> str:
+        pool = getattr(self.model, "global_pool", "token")
+        if pool == "token" or getattr(self.model, "head_dist", None) is not None:
+            return (
+                "not exact: the model classifies its [CLS]/distillation token; Z applies the "
+                "same head to the patch tokens (the paper's [CLS] control, A.4)"
+            )
+        return super().exactness_note()
+
+    def target_layer(self) -> nn.Module:
+        norm = getattr(self.model, "norm", None)
+        if norm is None:
+            raise UnsupportedModelError("This token model has no final norm to hook.")
+        return norm
+
+
+def affine_head(model: nn.Module) -> bool:
+    """Convenience: True if every leaf of ``model.get_classifier()`` is affine."""
+    return all(affine_leaf(m) for m in model.get_classifier().modules() if not list(m.children()))

@@ -1,0 +1,244 @@
+"""The dense readout: apply a classifier's head to every cell of its pre-pooling grid.
+
+For a GAP classifier with a linear head, ``Z[:, u, v] = W h_uv + b`` and the
+spatial mean of Z equals the image logits exactly. This module holds the math
+only (no I/O, no plotting); model specifics live in :mod:`dense_readout.adapters`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .adapters import ModelAdapter, CustomAdapter, find_adapter
+from .aggregation import aggregate as _aggregate
+from .errors import InputError, DenseReadoutError
+from .validation import check_images, check_targets
+
+Target = Union[int, Sequence[int], Tensor]
+
+__all__ = ["DenseReadout", "ReadoutResult"]
+
+
+@dataclass
+class ReadoutResult:
+    """Per-cell class scores of a batch, with the model's own image logits.
+
+    Attributes:
+        scores: ``Z``, shape ``B×K×h×w`` (channels first whatever the model's layout).
+        logits: image-level logits ``B×K`` from the model's own head, same pass.
+        exact: True when the architecture has only affine maps after average
+            pooling, so ``mean_uv Z == logits`` up to float rounding. Decided from the
+            model's structure, not from ``residual``.
+        residual: ``B`` tensor, ``max_k |mean_uv Z[b,k] - logits[b,k]|`` on this batch.
+            Near 0 for exact models; for non-exact ones it measures how far the
+            pointwise readout is from a decomposition of the logits.
+        features: the grid ``F`` the head was applied to, ``B×C×h×w``.
+        adapter: name of the model adapter that produced the readout.
+        exactness_note: why the readout is or is not exact for this model.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout
+        >>> model = timm.create_model("resnet18", num_classes=10).eval()
+        >>> result = DenseReadout(model)(torch.randn(2, 3, 224, 224))
+        >>> tuple(result.scores.shape), result.exact
+        ((2, 10, 7, 7), True)
+        >>> bool(result.residual.max() < 1e-4)
+        True
+    """
+
+    scores: Tensor
+    logits: Tensor
+    exact: bool
+    residual: Tensor
+    features: Tensor
+    adapter: str = ""
+    exactness_note: str = ""
+    input_size: tuple[int, int] = field(default=(0, 0))
+
+    # -- shape helpers -------------------------------------------------------------
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the readout grid."""
+        return int(self.scores.shape[-2]), int(self.scores.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.scores.shape[1])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.scores.shape[0])
+
+    # -- per-cell views ------------------------------------------------------------
+    def probabilities(self, temperature: float = 1.0) -> Tensor:
+        """Per-cell softmax over classes, ``B×K×h×w`` (each cell sums to 1)."""
+        if temperature <= 0:
+            raise InputError(f"temperature must be > 0, got {temperature}.")
+        return torch.softmax(self.scores / temperature, dim=1)
+
+    def topk(self, k: int = 5, probabilities: bool = False) -> tuple[Tensor, Tensor]:
+        """Per-cell top-k ``(values, class_indices)``, each ``B×k×h×w``.
+
+        With ``probabilities=True`` the values are softmax probabilities.
+        """
+        if not 1 <= k <= self.num_classes:
+            raise InputError(f"k must be in [1, {self.num_classes}], got {k}.")
+        source = self.probabilities() if probabilities else self.scores
+        return source.topk(k, dim=1)
+
+    def labels(self) -> Tensor:
+        """Label grid: the top-1 class of every cell, ``B×h×w`` (int64)."""
+        return self.scores.argmax(dim=1)
+
+    def class_map(self, target: Target) -> Tensor:
+        """Score map of one class per image, ``B×h×w``.
+
+        ``target`` is an int (same class for all images) or one class per image
+        (sequence or tensor of length B).
+        """
+        index = check_targets(target, self.batch_size, self.num_classes)
+        gather = index.to(self.scores.device).view(-1, 1, 1, 1)
+        gather = gather.expand(-1, 1, *self.scores.shape[-2:])
+        return self.scores.gather(1, gather).squeeze(1)
+
+    def upsample(
+        self,
+        size: Optional[tuple[int, int]] = None,
+        maps: Optional[Tensor] = None,
+        mode: str = "bilinear",
+    ) -> Tensor:
+        """Resize ``maps`` (default: all scores) to ``size`` (default: the input size).
+
+        ``maps`` may be ``B×h×w`` or ``B×C×h×w``; the result keeps that rank.
+        ``mode='nearest'`` keeps the cells visible as blocks.
+        """
+        size = tuple(size) if size is not None else self.input_size
+        if not size or min(size) <= 0:
+            raise InputError("upsample needs size=(H, W); the input size is unknown here.")
+        source = self.scores if maps is None else maps
+        squeeze = source.dim() == 3
+        source = source.unsqueeze(1) if squeeze else source
+        kwargs = {} if mode == "nearest" else {"align_corners": False}
+        out = F.interpolate(source.float(), size=size, mode=mode, **kwargs)
+        return out.squeeze(1) if squeeze else out
+
+    def aggregate(self, rule: str = "mean", **options: float) -> Tensor:
+        """Re-aggregate Z into image scores ``B×K`` with another MIL pooling rule.
+
+        Rules (see :mod:`dense_readout.aggregation`): ``mean`` (= GAP, equals the
+        logits for exact models), ``max``, ``topk`` (``k`` cells or ``fraction``),
+        ``lse`` (log-mean-exp with ``temperature``).
+        """
+        return _aggregate(self.scores, rule, **options)
+
+    def to(self, device: Union[str, torch.device]) -> "ReadoutResult":
+        """Move all tensors to ``device``."""
+        return ReadoutResult(
+            scores=self.scores.to(device),
+            logits=self.logits.to(device),
+            exact=self.exact,
+            residual=self.residual.to(device),
+            features=self.features.to(device),
+            adapter=self.adapter,
+            exactness_note=self.exactness_note,
+            input_size=self.input_size,
+        )
+
+
+class DenseReadout:
+    """Dense readout of a classifier: class scores for every grid cell and every class.
+
+    Args:
+        model: a timm or torchvision classifier (or any model an adapter is
+            registered for), in eval mode.
+        features: for a custom network, a callable mapping the input batch to the
+            pre-pooling grid ``B×C×h×w``. Give it together with ``head``.
+        head: for a custom network, the module applied after average pooling
+            (usually an ``nn.Linear``); it is applied to every cell.
+        adapter: an explicit :class:`~dense_readout.adapters.ModelAdapter` instance,
+            bypassing the registry lookup.
+        check_mode: raise if the model is in training mode (dropout and batch-norm
+            statistics would make Z random and inconsistent with the logits).
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout
+        >>> model = timm.create_model("resnet18", num_classes=10).eval()
+        >>> readout = DenseReadout(model)
+        >>> result = readout(torch.randn(1, 3, 224, 224))
+        >>> result.labels().shape
+        torch.Size([1, 7, 7])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        features: Optional[Callable[[Tensor], Tensor]] = None,
+        head: Optional[nn.Module] = None,
+        adapter: Optional[ModelAdapter] = None,
+        check_mode: bool = True,
+    ) -> None:
+        if (features is None) != (head is None):
+            raise InputError(
+                "Pass both features= (input -> B×C×h×w grid) and head= (module applied "
+                "after average pooling), or neither."
+            )
+        if adapter is None:
+            if features is not None:
+                adapter = CustomAdapter(model, features=features, head=head)
+            else:
+                adapter = find_adapter(model)
+        self.model = model
+        self.adapter = adapter
+        self.check_mode = check_mode
+
+    @property
+    def exact(self) -> bool:
+        """Whether mean(Z) equals the logits for this architecture."""
+        return self.adapter.is_exact()
+
+    @property
+    def num_classes(self) -> int:
+        return self.adapter.num_classes
+
+    def __call__(self, inputs: Tensor, *, grad: bool = False) -> ReadoutResult:
+        """Read out ``inputs`` (``B×3×H×W`` float). One forward pass.
+
+        With ``grad=True`` the computation is recorded for autograd (needed by
+        gradient-based consumers); otherwise it runs under ``torch.no_grad``.
+        """
+        if self.check_mode and self.model.training:
+            raise DenseReadoutError(
+                "The model is in training mode: dropout and batch-norm would make the "
+                "readout random and inconsistent with the logits. Call model.eval() first "
+                "(or pass check_mode=False if you know what you are doing)."
+            )
+        check_images(inputs, channels=self.adapter.in_channels)
+        context = contextlib.nullcontext() if grad else torch.no_grad()
+        with context:
+            native = self.adapter.forward_features(inputs)
+            grid = self.adapter.grid(native, inputs)
+            logits = self.adapter.image_logits(native)
+            scores = self.adapter.readout(grid)
+        residual = (scores.detach().mean(dim=(2, 3)) - logits.detach()).abs().amax(dim=1)
+        return ReadoutResult(
+            scores=scores,
+            logits=logits,
+            exact=self.adapter.is_exact(),
+            residual=residual,
+            features=grid,
+            adapter=self.adapter.name,
+            exactness_note=self.adapter.exactness_note(),
+            input_size=(int(inputs.shape[-2]), int(inputs.shape[-1])),
+        )
+
+    def __repr__(self) -> str:
+        return f"DenseReadout(adapter={self.adapter.name!r}, exact={self.exact})"

@@ -1,0 +1,90 @@
+"""Input checks shared by the readout and the integrations.
+
+They turn the failures torch would report from deep inside a model (or not at
+all, e.g. NaN inputs giving NaN maps) into one clear message with the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .errors import InputError
+
+__all__ = ["check_images", "check_targets"]
+
+
+def check_images(inputs: object, channels: int = 3) -> Tensor:
+    """Check a model input batch: a finite floating tensor of shape ``B×channels×H×W``."""
+    if not isinstance(inputs, Tensor):
+        raise InputError(
+            f"Expected a torch.Tensor of shape B×{channels}×H×W, got {type(inputs).__name__}. "
+            "Convert images with dense_readout.load_image(...) and the model's preprocessing."
+        )
+    if inputs.dim() != 4:
+        hint = " Add a batch dimension with x.unsqueeze(0)." if inputs.dim() == 3 else ""
+        raise InputError(
+            f"Expected a 4-D batch B×{channels}×H×W, got shape {tuple(inputs.shape)}.{hint}"
+        )
+    if inputs.shape[1] != channels:
+        hint = ""
+        if inputs.shape[-1] == channels:
+            hint = " It looks channels-last: use x.permute(0, 3, 1, 2)."
+        elif inputs.shape[1] in (1, 4):
+            hint = " Convert grayscale/RGBA images to RGB first (load_image does this)."
+        raise InputError(
+            f"Expected {channels} input channels (dim 1), got {inputs.shape[1]} "
+            f"in shape {tuple(inputs.shape)}.{hint}"
+        )
+    if not inputs.is_floating_point():
+        raise InputError(
+            f"Expected a floating-point tensor, got {inputs.dtype}. Scale uint8 images to "
+            "[0, 1] with x.float() / 255 and normalise them with the model's mean/std."
+        )
+    if inputs.numel() == 0:
+        raise InputError(f"The input batch is empty (shape {tuple(inputs.shape)}).")
+    if not torch.isfinite(inputs).all():
+        bad = int((~torch.isfinite(inputs)).sum())
+        raise InputError(
+            f"The input contains {bad} NaN/Inf values; the readout would be NaN. "
+            "Check the image loading and normalisation."
+        )
+    return inputs
+
+
+def check_targets(
+    target: Union[int, Sequence[int], Tensor, None], batch_size: int, num_classes: int
+) -> Tensor:
+    """Normalise a target spec to a ``B`` int64 tensor of class indices in range.
+
+    Accepts an int (broadcast), a sequence or a 0-/1-D tensor of length B.
+    """
+    if target is None:
+        raise InputError("A target class is required here (an int or one per image).")
+    if isinstance(target, bool):
+        raise InputError("target must be a class index, not a bool.")
+    if isinstance(target, int):
+        index = torch.full((batch_size,), target, dtype=torch.long)
+    else:
+        try:
+            index = torch.as_tensor(target)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"Cannot read target {target!r} as class indices: {error}") from None
+        if index.is_floating_point() or index.dtype == torch.bool:
+            raise InputError(f"target must hold integer class indices, got dtype {index.dtype}.")
+        index = index.long().flatten().cpu()
+        if index.numel() == 1:
+            index = index.expand(batch_size).clone()
+        elif index.numel() != batch_size:
+            raise InputError(
+                f"Got {index.numel()} targets for a batch of {batch_size} images; "
+                "give one target per image or a single int for all."
+            )
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_classes):
+        raise InputError(
+            f"target {index.tolist()} out of range: the model has {num_classes} classes "
+            f"(valid indices 0..{num_classes - 1})."
+        )
+    return index
