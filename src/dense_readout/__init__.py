@@ -38,3 +38,9 @@ __all__ = [
     "DatasetError",
     "__version__",
 ]
+
+from .images import load_image  # noqa: E402
+from .preprocessing import Preprocess  # noqa: E402
+from .pretrained import load_pretrained  # noqa: E402
+
+__all__ += ["load_image", "Preprocess", "load_pretrained"]

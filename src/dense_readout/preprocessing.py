@@ -1,0 +1,116 @@
+"""Image preprocessing: resize the shorter side, centre-crop, normalise.
+
+This is the paper's protocol (A.1: shorter side 256, centre crop 224) with the
+model's own mean/std by default; :meth:`Preprocess.from_model` reads them from
+timm's data config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from .errors import InputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_INTERPOLATION = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+__all__ = ["Preprocess", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize shorter side to ``resize``, centre-crop ``crop``, scale to [0,1], normalise.
+
+    Example:
+        >>> from PIL import Image
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> tensor = Preprocess()(Image.new("RGB", (300, 400)))
+        >>> tuple(tensor.shape)
+        (3, 224, 224)
+    """
+
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bicubic"
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        normalization: str = "model",
+        crop: int | None = None,
+        crop_pct: float | None = None,
+    ) -> "Preprocess":
+        """Preprocessing from a timm model's config.
+
+        ``normalization='imagenet'`` switches to ImageNet mean/std (what the paper's
+        text states). ``crop_pct`` overrides the config's crop fraction: 0.875 is the
+        paper's 256→224 protocol, 1.0 resizes the shorter side to the crop size
+        (keeps the most of the photo; used for explanations).
+        """
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        size = crop or int(cfg.get("input_size", (3, 224, 224))[-1])
+        crop_pct = float(crop_pct or cfg.get("crop_pct", 0.875) or 0.875)
+        if normalization == "model":
+            mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
+        elif normalization == "imagenet":
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        else:
+            raise InputError(f"normalization must be 'model' or 'imagenet', got {normalization!r}.")
+        return cls(
+            mean=tuple(float(v) for v in mean),
+            std=tuple(float(v) for v in std),
+            resize=int(round(size / crop_pct)),
+            crop=size,
+            interpolation=str(cfg.get("interpolation", "bicubic")),
+        )
+
+    def geometry(self, image: Image.Image) -> Image.Image:
+        """Resize and crop only (no normalisation): the RGB picture the model sees."""
+        return self.geometry_of(image, self.interpolation)
+
+    def geometry_of(self, image: Image.Image, interpolation: str) -> Image.Image:
+        """Resize+crop with a given interpolation ('nearest' for masks)."""
+        width, height = image.size
+        scale = self.resize / min(width, height)
+        new_size = (max(self.crop, round(width * scale)), max(self.crop, round(height * scale)))
+        resized = image.resize(new_size, _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC))
+        left = (new_size[0] - self.crop) // 2
+        top = (new_size[1] - self.crop) // 2
+        return resized.crop((left, top, left + self.crop, top + self.crop))
+
+    def normalize(self, image: Image.Image) -> Tensor:
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        tensor = torch.from_numpy(array).permute(2, 0, 1)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (tensor - mean) / std
+
+    def denormalize(self, tensor: Tensor) -> Tensor:
+        """Inverse of the normalisation: ``3×H×W`` (or ``B×3×H×W``) back to [0, 1]."""
+        shape = (3, 1, 1) if tensor.dim() == 3 else (1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=tensor.device).view(shape)
+        std = torch.tensor(self.std, device=tensor.device).view(shape)
+        return (tensor * std + mean).clamp(0, 1)
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        if not isinstance(image, Image.Image):
+            raise InputError(
+                f"Preprocess expects a PIL image, got {type(image).__name__}; "
+                "load files with dense_readout.load_image(path)."
+            )
+        return self.normalize(self.geometry(image))

