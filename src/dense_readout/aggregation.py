@@ -85,4 +85,6 @@ def _log_mean_exp(cells: Tensor, temperature: float = 1.0) -> Tensor:
     if temperature <= 0:
         raise InputError(f"lse temperature must be > 0, got {temperature}.")
     r = float(temperature)
-    return (torch.logsumexp(r * cells, dim=2) - math.log(cells.shape[2])) / r
+    # float64: for small r the result is a difference of nearly equal numbers over r
+    pooled = (torch.logsumexp(r * cells.double(), dim=2) - math.log(cells.shape[2])) / r
+    return pooled.to(cells.dtype)
