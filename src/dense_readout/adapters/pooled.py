@@ -13,10 +13,25 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 from .base import ModelAdapter, executed_leaves
+
+
+_PASS_THROUGH: tuple[type, ...] = (
+    nn.Identity,
+    nn.Flatten,
+    nn.Dropout,
+    nn.AdaptiveAvgPool2d,
+)
+try:  # timm's fast average pooling is pass-through on a 1×1 map too
+    from timm.layers.adaptive_avgmax_pool import FastAdaptiveAvgPool
+
+    _PASS_THROUGH += (FastAdaptiveAvgPool,)
+except ImportError:  # pragma: no cover
+    pass
 
 
 class PooledGridAdapter(ModelAdapter):
@@ -49,6 +64,30 @@ class PooledGridAdapter(ModelAdapter):
     def head_cells(self, cells: Tensor) -> Tensor:
         shape = (-1, 1, 1, cells.shape[1]) if self.layout == "NHWC" else (-1, cells.shape[1], 1, 1)
         return self.tail(cells.reshape(shape))
+
+    def readout(self, grid: Tensor) -> Tensor:
+        linear = self._lone_linear()
+        if linear is None:
+            return super().readout(grid)
+        # Fast path for pool → Linear heads: one K×C by C×(h·w) product per image,
+        # channels-first in and out (no per-cell tail, no permute copies).
+        batch, channels, height, width = grid.shape
+        scores = torch.matmul(linear.weight, grid.reshape(batch, channels, height * width))
+        if linear.bias is not None:
+            scores = scores + linear.bias[:, None]
+        return scores.view(batch, -1, height, width)
+
+    def _lone_linear(self) -> Optional[nn.Linear]:
+        """The head's only Linear if everything else is pass-through at inference."""
+        if not hasattr(self, "_lone_linear_cache"):
+            leaves = self.head_modules()
+            linears = [m for m in leaves if isinstance(m, nn.Linear)]
+            rest = [m for m in leaves if not isinstance(m, nn.Linear)]
+            passthrough = all(isinstance(m, _PASS_THROUGH) for m in rest)
+            self._lone_linear_cache = linears[0] if len(linears) == 1 and passthrough else None
+        if self._lone_linear_cache is not None and self.model.training:
+            return None  # dropout would act in training mode: take the generic path
+        return self._lone_linear_cache
 
     def head_modules(self) -> list[nn.Module]:
         if self._head_leaves is None:
