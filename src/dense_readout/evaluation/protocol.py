@@ -1,0 +1,175 @@
+"""The paper's evaluation protocol: crop, box mask, any-pixel grid occupancy, occlusion.
+
+1. The image is resized (shorter side 256) and centre-cropped to 224 by a
+   :class:`~dense_readout.preprocessing.Preprocess` (``crop_pct=0.875``), then normalised.
+2. The foreground is the union of the boxes filled at the stored file's pixel
+   resolution (boxes are inclusive pixel index ranges); the mask gets the same
+   resize+crop with nearest-neighbour interpolation.
+3. A grid cell is foreground if any foreground pixel falls into it
+   (:func:`grid_occupancy`; for grids that do not divide the input, cell ``i``
+   covers pixels ``floor(i·H/h) .. ceil((i+1)·H/h)-1``, adaptive pooling's windows).
+4. Three inputs per image: original, w/o BG (pixels outside the foreground
+   replaced by the fill), w/o FG (pixels inside replaced). The fill is a colour
+   from :data:`FILLS` (default ``'mean'`` = zero after normalisation, the
+   normalisation's mean colour) or an ``'r,g,b'`` triple in [0, 1].
+
+Example:
+    >>> import numpy as np, torch
+    >>> from PIL import Image
+    >>> from dense_readout.preprocessing import Preprocess
+    >>> from dense_readout.evaluation.protocol import Protocol, grid_occupancy
+    >>> protocol = Protocol(Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3))
+    >>> x, mask = protocol.transform(Image.new("RGB", (256, 256)), np.array([[16, 16, 47, 47]]))
+    >>> tuple(x.shape), int(mask.sum())          # 32×32 box, 256->256 resize, crop offset 16
+    ((3, 224, 224), 1024)
+    >>> grid_occupancy(mask[None], (7, 7))[0].nonzero().tolist()
+    [[0, 0]]
+    >>> inputs = protocol.three_inputs(x[None], mask[None])
+    >>> tuple(inputs.shape)
+    (3, 3, 224, 224)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from ..errors import InputError
+from ..preprocessing import Preprocess
+
+__all__ = [
+    "Protocol",
+    "FILLS",
+    "register_fill",
+    "boxes_to_mask",
+    "grid_occupancy",
+    "occlude",
+    "paper_preprocess",
+]
+
+# name -> colour in [0,1] pixel space given the normalisation (mean, std)
+FILLS: dict[str, Callable[[Preprocess], tuple[float, float, float]]] = {}
+
+
+def register_fill(name: str, colour: Callable[[Preprocess], Sequence[float]]) -> None:
+    """Register a named fill colour (a function of the preprocessing, returning RGB in [0, 1])."""
+    FILLS[name] = lambda pre: tuple(float(c) for c in colour(pre))  # type: ignore[misc]
+
+
+register_fill("mean", lambda pre: pre.mean)  # zero after normalisation
+register_fill("black", lambda pre: (0.0, 0.0, 0.0))
+register_fill("white", lambda pre: (1.0, 1.0, 1.0))
+register_fill("gray", lambda pre: (0.5, 0.5, 0.5))
+
+
+def paper_preprocess(model: torch.nn.Module, normalization: str = "model") -> Preprocess:
+    """The paper's preprocessing for ``model``: shorter side 256, centre crop 224."""
+    return Preprocess.from_model(model, normalization=normalization, crop_pct=0.875)
+
+
+def boxes_to_mask(size: tuple[int, int], boxes: np.ndarray) -> Image.Image:
+    """Union of ``boxes`` (``N×4`` inclusive pixel ranges) as an 'L' mask of ``size=(W, H)``."""
+    mask = Image.new("L", tuple(int(v) for v in size), 0)
+    draw = ImageDraw.Draw(mask)
+    for xmin, ymin, xmax, ymax in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        draw.rectangle(
+            [int(round(xmin)), int(round(ymin)), int(round(xmax)), int(round(ymax))], fill=255
+        )
+    return mask
+
+
+def grid_occupancy(mask: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Any-pixel occupancy: ``B×H×W`` boolean pixel mask -> ``B×h×w`` boolean cell mask.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.protocol import grid_occupancy
+        >>> mask = torch.zeros(1, 4, 4, dtype=torch.bool); mask[0, 1, 2] = True
+        >>> grid_occupancy(mask, (2, 2)).int().tolist()
+        [[[0, 1], [0, 0]]]
+    """
+    if mask.dim() != 3:
+        raise InputError(f"grid_occupancy expects a B×H×W mask, got shape {tuple(mask.shape)}.")
+    pooled = F.adaptive_max_pool2d(mask.float().unsqueeze(1), tuple(int(v) for v in grid))
+    return pooled.squeeze(1) > 0
+
+
+def occlude(inputs: Tensor, region: Tensor, fill: Tensor) -> Tensor:
+    """Replace the pixels of ``region`` (``B×H×W`` bool) by ``fill`` (normalised, length 3)."""
+    fill = fill.to(inputs).view(1, -1, 1, 1)
+    return torch.where(region.unsqueeze(1).to(inputs.device), fill.expand_as(inputs), inputs)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Crop, mask and occlusion of the paper's ImageNet protocol.
+
+    Args:
+        preprocess: resize/crop/normalisation; use :func:`paper_preprocess`.
+        fill: a name in :data:`FILLS` or ``'r,g,b'`` in [0, 1] (pixel space).
+    """
+
+    preprocess: Preprocess
+    fill: str = "mean"
+
+    def fill_colour(self) -> tuple[float, float, float]:
+        """The fill colour in [0, 1] pixel space."""
+        if self.fill in FILLS:
+            return FILLS[self.fill](self.preprocess)
+        try:
+            values = tuple(float(v) for v in str(self.fill).split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+            raise InputError(
+                f"fill must be one of {sorted(FILLS)} or 'r,g,b' with values in [0, 1], got {self.fill!r}."
+            )
+        return values  # type: ignore[return-value]
+
+    def fill_value(self) -> Tensor:
+        """The fill colour after normalisation (length-3 tensor); ``'mean'`` gives zeros."""
+        colour = torch.tensor(self.fill_colour(), dtype=torch.float32)
+        mean = torch.tensor(self.preprocess.mean, dtype=torch.float32)
+        std = torch.tensor(self.preprocess.std, dtype=torch.float32)
+        return (colour - mean) / std
+
+    def mask(self, size: tuple[int, int], boxes: np.ndarray) -> Tensor:
+        """The 224×224 boolean foreground mask of ``boxes`` drawn on a ``size=(W, H)`` file."""
+        cropped = self.preprocess.geometry_of(boxes_to_mask(size, boxes), "nearest")
+        return torch.from_numpy(np.asarray(cropped) > 127)
+
+    def transform(self, image: Image.Image, boxes: np.ndarray) -> tuple[Tensor, Tensor]:
+        """``(normalised 3×224×224 tensor, 224×224 bool foreground mask)`` of one image."""
+        return self.preprocess(image), self.mask(image.size, boxes)
+
+    def three_inputs(self, inputs: Tensor, mask: Tensor) -> Tensor:
+        """One batch ``[originals; w/o BG; w/o FG]`` of shape ``3B×3×H×W`` (in that order).
+
+        ``inputs`` is ``B×3×H×W`` normalised, ``mask`` the ``B×H×W`` pixel foreground.
+        """
+        fill = self.fill_value()
+        return torch.cat([inputs, occlude(inputs, ~mask, fill), occlude(inputs, mask, fill)])
+
+    def describe(self) -> dict:
+        """The protocol's settings, for reports."""
+        pre = self.preprocess
+        return {
+            "resize_shorter_side": pre.resize,
+            "crop": pre.crop,
+            "interpolation": pre.interpolation,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "fill": self.fill,
+            "fill_rgb": list(self.fill_colour()),
+            "mask_interpolation": "nearest",
+            "grid_projection": "any-pixel occupancy",
+        }
+
+
+Fill = Union[str, Sequence[float]]
