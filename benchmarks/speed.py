@@ -1,0 +1,108 @@
+"""Dense readout time and peak memory vs a plain forward pass, measured side by side.
+
+For each model and batch size, one subprocess per mode ("forward" = ``model(x)``,
+"readout" = ``DenseReadout(model)(x)``) measures the peak resident-memory increase
+over the state after loading the model and input; the timings interleave the two
+modes in one process and report medians, so load from other processes affects
+both alike. Weights are random (speed does not depend on their values).
+
+    python benchmarks/speed.py                       # the docs table
+    python benchmarks/speed.py --models resnet50 --batches 1 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+DEFAULT_MODELS = ["resnet50", "tf_efficientnet_lite0", "convnext_tiny", "swin_tiny_patch4_window7_224", "vit_small_patch16_224"]
+
+
+def _build(name: str):
+    import timm
+
+    from dense_readout import DenseReadout
+
+    model = timm.create_model(name, pretrained=False).eval()
+    return model, DenseReadout(model)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure_memory(name: str, batch: int, mode: str) -> float:
+    """Peak RSS increase (MB) of one call in this fresh process (no warm-up, so
+    first-call allocator and kernel set-up count in both modes alike)."""
+    model, readout = _build(name)
+    x = torch.randn(batch, 3, 224, 224)
+    before = _rss_mb()
+    with torch.no_grad():
+        model(x) if mode == "forward" else readout(x)
+    return _rss_mb() - before
+
+
+def measure_time(name: str, batch: int, repeats: int) -> tuple[float, float]:
+    model, readout = _build(name)
+    x = torch.randn(batch, 3, 224, 224)
+    forward_times, readout_times = [], []
+    with torch.no_grad():
+        model(x), readout(x)  # warm-up
+        for repeat in range(repeats):
+            # alternate the order so drift in machine load hits both modes alike
+            order = [("forward", model), ("readout", readout)]
+            for mode, fn in order if repeat % 2 == 0 else order[::-1]:
+                start = time.perf_counter()
+                fn(x)
+                (forward_times if mode == "forward" else readout_times).append(time.perf_counter() - start)
+    return statistics.median(forward_times), statistics.median(readout_times)
+
+
+def _memory_in_subprocess(name: str, batch: int, mode: str) -> float:
+    code = (
+        "import sys, json; sys.path.insert(0, 'benchmarks'); import speed; "
+        f"print(json.dumps(speed.measure_memory({name!r}, {batch}, {mode!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU, 224 px, median of {args.repeats}")
+    print("| model | batch | forward (ms) | readout (ms) | time ratio | forward peak MB | readout peak MB | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for name in args.models:
+        for batch in args.batches:
+            forward_s, readout_s = measure_time(name, batch, args.repeats)
+            if args.no_memory:
+                mem_f = mem_r = float("nan")
+            else:
+                mem_f = _memory_in_subprocess(name, batch, "forward")
+                mem_r = _memory_in_subprocess(name, batch, "readout")
+            ratio_mem = mem_r / mem_f if mem_f > 0 else float("nan")
+            rows.append(dict(model=name, batch=batch, forward_ms=forward_s * 1e3, readout_ms=readout_s * 1e3,
+                             forward_mb=mem_f, readout_mb=mem_r))
+            print(f"| {name} | {batch} | {forward_s * 1e3:.1f} | {readout_s * 1e3:.1f} | "
+                  f"{readout_s / forward_s:.3f} | {mem_f:.0f} | {mem_r:.0f} | {ratio_mem:.2f} |", flush=True)
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
