@@ -99,7 +99,7 @@ def main(argv=None) -> int:
             rows.append(dict(model=name, batch=batch, forward_ms=forward_s * 1e3, readout_ms=readout_s * 1e3,
                              forward_mb=mem_f, readout_mb=mem_r))
             print(f"| {name} | {batch} | {forward_s * 1e3:.1f} | {readout_s * 1e3:.1f} | "
-                  f"{readout_s / forward_s:.3f} | {mem_f:.0f} | {mem_r:.0f} | {ratio_mem:.2f} |", flush=True)
+                  f"{readout_s / forward_s:.3f} | {mem_f:.1f} | {mem_r:.1f} | {ratio_mem:.2f} |", flush=True)
     print(json.dumps(rows))
     return 0
 
