@@ -43,6 +43,10 @@ TORCHVISION_FAMILIES = {
     "convnext_tiny": ((7, 7), False),
     "swin_t": ((7, 7), True),
     "vit_b_16": ((14, 14), False),
+    "regnet_y_400mf": ((7, 7), True),
+    "mobilenet_v2": ((7, 7), True),
+    "mobilenet_v3_small": ((7, 7), False),
+    "densenet121": ((7, 7), True),
 }
 
 
@@ -95,8 +99,10 @@ def _torchvision_pointwise_oracle(name, model, grid: torch.Tensor, u: int, v: in
     if name == "vit_b_16":
         return model.heads(cell)
     filled = cell[:, :, None, None].expand_as(grid).contiguous()
-    if name == "resnet50":
+    if name in ("resnet50", "regnet_y_400mf"):
         return model.fc(torch.flatten(model.avgpool(filled), 1))
+    if name in ("mobilenet_v2", "densenet121"):
+        return model.classifier(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(filled, 1), 1))
     if name == "swin_t":
         return model.head(model.flatten(model.avgpool(filled)))
     pooled = model.avgpool(filled)
