@@ -97,6 +97,9 @@ def _add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
         help="input mean/std: the model's own (default) or ImageNet's",
     )
     parser.add_argument(
+        "--no-png", action="store_true", help="write only the JSON reports (faster for many images)"
+    )
+    parser.add_argument(
         "--crop-pct", type=float, default=1.0, metavar="F",
         help="centre-crop fraction: 1.0 (default) keeps the most of the photo; 0.875 is the paper's 256→224",
     )
@@ -202,9 +205,10 @@ def _explain_one(source: Source, readout, preprocess, names, model_name, args, o
     label_path, heat_path, json_path = (
         out / f"{source.stem}_labels.png", out / f"{source.stem}_heatmap.png", out / f"{source.stem}.json"
     )
-    grid_figure, heat_figure = readout_figures(result, picture, names, name=source.title or source.stem)
-    save_png(grid_figure, label_path)
-    save_png(heat_figure, heat_path)
+    files = {}
+    if not args.no_png:
+        grid_figure, heat_figure = readout_figures(result, picture, names, name=source.title or source.stem)
+        files = {"label_grid": save_png(grid_figure, label_path).name, "heatmap": save_png(heat_figure, heat_path).name}
     record = {
         "image": source.name,
         "original_size": list(image.size),
@@ -218,7 +222,7 @@ def _explain_one(source: Source, readout, preprocess, names, model_name, args, o
             "centre_crop": preprocess.crop,
         },
         **record,
-        "files": {"label_grid": label_path.name, "heatmap": heat_path.name},
+        "files": files,
     }
     json_path.write_text(_dumps(record))
     return _summary(source.name, record, json_path)

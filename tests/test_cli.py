@@ -1,0 +1,258 @@
+"""The CLI: ``demo`` on scikit-image photos, ``explain`` on files, per-file errors, model options.
+
+The demo's JSON is checked against a second, independent computation with the
+API (same preprocessing, own softmax/argmax), and carries the must-show facts:
+chelsea → "Egyptian cat", coffee → "espresso", most chelsea cells a cat class.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from dense_readout import DenseReadout
+from dense_readout.cli import main
+from dense_readout.imagenet import imagenet_class_names
+
+skimage_data = pytest.importorskip("skimage.data")
+
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Nothing in the CLI may open a network connection."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the CLI tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    capture = pytest.MonkeyPatch()
+    import io
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    capture.setattr(sys, "stdout", stdout)
+    capture.setattr(sys, "stderr", stderr)
+    try:
+        code = main(["demo", "--out", str(out)])
+    finally:
+        capture.undo()
+    return code, out, stdout.getvalue(), stderr.getvalue()
+
+
+def load_json(out: Path, stem: str) -> dict:
+    return json.loads((out / f"{stem}.json").read_text())
+
+
+# -- demo -----------------------------------------------------------------------------
+def test_demo_writes_pictures_and_json(demo_run):
+    code, out, stdout, stderr = demo_run
+    assert code == 0, stderr
+    assert stderr == ""
+    for stem in ("chelsea", "coffee", "astronaut"):
+        for suffix in ("_labels.png", "_heatmap.png", ".json"):
+            assert (out / f"{stem}{suffix}").is_file(), stem + suffix
+        with Image.open(out / f"{stem}_labels.png") as image:
+            assert image.width >= 1000 and image.height >= 800  # 224 px input drawn at 800 px + legend
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("skimage.data.chelsea: top-1 Egyptian cat (")
+    assert lines[1].startswith("skimage.data.coffee: top-1 espresso (")
+
+
+def test_demo_must_show_facts(demo_run):
+    """Embedded model: chelsea → Egyptian cat, coffee → espresso, most chelsea cells a cat."""
+    _, out, _, _ = demo_run
+    chelsea, coffee = load_json(out, "chelsea"), load_json(out, "coffee")
+    assert chelsea["top5"][0]["name"] == "Egyptian cat" and chelsea["top5"][0]["class"] == 285
+    assert coffee["top5"][0]["name"] == "espresso" and coffee["top5"][0]["class"] == 967
+    labels = np.array(chelsea["label_grid"])
+    cat_cells = np.isin(labels, list(CAT_CLASSES)).sum()
+    assert cat_cells > labels.size / 2, f"only {cat_cells} of {labels.size} chelsea cells are cats"
+
+
+def test_demo_json_matches_an_independent_api_run(demo_run, embedded):
+    """Recompute chelsea with the API and compare every number the JSON reports."""
+    _, out, _, _ = demo_run
+    record = load_json(out, "chelsea")
+    model, preprocess, names, _ = embedded
+    image = Image.fromarray(skimage_data.chelsea())
+    x = preprocess(image).unsqueeze(0)
+    result = DenseReadout(model)(x)
+    probs = torch.softmax(result.logits[0].double(), dim=0)
+    order = probs.argsort(descending=True)[:5]
+    assert [e["class"] for e in record["top5"]] == order.tolist()
+    assert [e["name"] for e in record["top5"]] == [names[int(c)] for c in order]
+    np.testing.assert_allclose([e["probability"] for e in record["top5"]], probs[order].numpy(), atol=1e-5)
+
+    h, w = result.scores.shape[-2:]
+    assert record["grid_size"] == [h, w] and record["input_size"] == [224, 224]
+    assert record["cell_size"] == [224 / h, 224 / w]
+    assert record["label_grid"] == result.scores[0].argmax(0).tolist()
+    cell_probs = torch.softmax(result.scores[0].double(), dim=0)
+    assert len(record["cells"]) == h * w
+    for cell in record["cells"]:
+        u, v = cell["row"], cell["col"]
+        expected = cell_probs[:, u, v].argsort(descending=True)[:3]
+        assert [e["class"] for e in cell["topk"]] == expected.tolist()
+        got = [e["probability"] for e in cell["topk"]]
+        np.testing.assert_allclose(got, cell_probs[expected, u, v].numpy(), atol=1e-5)
+        np.testing.assert_allclose([e["score"] for e in cell["topk"]], result.scores[0, expected, u, v], atol=1e-4)
+        assert cell["box"] == [v * 224 / w, u * 224 / h, (v + 1) * 224 / w, (u + 1) * 224 / h]
+
+    counts = np.bincount(np.array(record["label_grid"]).ravel(), minlength=1000)
+    assert {e["class"]: e["cells"] for e in record["classes_on_grid"]} == {
+        int(c): int(counts[c]) for c in np.nonzero(counts)[0]
+    }
+    assert record["exact"] is True
+    assert record["residual"] <= 1e-4 * max(1.0, float(result.logits.abs().max()))
+    assert record["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and record["model"] == "tf_efficientnet_lite0"
+
+
+def test_demo_unknown_sample(capsys):
+    assert main(["demo", "lena", "--out", "unused"]) == 2
+    assert "error: unknown demo sample(s) lena" in capsys.readouterr().err
+
+
+# -- explain on files -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    """Good images in several modes and bad files, all made from chelsea."""
+    root = tmp_path_factory.mktemp("photos")
+    cat = Image.fromarray(skimage_data.chelsea())
+    cat.save(root / "cat.jpg", quality=92)
+    cat.convert("L").save(root / "cat_gray.png")
+    rgba = cat.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(root / "cat_rgba.png")
+    cat.convert("CMYK").save(root / "cat_cmyk.jpg")
+    Image.fromarray((np.asarray(cat.convert("L")).astype(np.uint16) * 257)).save(root / "cat_16bit.png")
+    data = (root / "cat.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (root / "notes.jpg").write_text("not an image")
+    return root
+
+
+def test_explain_finishes_good_files_and_reports_each_bad_one(photo_dir, tmp_path, capsys):
+    good = ["cat.jpg", "cat_gray.png", "cat_rgba.png", "cat_cmyk.jpg", "cat_16bit.png"]
+    bad = ["missing.jpg", "truncated.jpg", "notes.jpg"]
+    order = ["missing.jpg", "cat.jpg", "truncated.jpg", "cat_gray.png", "notes.jpg",
+             "cat_rgba.png", "cat_cmyk.jpg", "cat_16bit.png"]
+    code = main(["explain", *[str(photo_dir / n) for n in order], "--out", str(tmp_path), "--topk", "2", "--no-png"])
+    captured = capsys.readouterr()
+    assert code == 1
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(bad)
+    for name, line in zip(bad, errors):
+        assert line.startswith(f"error: {photo_dir / name}: "), line
+    assert "no such file" in errors[0] and "truncated" in errors[1] and "not a readable image" in errors[2]
+    assert "3 of 8 image(s) failed" in captured.err
+    assert len(captured.out.strip().splitlines()) == len(good)
+    for name in good:
+        stem = Path(name).stem
+        record = load_json(tmp_path, stem)
+        assert record["image"] == str(photo_dir / name)
+        assert all(len(cell["topk"]) == 2 for cell in record["cells"])
+        assert record["files"] == {} and not (tmp_path / f"{stem}_labels.png").exists()  # --no-png
+    for name in bad:
+        assert not (tmp_path / f"{Path(name).stem}.json").exists()
+    # The converted modes still show a cat (gray/CMYK/16-bit lose colour, not the cat).
+    assert load_json(tmp_path, "cat")["top5"][0]["class"] in CAT_CLASSES
+    assert load_json(tmp_path, "cat_cmyk")["top5"][0]["class"] in CAT_CLASSES
+
+
+def test_explain_all_good_exits_zero_and_dedupes_names(photo_dir, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.open(photo_dir / "cat.jpg").resize((120, 80)).save(tmp_path / "a" / "x.png")
+    Image.open(photo_dir / "cat.jpg").resize((80, 120)).save(tmp_path / "b" / "x.png")
+    out = tmp_path / "out"
+    assert main(["explain", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "--out", str(out)]) == 0
+    assert load_json(out, "x")["original_size"] == [120, 80]
+    assert load_json(out, "x-2")["original_size"] == [80, 120]
+    for stem in ("x", "x-2"):
+        files = load_json(out, stem)["files"]
+        assert files == {"label_grid": f"{stem}_labels.png", "heatmap": f"{stem}_heatmap.png"}
+        assert all((out / name).is_file() for name in files.values())
+    assert capsys.readouterr().err == ""
+
+
+# -- model options --------------------------------------------------------------------
+def test_other_model_without_checkpoint_is_a_clear_error(photo_dir, capsys):
+    code = main(["explain", str(photo_dir / "cat.jpg"), "--model", "resnet18", "--out", "unused"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: --model resnet18 needs --checkpoint PATH")
+    assert "nothing is downloaded" in err
+
+
+def test_checkpoint_for_another_timm_model(photo_dir, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18").eval()
+    checkpoint = tmp_path / "resnet18.pth"
+    torch.save(model.state_dict(), checkpoint)
+    out = tmp_path / "out"
+    code = main(["explain", str(photo_dir / "cat.jpg"), "--model", "resnet18", "--checkpoint", str(checkpoint),
+                 "--out", str(out), "--normalization", "imagenet"])
+    assert code == 0, capsys.readouterr().err
+    record = load_json(out, "cat")
+    assert record["model"] == "resnet18" and record["checkpoint"] == str(checkpoint)
+    assert record["exact"] is True and record["grid_size"] == [7, 7]
+    assert record["preprocessing"]["normalization"] == "imagenet"
+    # Same weights through the API give the same top class.
+    image = Image.open(photo_dir / "cat.jpg").convert("RGB")
+    from dense_readout import Preprocess
+
+    x = Preprocess.from_model(model, "imagenet", crop_pct=1.0)(image).unsqueeze(0)
+    assert record["top5"][0]["class"] == int(model(x).argmax())
+    assert record["top5"][0]["name"] == imagenet_class_names()[record["top5"][0]["class"]]
+
+
+def test_mismatched_or_missing_checkpoint(photo_dir, tmp_path, capsys):
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
+    assert main(["explain", str(photo_dir / "cat.jpg"), "--model", "resnet18", "--checkpoint", str(wrong),
+                 "--out", str(tmp_path)]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert main(["explain", str(photo_dir / "cat.jpg"), "--model", "resnet18", "--checkpoint",
+                 str(tmp_path / "none.pth"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["explain", str(photo_dir / "cat.jpg"), "--model", "no_such_net_9", "--checkpoint", str(wrong),
+                 "--out", str(tmp_path)]) == 2
+    assert "Unknown timm model 'no_such_net_9'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--topk", "0"], "--topk must be >= 1"),
+    (["--topk", "1001"], "exceeds the model's 1000 classes"),
+    (["--crop-pct", "1.5"], "--crop-pct must be in (0, 1]"),
+])
+def test_bad_options_are_reported(photo_dir, tmp_path, capsys, options, message):
+    assert main(["explain", str(photo_dir / "cat.jpg"), "--out", str(tmp_path), *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_entry_point_exit_status(tmp_path):
+    """Through a real process: one line per failed file on stderr, status 1."""
+    missing = tmp_path / "gone.png"
+    process = subprocess.run(
+        [sys.executable, "-m", "dense_readout.cli", "explain", str(missing), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert process.returncode == 1
+    assert f"error: {missing}: no such file." in process.stderr.splitlines()
