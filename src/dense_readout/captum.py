@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from captum._utils.common import _format_additional_forward_args, _format_tensor_into_tuples, _run_forward
 from captum.attr import LayerAttribution
+from captum.log import log_usage
 from torch import Tensor, nn
 
 from ._cells import grid_from_layer_output, head_channels, scores_from_grid
@@ -60,6 +61,7 @@ class DenseReadoutAttribution(LayerAttribution):
     Example:
         >>> import timm, torch
         >>> from captum.attr import LayerAttribution
+from captum.log import log_usage
         >>> from dense_readout.captum import DenseReadoutAttribution
         >>> model = timm.create_model("resnet18", num_classes=10).eval()
         >>> explainer = DenseReadoutAttribution(model)
@@ -115,6 +117,7 @@ class DenseReadoutAttribution(LayerAttribution):
         """True: ``delta = mean_uv Z_k − y_k`` (0 up to rounding for exact models)."""
         return True
 
+    @log_usage()  # NoiseTunnel calls attribute.__wrapped__, which this decorator provides
     def attribute(
         self,
         inputs: Union[Tensor, Tuple[Tensor, ...]],
