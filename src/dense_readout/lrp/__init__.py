@@ -1,0 +1,38 @@
+"""LRP refinement of the dense readout (paper sec. 6.1, A.7, Fig. 8), built on zennit.
+
+Example:
+    >>> import torch
+    >>> from dense_readout import load_pretrained
+    >>> from dense_readout.lrp import LRPReadout
+    >>> lrp = LRPReadout(load_pretrained().model)
+    >>> result = lrp.class_map(torch.randn(1, 3, 224, 224))
+    >>> tuple(result.relevance.shape), result.composite
+    ((1, 1, 224, 224), 'epsilon_plus_flat')
+"""
+
+from .canonizers import pass_multiply, register_block, registered_blocks, residual_sum
+from .composites import (
+    FAMILY_DEFAULTS,
+    build_composite,
+    default_composite,
+    register_composite,
+    registered_composites,
+)
+from .core import STRATEGIES, CellRelevance, LabelMap, LRPReadout, LRPResult
+
+__all__ = [
+    "LRPReadout",
+    "LRPResult",
+    "CellRelevance",
+    "LabelMap",
+    "STRATEGIES",
+    "register_block",
+    "registered_blocks",
+    "residual_sum",
+    "pass_multiply",
+    "register_composite",
+    "registered_composites",
+    "default_composite",
+    "build_composite",
+    "FAMILY_DEFAULTS",
+]

@@ -1,0 +1,162 @@
+"""Which LRP rules to use: zennit composites by name, plus the layer map timm needs.
+
+Every built-in choice is a zennit ``LayerMapComposite`` class; what we add is
+*data*: a layer map prepended to the composite's own, so that timm's activation
+modules get the ``Pass`` rule (zennit only knows ``torch.nn`` activations) and
+LayerNorms get the ``Norm`` (epsilon) rule after :class:`LayerNormCanonizer` made
+them linear. Register your own with :func:`register_composite`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+from zennit import composites as zc
+from zennit.core import Composite
+from zennit.rules import Epsilon, Norm, Pass
+from zennit.types import Linear
+
+from ..errors import InputError
+
+__all__ = [
+    "register_composite",
+    "registered_composites",
+    "build_composite",
+    "default_composite",
+    "extra_layer_map",
+    "FAMILY_DEFAULTS",
+]
+
+CompositeFactory = Callable[..., Composite]
+_COMPOSITES: dict[str, CompositeFactory] = {}
+
+
+def register_composite(name: str) -> Callable[[CompositeFactory], CompositeFactory]:
+    """Decorator: register ``factory(layer_map=..., low=..., high=..., **kwargs) -> Composite``.
+
+    ``layer_map`` must be prepended to the composite's own map; ``low``/``high`` are
+    the input bounds (``1×C×1×1``) for box rules, ignore them if unused.
+
+    Example:
+        >>> from zennit.composites import EpsilonAlpha2Beta1
+        >>> @register_composite("my_alpha_beta")
+        ... def _mine(layer_map, low, high, **kwargs):
+        ...     return EpsilonAlpha2Beta1(layer_map=layer_map, **kwargs)
+        >>> "my_alpha_beta" in registered_composites()
+        True
+    """
+
+    def decorate(factory: CompositeFactory) -> CompositeFactory:
+        _COMPOSITES[name] = factory
+        return factory
+
+    return decorate
+
+
+def registered_composites() -> list[str]:
+    """Names accepted by ``composite=``."""
+    return sorted(_COMPOSITES)
+
+
+def _plain(cls: type) -> CompositeFactory:
+    def factory(layer_map: list, low: torch.Tensor, high: torch.Tensor, **kwargs: Any) -> Composite:
+        return cls(layer_map=layer_map, **kwargs)
+
+    factory.__doc__ = f"zennit.composites.{cls.__name__}"
+    return factory
+
+
+for _name, _cls in (
+    ("epsilon_plus_flat", zc.EpsilonPlusFlat),
+    ("epsilon_plus", zc.EpsilonPlus),
+    ("epsilon_alpha2_beta1", zc.EpsilonAlpha2Beta1),
+    ("epsilon_alpha2_beta1_flat", zc.EpsilonAlpha2Beta1Flat),
+):
+    register_composite(_name)(_plain(_cls))
+
+
+@register_composite("epsilon_gamma_box")
+def _epsilon_gamma_box(layer_map: list, low: torch.Tensor, high: torch.Tensor, **kwargs: Any) -> Composite:
+    """zennit.composites.EpsilonGammaBox with the input bounds of the model's normalisation."""
+    kwargs.setdefault("low", low)
+    kwargs.setdefault("high", high)
+    return zc.EpsilonGammaBox(layer_map=layer_map, **kwargs)
+
+
+@register_composite("epsilon")
+def _epsilon(layer_map: list, low: torch.Tensor, high: torch.Tensor, epsilon: float = 1e-6,
+             stabilizer: float = 1e-6) -> Composite:
+    """LRP-epsilon on every convolution and linear layer (LRP-0 as epsilon -> 0)."""
+    return zc.LayerMapComposite(
+        layer_map=layer_map + zc.layer_map_base(stabilizer) + [(Linear, Epsilon(epsilon=epsilon))]
+    )
+
+
+def _timm_activation_types() -> tuple[type, ...]:
+    try:
+        from timm.layers import activations as act
+    except ImportError:  # pragma: no cover
+        return ()
+    names = ("GELU", "GELUTanh", "QuickGELU", "Swish", "Mish", "HardSwish", "HardSigmoid",
+             "HardMish", "Sigmoid", "Tanh", "PReLU")
+    return tuple(getattr(act, n) for n in names if isinstance(getattr(act, n, None), type))
+
+
+def extra_layer_map(stabilizer: float = 1e-6) -> list:
+    """Rules zennit lacks for timm: timm activations pass relevance; LayerNorm uses Norm."""
+    extra: list = []
+    timm_acts = _timm_activation_types()
+    if timm_acts:
+        extra.append((timm_acts, Pass()))
+    extra.append((nn.LayerNorm, Norm(stabilizer=stabilizer)))
+    return extra
+
+
+# Default composite per model family (module path fragment -> composite name).
+# ResNet/EfficientNet/MobileNet: ReLU-like CNNs, zennit's recommended EpsilonPlusFlat.
+# ConvNeXt: features after LayerNorm/GELU are signed; the gamma rule keeps the
+# sign information that z+ drops, so EpsilonGammaBox.
+FAMILY_DEFAULTS: dict[str, str] = {
+    "timm.models.resnet": "epsilon_plus_flat",
+    "timm.models.efficientnet": "epsilon_plus_flat",
+    "timm.models.mobilenetv3": "epsilon_plus_flat",
+    "timm.models.convnext": "epsilon_gamma_box",
+    "torchvision.models.resnet": "epsilon_plus_flat",
+    "torchvision.models.vgg": "epsilon_gamma_box",
+}
+FALLBACK_COMPOSITE = "epsilon_plus_flat"
+
+
+def default_composite(model: nn.Module) -> str:
+    """The registered default composite name for ``model``'s family."""
+    return FAMILY_DEFAULTS.get(type(model).__module__, FALLBACK_COMPOSITE)
+
+
+def build_composite(
+    name: str,
+    *,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    stabilizer: float = 1e-6,
+    options: Optional[dict] = None,
+) -> Composite:
+    """Instantiate the composite ``name`` with the timm layer map prepended."""
+    factory = _COMPOSITES.get(name)
+    if factory is None:
+        raise InputError(
+            f"Unknown composite {name!r}. Choose one of {registered_composites()} or register "
+            "one with dense_readout.lrp.register_composite."
+        )
+    try:
+        return factory(layer_map=extra_layer_map(stabilizer), low=low, high=high, **(options or {}))
+    except TypeError as error:
+        raise InputError(f"Bad composite_options for {name!r}: {error}") from None
+
+
+def input_bounds(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of normalised inputs for pixels in [0, 1]: ``((0-m)/s, (1-m)/s)`` as ``1×C×1×1``."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (0 - m) / s, (1 - m) / s
