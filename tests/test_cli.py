@@ -183,8 +183,8 @@ def test_explain_all_good_exits_zero_and_dedupes_names(photo_dir, tmp_path, caps
     Image.open(photo_dir / "cat.jpg").resize((80, 120)).save(tmp_path / "b" / "x.png")
     out = tmp_path / "out"
     assert main(["explain", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "--out", str(out)]) == 0
-    assert load_json(out, "x")["original_size"] == [120, 80]
-    assert load_json(out, "x-2")["original_size"] == [80, 120]
+    assert load_json(out, "x")["original_size"] == [80, 120]  # [height, width]
+    assert load_json(out, "x-2")["original_size"] == [120, 80]
     for stem in ("x", "x-2"):
         files = load_json(out, stem)["files"]
         assert files == {"label_grid": f"{stem}_labels.png", "heatmap": f"{stem}_heatmap.png"}

@@ -211,7 +211,7 @@ def _explain_one(source: Source, readout, preprocess, names, model_name, args, o
         files = {"label_grid": save_png(grid_figure, label_path).name, "heatmap": save_png(heat_figure, heat_path).name}
     record = {
         "image": source.name,
-        "original_size": list(image.size),
+        "original_size": [image.height, image.width],
         "model": model_name,
         "checkpoint": args.checkpoint,
         "preprocessing": {
