@@ -121,3 +121,55 @@ def test_fixture_writes_every_layout(tmp_path):
     assert (tmp_path / "metadata/ILSVRC/test/localization.txt").read_text().count("\n") == sum(
         len(item[3]) for item in ITEMS
     )
+
+
+def build_many(root: Path, count: int, seed: int = 1) -> Path:
+    """``count`` random images (labels 0..9, 1-3 boxes, ReaL sets) in the VOC layout."""
+    rng = np.random.default_rng(seed)
+    images, boxes_dir = root / "val", root / "bbox_val"
+    images.mkdir(parents=True, exist_ok=True)
+    boxes_dir.mkdir(parents=True, exist_ok=True)
+    real = [[] for _ in range(count)]
+    for number in range(1, count + 1):
+        width, height = int(rng.integers(120, 320)), int(rng.integers(120, 320))
+        array = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        for _ in range(4):  # flat coloured patches give the cells different features
+            x0, y0 = int(rng.integers(0, width - 20)), int(rng.integers(0, height - 20))
+            array[y0:y0 + int(rng.integers(20, 120)), x0:x0 + int(rng.integers(20, 120))] = rng.integers(0, 256, 3)
+        Image.fromarray(array).save(images / image_name(number), quality=85)
+        label = int(rng.integers(0, 10))
+        boxes = []
+        for _ in range(int(rng.integers(1, 4))):
+            x0, y0 = int(rng.integers(0, width - 10)), int(rng.integers(0, height - 10))
+            boxes.append([x0, y0, int(rng.integers(x0 + 5, width)), int(rng.integers(y0 + 5, height))])
+        (boxes_dir / f"{image_name(number)[:-5]}.xml").write_text(voc_xml(number, (width, height), label, boxes))
+        real[number - 1] = sorted({label, int(rng.integers(0, 10))}) if rng.random() > 0.2 else []
+    (root / "real.json").write_text(json.dumps(real))
+    return root
+
+
+def tiny_model(seed: int = 0):
+    """A random-init timm ``test_resnet`` whose predictions spread over classes 0..9."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_resnet", pretrained=False).eval()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.weight[:10].normal_(0, 3.0)
+        # remove the direction of the average feature vector: cells then differ in their top-1
+        mean = model.forward_features(torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(seed)))
+        mean = mean.mean(dim=(0, 2, 3))
+        weight = model.fc.weight[:10]
+        weight -= (weight @ mean).unsqueeze(1) * mean / mean.dot(mean)
+        model.fc.bias.fill_(-30.0)
+        model.fc.bias[:10] = 0.0
+    return model
+
+
+def save_tiny_model(path: Path, seed: int = 0) -> Path:
+    import torch
+
+    torch.save(tiny_model(seed).state_dict(), path)
+    return path

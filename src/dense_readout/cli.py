@@ -16,6 +16,7 @@ from . import __version__
 
 COMMAND_MODULES = [
     "dense_readout.commands.explain",
+    "dense_readout.commands.bench",
 ]
 
 

@@ -1,0 +1,229 @@
+"""Thresholding controls (paper A.3): keep a cell only if a score reaches τ.
+
+Four cell scores (registry :data:`CELL_SCORES`):
+
+* ``max_softmax``: the cell's largest softmax probability;
+* ``entropy``: normalised-entropy confidence ``1 - H(p) / log K``;
+* ``feat_fg``: cosine similarity of the cell's feature vector to the
+  feature-space foreground prototype;
+* ``logit_fg``: cosine similarity of the cell's score vector to the logit-space
+  foreground prototype.
+
+A prototype is the mean over the evaluated set of the cells that lie inside the
+boxes and are predicted correctly (top-1 = ground truth); the runner estimates
+it in a first pass (:class:`PrototypeAccumulator`) before the sweep.
+
+For each score and each τ the sweep reports, on the original input,
+``Loc.(τ)``: per image, the fraction of FG cells that are kept *and* correct,
+averaged over images with an FG cell (a dropped cell counts as not localised,
+so Loc.(τ) can only fall with τ) and ``BG Act.(τ)``: images where the class is
+the top-1 of at least one *kept* BG cell. A τ below every score reproduces the
+unthresholded Loc. and BG Act. State is int64 (fixed point), so it merges exactly.
+
+Example:
+    >>> import torch
+    >>> from dense_readout.evaluation.thresholds import ThresholdSweep
+    >>> sweep = ThresholdSweep(["max_softmax"], taus=[0.0, 0.99])
+    >>> scores = torch.zeros(1, 3, 1, 2); scores[0, 1, 0, 0] = 9.0; scores[0, 1, 0, 1] = 0.1
+    >>> fg = torch.tensor([[[True, True]]])
+    >>> sweep.update(scores, None, fg, torch.tensor([1]))
+    >>> sweep.curves()["max_softmax"]["loc"]
+    [100.0, 50.0]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import InputError
+from .metrics import FIXED
+
+__all__ = [
+    "CELL_SCORES",
+    "register_cell_score",
+    "PrototypeAccumulator",
+    "ThresholdSweep",
+    "DEFAULT_TAUS",
+    "PROTOTYPE_SCORES",
+]
+
+DEFAULT_TAUS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(21))
+PROTO_SCALE = 1 << 20  # fixed point of the prototype sums
+
+# name -> fn(scores B×K×h×w, features B×C×h×w, prototypes dict) -> B×h×w
+CellScore = Callable[[Tensor, Optional[Tensor], dict], Tensor]
+CELL_SCORES: dict[str, CellScore] = {}
+PROTOTYPE_SCORES = ("feat_fg", "logit_fg")
+
+
+def register_cell_score(name: str) -> Callable[[CellScore], CellScore]:
+    """Decorator: add a per-cell score function under ``name``."""
+
+    def add(fn: CellScore) -> CellScore:
+        CELL_SCORES[name] = fn
+        return fn
+
+    return add
+
+
+@register_cell_score("max_softmax")
+def _max_softmax(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
+    return torch.softmax(scores.float(), dim=1).amax(dim=1)
+
+
+@register_cell_score("entropy")
+def _entropy(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
+    log_p = torch.log_softmax(scores.float(), dim=1)
+    entropy = -(log_p.exp() * log_p).sum(dim=1)
+    return 1.0 - entropy / math.log(scores.shape[1])
+
+
+def _cosine(grid: Tensor, prototype: Optional[Tensor], name: str) -> Tensor:
+    if prototype is None:
+        raise InputError(f"{name} needs a prototype: run the prototype pass first.")
+    return F.cosine_similarity(grid.float(), prototype.to(grid.device, torch.float32).view(1, -1, 1, 1), dim=1)
+
+
+@register_cell_score("feat_fg")
+def _feat_fg(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
+    if features is None:
+        raise InputError("feat_fg needs the feature grid (ReadoutResult.features).")
+    return _cosine(features, prototypes.get("features"), "feat_fg")
+
+
+@register_cell_score("logit_fg")
+def _logit_fg(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
+    return _cosine(scores, prototypes.get("logits"), "logit_fg")
+
+
+class PrototypeAccumulator:
+    """Sum (fixed point, int64) of the feature and score vectors of correct FG cells."""
+
+    def __init__(self, channels: int = 0, num_classes: int = 0) -> None:
+        self.features = torch.zeros(channels, dtype=torch.int64)
+        self.logits = torch.zeros(num_classes, dtype=torch.int64)
+        self.count = torch.zeros(1, dtype=torch.int64)
+
+    def update(self, scores: Tensor, features: Tensor, fg: Tensor, target: Tensor) -> None:
+        correct = (scores.argmax(dim=1) == target.view(-1, 1, 1)) & fg  # B×h×w
+        if self.features.numel() == 0:
+            self.features = torch.zeros(features.shape[1], dtype=torch.int64)
+            self.logits = torch.zeros(scores.shape[1], dtype=torch.int64)
+        cells_f = features.permute(0, 2, 3, 1)[correct].double().cpu()
+        cells_z = scores.permute(0, 2, 3, 1)[correct].double().cpu()
+        # quantise per cell, then add as integers: the sum does not depend on the order
+        self.features += torch.round(cells_f * PROTO_SCALE).long().sum(dim=0)
+        self.logits += torch.round(cells_z * PROTO_SCALE).long().sum(dim=0)
+        self.count += int(correct.sum())
+
+    def tensors(self) -> list[Tensor]:
+        return [self.features, self.logits, self.count]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"features": self.features.clone(), "logits": self.logits.clone(), "count": self.count.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.features, self.logits, self.count = (state[k].clone() for k in ("features", "logits", "count"))
+
+    def merge(self, other: "PrototypeAccumulator") -> None:
+        if self.features.numel() == 0:
+            self.load_state_dict(other.state_dict())
+            return
+        if other.features.numel():
+            self.features += other.features
+            self.logits += other.logits
+            self.count += other.count
+
+    def prototypes(self) -> dict[str, Optional[Tensor]]:
+        """``{'features': C, 'logits': K}`` means (None when no correct FG cell was seen)."""
+        count = int(self.count)
+        if count == 0:
+            return {"features": None, "logits": None}
+        return {
+            "features": self.features.double() / (PROTO_SCALE * count),
+            "logits": self.logits.double() / (PROTO_SCALE * count),
+        }
+
+
+class ThresholdSweep:
+    """Loc.(τ) and BG Act.(τ) for several cell scores, streaming and mergeable."""
+
+    def __init__(self, methods: Sequence[str], taus: Sequence[float] = DEFAULT_TAUS) -> None:
+        unknown = [m for m in methods if m not in CELL_SCORES]
+        if unknown:
+            raise InputError(f"Unknown threshold scores {unknown}; registered: {sorted(CELL_SCORES)}.")
+        if not len(taus):
+            raise InputError("taus must hold at least one threshold.")
+        self.methods = tuple(methods)
+        self.taus = torch.tensor([float(t) for t in taus], dtype=torch.float64)
+        shape = (len(self.methods), len(self.taus))
+        self.loc_num = torch.zeros(shape, dtype=torch.int64)
+        self.bg_num = torch.zeros(shape, dtype=torch.int64)
+        self.kept_fg = torch.zeros(shape, dtype=torch.int64)
+        self.kept_bg = torch.zeros(shape, dtype=torch.int64)
+        self.counts = torch.zeros(4, dtype=torch.int64)  # images with FG, with BG, FG cells, BG cells
+        self.prototypes: dict = {}
+
+    def update(self, scores: Tensor, features: Optional[Tensor], fg: Tensor, target: Tensor,
+               annotated: Optional[Tensor] = None) -> None:
+        """Add a batch: ``scores`` B×K×h×w, ``features`` B×C×h×w (for feat_fg), ``fg`` B×h×w."""
+        if annotated is not None:
+            keep = annotated.bool()
+            scores, fg, target = scores[keep], fg[keep], target[keep]
+            features = features[keep] if features is not None else None
+        if target.numel() == 0:
+            return
+        correct = scores.argmax(dim=1) == target.view(-1, 1, 1)
+        bg = ~fg
+        n_fg, n_bg = fg.flatten(1).sum(1), bg.flatten(1).sum(1)
+        has_fg, has_bg = n_fg > 0, n_bg > 0
+        taus = self.taus.to(scores.device, torch.float32).view(-1, 1, 1, 1)  # T×1×1×1
+        for row, method in enumerate(self.methods):
+            cell_score = CELL_SCORES[method](scores, features, self.prototypes)  # B×h×w
+            kept = cell_score.unsqueeze(0) >= taus  # T×B×h×w
+            good_fg = (kept & correct & fg).flatten(2).sum(2)  # T×B
+            safe = n_fg.clamp(min=1).long()
+            fraction = (good_fg.long() * FIXED + safe // 2) // safe
+            self.loc_num[row] += (fraction * has_fg).sum(1).cpu()
+            hit_bg = (kept & correct & bg).flatten(2).any(2)
+            self.bg_num[row] += (hit_bg & has_bg).sum(1).cpu()
+            self.kept_fg[row] += (kept & fg).flatten(1).sum(1).cpu()
+            self.kept_bg[row] += (kept & bg).flatten(1).sum(1).cpu()
+        self.counts += torch.tensor([int(has_fg.sum()), int(has_bg.sum()), int(n_fg.sum()), int(n_bg.sum())])
+
+    def tensors(self) -> list[Tensor]:
+        return [self.loc_num, self.bg_num, self.kept_fg, self.kept_bg, self.counts]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {k: getattr(self, k).clone() for k in ("loc_num", "bg_num", "kept_fg", "kept_bg", "counts")}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value.clone())
+
+    def merge(self, other: "ThresholdSweep") -> None:
+        for key in ("loc_num", "bg_num", "kept_fg", "kept_bg", "counts"):
+            getattr(self, key).add_(getattr(other, key))
+
+    def curves(self) -> dict[str, dict[str, list]]:
+        """Per method: ``tau``, ``loc``, ``bg_act`` and the kept fractions of FG/BG cells, in percent."""
+        images_fg, images_bg, cells_fg, cells_bg = (int(v) for v in self.counts)
+
+        def ratio(values: Tensor, den: int, scale: int = 1) -> list:
+            return [None if den == 0 else 100.0 * int(v) / (scale * den) for v in values]
+
+        return {
+            method: {
+                "tau": [float(t) for t in self.taus],
+                "loc": ratio(self.loc_num[row], images_fg, FIXED),
+                "bg_act": ratio(self.bg_num[row], images_bg),
+                "kept_fg_cells": ratio(self.kept_fg[row], cells_fg),
+                "kept_bg_cells": ratio(self.kept_bg[row], cells_bg),
+            }
+            for row, method in enumerate(self.methods)
+        }
