@@ -124,6 +124,25 @@ def test_demo_json_matches_an_independent_api_run(demo_run, embedded):
     assert record["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and record["model"] == "tf_efficientnet_lite0"
 
 
+def test_record_of_a_non_exact_model_reports_its_residual():
+    """A [CLS] ViT (readout from patch tokens): exact is False and the residual is recomputed."""
+    from dense_readout.commands.explain import explanation_record
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=7, img_size=64).eval()
+    x = torch.randn(1, 3, 64, 64)
+    result = DenseReadout(model)(x)
+    record = explanation_record(result, topk=7)
+    with torch.no_grad():
+        logits = model(x)  # the model's own forward, independent of the readout
+    expected = float((result.scores.mean(dim=(2, 3)) - logits).abs().max())
+    assert record["exact"] is False and record["grid_size"] == [4, 4]
+    assert record["residual"] == pytest.approx(expected, rel=1e-5) and record["residual"] > 1e-3
+    assert all(e["name"] is None for e in record["top5"])
+    probabilities = [sum(e["probability"] for e in cell["topk"]) for cell in record["cells"]]
+    np.testing.assert_allclose(probabilities, 1.0, atol=1e-5)  # top-7 of 7 classes = whole softmax
+
+
 def test_demo_unknown_sample(capsys):
     assert main(["demo", "lena", "--out", "unused"]) == 2
     assert "error: unknown demo sample(s) lena" in capsys.readouterr().err

@@ -191,6 +191,18 @@ def test_dense_grids_switch_to_legend_keys():
     assert set(key.values()) <= set(texts_of(figure.axes[1]))
 
 
+def test_very_dense_grids_drop_cell_text_but_keep_colours():
+    labels = (np.arange(64 * 64).reshape(64, 64) // 64) % 3  # horizontal stripes of 3 classes
+    figure = plot_label_grid(np.zeros((224, 224, 3)), labels, ["a", "b", "c"], alpha=1.0)
+    assert texts_of(figure.axes[0]) == []
+    box = panel_box(figure)
+    pixels = figure_to_array(figure).astype(int)
+    palette = {c: np.round(np.array(colour) * 255) for c, colour in zip([0, 1, 2], class_palette(3))}
+    for u in (0, 1, 2, 30, 63):
+        got = pixels[cell_pixel(box, (64, 64), u, 10)]
+        assert np.abs(got - palette[int(labels[u, 10])]).max() <= 12, (u, got)
+
+
 def test_classes_beyond_the_legend_are_grouped():
     labels = np.arange(25).reshape(5, 5)
     figure = plot_label_grid(np.zeros((64, 64, 3)), labels, max_legend=5, cell_text="none", alpha=1.0)

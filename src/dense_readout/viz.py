@@ -295,7 +295,7 @@ def plot_label_grid(
         >>> len(figure.axes)
         2
     """
-    from matplotlib.patches import Rectangle
+    from matplotlib.collections import LineCollection
 
     if cell_text not in ("auto", "name", "key", "none"):
         raise InputError(f"cell_text must be 'auto', 'name', 'key' or 'none', got {cell_text!r}.")
@@ -335,6 +335,8 @@ def plot_label_grid(
     if mode == "key":
         widest = max(_text_width(str(len(shown))), _text_width("00"))
         font = min(max_size, 0.7 * cell_w_pt / widest, 0.55 * cell_h_pt)
+        if cell_text == "auto" and font < 5.0:
+            mode = "none"  # cells too small for any text: colours and legend only
     prob_font = None
     if probs is not None and mode != "none":
         prob_font = min(font * 0.85, 0.8 * cell_w_pt / _text_width("100%"))
@@ -347,14 +349,19 @@ def plot_label_grid(
     _add_title(figure, layout, title)
     axes = _image_axes(figure, layout, picture)
 
+    tint = np.zeros((rows, cols, 4))
     for u in range(rows):
         for v in range(cols):
-            c = int(grid[u, v])
-            colour = colour_of.get(c, _OTHER_COLOUR)
-            x0, y0 = v * cell_w, u * cell_h
-            axes.add_patch(Rectangle((x0, y0), cell_w, cell_h, facecolor=colour, alpha=alpha, linewidth=0))
+            tint[u, v, :3] = colour_of.get(int(grid[u, v]), _OTHER_COLOUR)
+    tint[..., 3] = alpha
+    axes.imshow(tint, extent=(0, width, height, 0), interpolation="nearest", aspect="auto")
+
+    for u in range(rows):
+        for v in range(cols):
             if mode == "none":
-                continue
+                break
+            c = int(grid[u, v])
+            x0, y0 = v * cell_w, u * cell_h
             cx, cy = x0 + cell_w / 2, y0 + cell_h / 2
             label = texts[c][0] if mode == "name" else (str(key_of[c]) if c in key_of else "·")
             offset = 0.0
@@ -370,20 +377,22 @@ def plot_label_grid(
             )
 
     # Thin lines on every cell boundary, thick ones where the top-1 class changes.
-    line = dict(color="white", alpha=0.7, linewidth=0.8)
-    for v in range(cols + 1):
-        axes.plot([v * cell_w, v * cell_w], [0, height], **line)
-    for u in range(rows + 1):
-        axes.plot([0, width], [u * cell_h, u * cell_h], **line)
-    border = dict(color="white", linewidth=2.6, solid_capstyle="round")
+    thin = min(0.8, cell_w / 12)
+    lines = [[(v * cell_w, 0), (v * cell_w, height)] for v in range(cols + 1)]
+    lines += [[(0, u * cell_h), (width, u * cell_h)] for u in range(rows + 1)]
+    axes.add_collection(LineCollection(lines, colors="white", alpha=0.7, linewidths=thin))
+    borders = []
     for u in range(rows):
         for v in range(cols):
             if v + 1 < cols and grid[u, v] != grid[u, v + 1]:
                 x = (v + 1) * cell_w
-                axes.plot([x, x], [u * cell_h, (u + 1) * cell_h], **border)
+                borders.append([(x, u * cell_h), (x, (u + 1) * cell_h)])
             if u + 1 < rows and grid[u, v] != grid[u + 1, v]:
                 y = (u + 1) * cell_h
-                axes.plot([v * cell_w, (v + 1) * cell_w], [y, y], **border)
+                borders.append([(v * cell_w, y), ((v + 1) * cell_w, y)])
+    if borders:
+        thick = min(2.6, max(thin, cell_w / 30))
+        axes.add_collection(LineCollection(borders, colors="white", linewidths=thick, capstyle="round"))
     axes.set_xlim(0, width)
     axes.set_ylim(height, 0)
 
@@ -497,11 +506,11 @@ def plot_heatmap(
         interpolation="none", aspect="auto",
     )
     if show_grid:
-        line = dict(color="black", alpha=0.25, linewidth=0.6)
-        for v in range(1, cols):
-            axes.plot([v * width / cols] * 2, [0, height], **line)
-        for u in range(1, rows):
-            axes.plot([0, width], [u * height / rows] * 2, **line)
+        from matplotlib.collections import LineCollection
+
+        lines = [[(v * width / cols, 0), (v * width / cols, height)] for v in range(1, cols)]
+        lines += [[(0, u * height / rows), (width, u * height / rows)] for u in range(1, rows)]
+        axes.add_collection(LineCollection(lines, colors="black", alpha=0.25, linewidths=min(0.6, width / cols / 12)))
     axes.set_xlim(0, width)
     axes.set_ylim(height, 0)
 
