@@ -266,6 +266,14 @@ def test_bad_options_are_reported(photo_dir, tmp_path, capsys, options, message)
     assert message in capsys.readouterr().err
 
 
+def test_output_directory_that_is_a_file(photo_dir, tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a directory")
+    assert main(["explain", str(photo_dir / "cat.jpg"), "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot create the output directory {blocker / 'sub'}") and "--out" in err
+
+
 def test_console_entry_point_exit_status(tmp_path):
     """Through a real process: one line per failed file on stderr, status 1."""
     missing = tmp_path / "gone.png"

@@ -152,7 +152,12 @@ def _run(sources: Sequence[Source], args: argparse.Namespace) -> int:
         if args.topk > readout.num_classes:
             raise InputError(f"--topk {args.topk} exceeds the model's {readout.num_classes} classes.")
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(
+                f"cannot create the output directory {out}: {error.strerror or error}; choose another --out."
+            ) from None
     except (DenseReadoutError, OSError) as error:
         _error(str(error))
         return EXIT_SETUP_FAILED
