@@ -82,7 +82,8 @@ def _plus(arm: float = 0.34) -> List[Point]:
 
 
 def _arrow() -> List[Point]:
-    return [(-1.0, -0.22), (0.15, -0.22), (0.15, -0.6), (1.0, 0.0), (0.15, 0.6), (0.15, 0.22), (-1.0, 0.22)]
+    # tail corners at radius sqrt(0.95² + 0.3²) < 1, tip at 1
+    return [(-0.95, -0.3), (0.15, -0.3), (0.15, -0.66), (1.0, 0.0), (0.15, 0.66), (0.15, 0.3), (-0.95, 0.3)]
 
 
 # Unit outlines centred on the origin, inside the unit circle, each containing the

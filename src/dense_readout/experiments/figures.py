@@ -1,0 +1,127 @@
+"""Figures of the synthetic experiment: the Fig. 1 overlay and training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["overlay_grid", "training_curves"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(history: Dict[str, Any], path: Optional[Union[str, Path]] = None):
+    """Validation Top-1 and Loc. per epoch (with E[1/n] as a reference line).
+
+    ``history`` is what :func:`~dense_readout.experiments.synthetic_train.train`
+    returns (or its ``history.json``). Returns the matplotlib figure.
+
+    Example:
+        >>> from dense_readout.experiments.figures import training_curves
+        >>> h = {"expected_top1": 26.1, "initial": {"top1": 5.0, "loc": 5.0, "loc_per_image": 5.0},
+        ...      "epochs": [{"epoch": 1, "val_top1": 20.0, "val_loc": 40.0, "val_loc_per_image": 41.0,
+        ...                  "train_top1": 15.0}]}
+        >>> len(training_curves(h).axes)
+        1
+    """
+    plt = _pyplot()
+    epochs = history["epochs"]
+    xs = [e["epoch"] for e in epochs]
+    series = {
+        "val Loc. (pooled over FG cells)": [e["val_loc"] for e in epochs],
+        "val Loc. (per-image mean)": [e["val_loc_per_image"] for e in epochs],
+        "val Top-1 (vs sampled target)": [e["val_top1"] for e in epochs],
+        "train Top-1 (running, vs training label)": [e["train_top1"] for e in epochs],
+    }
+    initial = history.get("initial")
+    figure, axis = plt.subplots(figsize=(6, 4))
+    keys = {"val Loc. (pooled over FG cells)": "loc", "val Loc. (per-image mean)": "loc_per_image",
+            "val Top-1 (vs sampled target)": "top1"}
+    for label, values in series.items():
+        x, y = list(xs), list(values)
+        if initial is not None and label in keys:
+            x, y = [0] + x, [initial[keys[label]]] + y
+        axis.plot(x, y, marker="o", label=label, linestyle="--" if label.startswith("train") else "-")
+    axis.axhline(history.get("expected_top1", 26.1), color="grey", linestyle=":", label="E[1/n] = 26.1%")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("%")
+    axis.set_ylim(0, 100)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    recipe = history.get("recipe", {})
+    axis.set_title(f"{recipe.get('model', '')} {recipe.get('name', '')}: synthetic scenes", fontsize=10)
+    figure.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
+    return figure
+
+
+def overlay_grid(
+    model: nn.Module,
+    recipe: Any,
+    path: Optional[Union[str, Path]] = None,
+    indices: Sequence[int] = (0, 1, 2, 3),
+    split: str = "test",
+    seed: Optional[int] = None,
+):
+    """Paper Fig. 1: scenes with the dense readout's top-1 class id written in every cell.
+
+    Ids in green are correct (a class present in that cell), red are wrong
+    foreground cells, grey are background cells. Titles give the visible classes,
+    the sampled target and the image-level prediction. Returns the figure.
+    """
+    from ..readout import DenseReadout
+    from .synthetic import SceneConfig, SceneGenerator
+    from .synthetic_train import SyntheticDataset, _normalize, grid_size_of
+
+    plt = _pyplot()
+    model.eval()
+    grid = grid_size_of(model, recipe.input_size)
+    generator = SceneGenerator(SceneConfig(), recipe.data_seed if seed is None else seed, split)
+    dataset = SyntheticDataset(generator, max(indices) + 1, recipe.input_size, grid)
+    items = [dataset[i] for i in indices]
+    images = torch.stack([item[0] for item in items])
+    device = next(model.parameters()).device
+    result = DenseReadout(model)(_normalize(images).to(device))
+    labels = result.labels().cpu()
+    predicted = result.logits.argmax(1).cpu()
+    figure, axes = plt.subplots(1, len(indices), figsize=(3.2 * len(indices), 3.6))
+    axes = np.atleast_1d(axes)
+    for axis, index, item, cell_labels, image_pred in zip(axes, indices, items, labels, predicted):
+        scene = generator(index)
+        axis.imshow(scene.image)
+        size = scene.image.shape[0]
+        presence = item[2]
+        h, w = grid
+        for i in range(h):
+            for j in range(w):
+                k = int(cell_labels[i, j])
+                foreground = bool(presence[:, i, j].any())
+                color = "grey" if not foreground else ("limegreen" if presence[k, i, j] else "red")
+                axis.text((j + 0.5) * size / w, (i + 0.5) * size / h, str(k), ha="center", va="center",
+                          fontsize=8, color=color, fontweight="bold")
+        for t in range(1, h):
+            axis.axhline(t * size / h, color="white", linewidth=0.4, alpha=0.6)
+        for t in range(1, w):
+            axis.axvline(t * size / w, color="white", linewidth=0.4, alpha=0.6)
+        axis.set_title(
+            f"visible {scene.visible_classes}\ntarget {scene.target}, image pred {int(image_pred)}", fontsize=8
+        )
+        axis.axis("off")
+    figure.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
+    return figure
