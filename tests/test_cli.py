@@ -143,6 +143,20 @@ def test_record_of_a_non_exact_model_reports_its_residual():
     np.testing.assert_allclose(probabilities, 1.0, atol=1e-5)  # top-7 of 7 classes = whole softmax
 
 
+def test_record_argument_checks():
+    from dense_readout.commands.explain import explanation_record
+    from dense_readout.errors import InputError
+
+    model = timm.create_model("resnet18", num_classes=3).eval()
+    result = DenseReadout(model)(torch.randn(1, 3, 64, 64))
+    with pytest.raises(InputError, match="topk"):
+        explanation_record(result, topk=0)
+    with pytest.raises(InputError, match="2 names for 3 classes"):
+        explanation_record(result, ["a", "b"])
+    with pytest.raises(InputError, match="index"):
+        explanation_record(result, index=1)
+
+
 def test_demo_unknown_sample(capsys):
     assert main(["demo", "lena", "--out", "unused"]) == 2
     assert "error: unknown demo sample(s) lena" in capsys.readouterr().err

@@ -90,8 +90,12 @@ def _add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
         "other models need --checkpoint",
     )
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local state-dict file for --model")
-    parser.add_argument("--topk", type=int, default=3, metavar="K", help="classes listed per cell in the JSON (default 3)")
-    parser.add_argument("--out", default=default_out, metavar="DIR", help=f"output directory (default {default_out})")
+    parser.add_argument(
+        "--topk", type=int, default=3, metavar="K", help="classes listed per cell in the JSON (default 3)"
+    )
+    parser.add_argument(
+        "--out", default=default_out, metavar="DIR", help=f"output directory (default {default_out})"
+    )
     parser.add_argument(
         "--normalization", choices=("model", "imagenet"), default="model",
         help="input mean/std: the model's own (default) or ImageNet's",
@@ -128,7 +132,10 @@ def run_demo(args: argparse.Namespace) -> int:
         _error("the demo needs scikit-image: pip install 'dense-readout[demo]' (or scikit-image).")
         return EXIT_SETUP_FAILED
     names = list(dict.fromkeys(args.samples)) or list(DEMO_SAMPLES)
-    sources = [Source(name=f"skimage.data.{name}", stem=name, load=lambda n=name: _skimage_sample(n), title=name) for name in names]
+    sources = [
+        Source(name=f"skimage.data.{name}", stem=name, load=lambda n=name: _skimage_sample(n), title=name)
+        for name in names
+    ]
     return _run(sources, args)
 
 
@@ -213,7 +220,10 @@ def _explain_one(source: Source, readout, preprocess, names, model_name, args, o
     files = {}
     if not args.no_png:
         grid_figure, heat_figure = readout_figures(result, picture, names, name=source.title or source.stem)
-        files = {"label_grid": save_png(grid_figure, label_path).name, "heatmap": save_png(heat_figure, heat_path).name}
+        files = {
+            "label_grid": save_png(grid_figure, label_path).name,
+            "heatmap": save_png(heat_figure, heat_path).name,
+        }
     record = {
         "image": source.name,
         "original_size": [image.height, image.width],
@@ -257,10 +267,18 @@ def explanation_record(result, class_names: Optional[Sequence[str]] = None, topk
     """
     if not 0 <= index < result.batch_size:
         raise InputError(f"index must be in [0, {result.batch_size}), got {index}.")
+    if topk < 1:
+        raise InputError(f"topk must be >= 1, got {topk}.")
+    if class_names is not None and len(class_names) < result.num_classes:
+        raise InputError(
+            f"class_names has {len(class_names)} names for {result.num_classes} classes; "
+            "pass one name per class or None."
+        )
     k = min(topk, result.num_classes)
 
     def entry(cls: int, probability: float, score: Optional[float] = None) -> dict:
-        item = {"class": cls, "name": None if class_names is None else class_names[cls], "probability": probability}
+        name = None if class_names is None else class_names[cls]
+        item = {"class": cls, "name": name, "probability": probability}
         if score is not None:
             item["score"] = score
         return item
@@ -278,7 +296,8 @@ def explanation_record(result, class_names: Optional[Sequence[str]] = None, topk
     cells = []
     for u in range(h):
         for v in range(w):
-            box = [round(v * width / w, 2), round(u * height / h, 2), round((v + 1) * width / w, 2), round((u + 1) * height / h, 2)]
+            box = [round(v * width / w, 2), round(u * height / h, 2),
+                   round((v + 1) * width / w, 2), round((u + 1) * height / h, 2)]
             cells.append({
                 "row": u, "col": v, "box": box,
                 "topk": [entry(int(top_classes[j, u, v]), float(top_probs[j, u, v]),
