@@ -505,8 +505,12 @@ class Comparison:
         return "\n".join(lines)
 
     def figure(self, class_names: Optional[Sequence[str]] = None, max_images: Optional[int] = None,
-               panel_size: float = 2.2, cmap: str = "jet", alpha: float = 0.5):
-        """Side-by-side figure: one row per image, the image then one panel per method."""
+               panel_size: float = 2.2, cmap: str = "jet", alpha: float = 0.5, show_seconds: bool = False):
+        """Side-by-side figure: one row per image, the image then one panel per method.
+
+        ``show_seconds`` adds each method's wall time (of this one call, no warm-up)
+        to its title; for speed claims use ``benchmarks/compare_speed.py``.
+        """
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -525,8 +529,10 @@ class Comparison:
             for column, name in enumerate(names, start=1):
                 axes[row, column].imshow(self.images[row])
                 axes[row, column].imshow(self.maps[name][row].numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-                seconds = self.results[name].seconds
-                axes[row, column].set_title(f"{name}\n{seconds * 1000:.0f} ms" if row == 0 else name, fontsize=8)
+                title = name
+                if show_seconds and row == 0:
+                    title = f"{name}\n{self.results[name].seconds * 1000:.0f} ms"
+                axes[row, column].set_title(title, fontsize=8)
         for axis in axes.ravel():
             axis.set_axis_off()
         fig.tight_layout()
