@@ -62,6 +62,15 @@ def test_local_checkpoint_for_any_timm_model(tmp_path):
     assert loaded.preprocess.mean == pytest.approx((0.485, 0.456, 0.406))
 
 
+def test_checkpoint_with_other_class_count(tmp_path):
+    source = timm.create_model("resnet18", num_classes=7)
+    path = tmp_path / "finetuned.pth"
+    torch.save(source.state_dict(), path)
+    loaded = load_pretrained("resnet18", checkpoint=path)
+    assert loaded.model.num_classes == 7 and loaded.class_names[3] == "class 3"
+    assert torch.equal(loaded.model.fc.weight, source.fc.weight)
+
+
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="No embedded weights for 'resnet18'"):
         load_pretrained("resnet18")

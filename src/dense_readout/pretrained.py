@@ -92,6 +92,9 @@ def load_pretrained(
         raise CheckpointError(f"Unknown timm model {name!r}: {error}") from None
     if checkpoint is not None:
         state = _read_state_dict(Path(checkpoint))
+        classes = _checkpoint_classes(model, state)
+        if classes is not None and classes != model.num_classes:  # e.g. a fine-tuned head
+            model = timm.create_model(name, pretrained=False, num_classes=classes)
         _load_by_name(model, state, Path(checkpoint))
     elif name in EMBEDDED_WEIGHTS:
         path = _embedded_path(EMBEDDED_WEIGHTS[name])
@@ -140,6 +143,17 @@ def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors.")
     return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+
+
+def _checkpoint_classes(model: nn.Module, state: dict) -> Optional[int]:
+    """Number of classes of the checkpoint's classifier (timm names it in its config)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier") or ()
+    for name in (names,) if isinstance(names, str) else names:
+        weight = state.get(f"{name}.weight")
+        if weight is not None and weight.dim() >= 2:
+            return int(weight.shape[0])
+    return None
 
 
 def _load_by_name(model: nn.Module, state: dict, path: Path) -> None:
