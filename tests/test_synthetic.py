@@ -202,6 +202,12 @@ def test_cell_presence_matches_brute_force_any_pixel_occupancy():
             cols = range(math.floor(j * 31 / 7), math.ceil((j + 1) * 31 / 7))
             labels = {int(semantic[r, c]) for r in rows for c in cols} - {0}
             assert {k + 1 for k in np.nonzero(presence[:, i, j])[0]} == labels
+    # and the benchmark protocol's any-pixel occupancy, class by class
+    from dense_readout.evaluation.protocol import grid_occupancy
+
+    for k in range(3):
+        expected = grid_occupancy(torch.from_numpy(semantic == k + 1)[None], grid)[0].numpy()
+        assert np.array_equal(presence[k], expected)
 
 
 def test_loc_counts_any_class_present_in_the_cell():
