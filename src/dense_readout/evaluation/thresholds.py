@@ -184,6 +184,8 @@ class ThresholdSweep:
         has_fg, has_bg = n_fg > 0, n_bg > 0
         taus = self.taus.to(scores.device, torch.float32).view(-1, 1, 1, 1)  # T×1×1×1
         for row, method in enumerate(self.methods):
+            if not self.available(method):
+                continue  # no correct FG cell in the whole set: the prototype is undefined
             cell_score = CELL_SCORES[method](scores, features, self.prototypes)  # B×h×w
             kept = cell_score.unsqueeze(0) >= taus  # T×B×h×w
             good_fg = (kept & correct & fg).flatten(2).sum(2)  # T×B
@@ -195,6 +197,11 @@ class ThresholdSweep:
             self.kept_fg[row] += (kept & fg).flatten(1).sum(1).cpu()
             self.kept_bg[row] += (kept & bg).flatten(1).sum(1).cpu()
         self.counts += torch.tensor([int(has_fg.sum()), int(has_bg.sum()), int(n_fg.sum()), int(n_bg.sum())])
+
+    def available(self, method: str) -> bool:
+        """False for a prototype score whose prototype could not be estimated."""
+        key = {"feat_fg": "features", "logit_fg": "logits"}.get(method)
+        return key is None or self.prototypes.get(key) is not None
 
     def tensors(self) -> list[Tensor]:
         return [self.loc_num, self.bg_num, self.kept_fg, self.kept_bg, self.counts]
@@ -214,16 +221,17 @@ class ThresholdSweep:
         """Per method: ``tau``, ``loc``, ``bg_act`` and the kept fractions of FG/BG cells, in percent."""
         images_fg, images_bg, cells_fg, cells_bg = (int(v) for v in self.counts)
 
-        def ratio(values: Tensor, den: int, scale: int = 1) -> list:
-            return [None if den == 0 else 100.0 * int(v) / (scale * den) for v in values]
+        def ratio(values: Tensor, den: int, scale: int = 1, method: str = "") -> list:
+            undefined = den == 0 or not self.available(method)
+            return [None if undefined else 100.0 * int(v) / (scale * den) for v in values]
 
         return {
             method: {
                 "tau": [float(t) for t in self.taus],
-                "loc": ratio(self.loc_num[row], images_fg, FIXED),
-                "bg_act": ratio(self.bg_num[row], images_bg),
-                "kept_fg_cells": ratio(self.kept_fg[row], cells_fg),
-                "kept_bg_cells": ratio(self.kept_bg[row], cells_bg),
+                "loc": ratio(self.loc_num[row], images_fg, FIXED, method),
+                "bg_act": ratio(self.bg_num[row], images_bg, 1, method),
+                "kept_fg_cells": ratio(self.kept_fg[row], cells_fg, 1, method),
+                "kept_bg_cells": ratio(self.kept_bg[row], cells_bg, 1, method),
             }
             for row, method in enumerate(self.methods)
         }
