@@ -19,6 +19,16 @@ from .composites import (
     registered_composites,
 )
 from .core import STRATEGIES, CellRelevance, LabelMap, LRPReadout, LRPResult
+from .diagnostics import (
+    ReceptiveFieldSummary,
+    cell_patch_masks,
+    outside_share,
+    summarize_shares,
+    uniform_window_share,
+    window_share,
+)
+from .figures import plot_cell_relevance
+from .integrations import LRPReadoutAttribution, LRPReadoutCAM
 
 __all__ = [
     "LRPReadout",
@@ -26,6 +36,15 @@ __all__ = [
     "CellRelevance",
     "LabelMap",
     "STRATEGIES",
+    "LRPReadoutAttribution",
+    "LRPReadoutCAM",
+    "cell_patch_masks",
+    "outside_share",
+    "window_share",
+    "uniform_window_share",
+    "summarize_shares",
+    "ReceptiveFieldSummary",
+    "plot_cell_relevance",
     "register_block",
     "registered_blocks",
     "residual_sum",

@@ -394,18 +394,22 @@ class LRPReadout:
         inputs: Tensor,
         target: Target = None,
         *,
+        which: Optional[Sequence[tuple[int, int]]] = None,
         chunk_size: Optional[int] = None,
-        strategy: str = "vmap",
+        strategy: str = "expand",
     ) -> CellRelevance:
         """Refine every cell separately: ``h·w`` maps per image.
 
-        One forward pass and one batched backward pass per chunk of cells
-        (``strategy='vmap'``, default); ``'expand'`` repeats the batch instead;
-        ``'loop'`` runs one backward pass per cell (for benchmarks).
+        ``strategy='expand'`` (default) runs one forward and one backward pass over
+        the batch repeated once per cell of a chunk; ``'vmap'`` runs one forward
+        pass and one vectorised backward pass (``is_grads_batched``); ``'loop'``
+        one backward pass per cell (for benchmarks). ``benchmarks/lrp_speed.py``
+        measures them.
 
         Args:
             target: None (each cell's own top-1 class), or one class for all cells
                 (int or one per image).
+            which: cells ``[(u, v), ...]`` to refine (default: all); the others stay 0.
             chunk_size: cells per batched backward pass (default: all cells, or
                 fewer so that ``chunk·B <= 256``).
         """
@@ -414,7 +418,14 @@ class LRPReadout:
         with torch.no_grad():
             scores = self._scores(inputs)
         height, width = scores.shape[-2:]
-        count = height * width
+        if which is None:
+            order = torch.arange(height * width)
+        else:
+            picked = _check_cells(list(which), len(which), (height, width)) if len(which) else None
+            if picked is None:
+                raise InputError("which= must list at least one (u, v) cell.")
+            order = picked[:, 0] * width + picked[:, 1]
+        count = len(order)
         if target is None:
             classes = scores.argmax(dim=1).cpu()
         else:
@@ -425,7 +436,7 @@ class LRPReadout:
         maps = []
         z_used = scores
         for first in range(0, count, chunk):
-            index = torch.arange(first, min(first + chunk, count))
+            index = order[first: first + chunk]
 
             def starts(z: Tensor, index: Tensor = index) -> Tensor:
                 start = torch.zeros(len(index), *z.shape, dtype=z.dtype, device=z.device)
@@ -437,9 +448,15 @@ class LRPReadout:
 
             grads, z_used = self._run(inputs, starts, strategy=strategy)
             maps.append(grads.sum(dim=2))  # chunk×B×H×W
-        relevance = torch.cat(maps).permute(1, 0, 2, 3).reshape(batch, height, width, *inputs.shape[-2:])
+        computed = torch.cat(maps).permute(1, 0, 2, 3)  # B×count×H×W
+        relevance = computed.new_zeros(batch, height * width, *inputs.shape[-2:])
+        relevance[:, order.to(relevance.device)] = computed
+        relevance = relevance.reshape(batch, height, width, *inputs.shape[-2:])
         start = z_used.gather(1, classes.to(z_used.device).unsqueeze(1)).squeeze(1)
         conservation = relevance.sum(dim=(-2, -1)) / start
+        done = torch.zeros(height * width, dtype=torch.bool)
+        done[order] = True
+        conservation = conservation.masked_fill(~done.view(1, height, width).to(conservation.device), float("nan"))
         return CellRelevance(
             relevance=relevance.detach(),
             classes=classes,
