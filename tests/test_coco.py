@@ -262,3 +262,10 @@ def test_real_sample_filter(data_root):
     assert stats["images_kept"] + sum(stats["images_skipped"].values()) == 79
     for image in coco.images:
         assert image.labels and all(pixels >= 0.01 * CROP for _, _, pixels in image.kept)
+
+
+def test_cli_reports_a_missing_dataset(tmp_path, capsys):
+    from dense_readout.cli import main
+
+    assert main(["coco-probe", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 2
+    assert "instances_val2017.json" in capsys.readouterr().err

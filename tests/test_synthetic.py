@@ -286,3 +286,15 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
         train(_tiny(lr=0.5), tmp_path / "b", progress=False, log=lambda message: None)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_cli_generate_sheet_and_bad_recipe(tmp_path, capsys):
+    from dense_readout.cli import main
+
+    assert main(["synthetic", "generate", str(tmp_path / "scenes"), "--count", "2", "--split", "test"]) == 0
+    assert read_scene(tmp_path / "scenes" / "test", 1).image.tobytes() == SceneGenerator(split="test")(1).image.tobytes()
+    assert main(["synthetic", "sheet", str(tmp_path / "sheet.png"), "--tile", "32"]) == 0
+    assert (tmp_path / "sheet.png").is_file()
+    assert main(["synthetic", "train", "--out", str(tmp_path / "run"), "--set", "epoch=1"]) == 2
+    assert "Unknown recipe fields" in capsys.readouterr().err
+    assert main(["synthetic", "figures", str(tmp_path / "nothing")]) == 2

@@ -17,6 +17,7 @@ from . import __version__
 COMMAND_MODULES = [
     "dense_readout.commands.explain",
     "dense_readout.commands.bench",
+    "dense_readout.commands.synthetic", "dense_readout.commands.coco",
 ]
 
 

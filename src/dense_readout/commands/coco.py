@@ -1,0 +1,63 @@
+"""``dense-readout coco-probe ROOT``: linear probe on a frozen backbone, read out per cell.
+
+Runs :func:`dense_readout.experiments.coco.cross_validate` on a COCO folder
+(``annotations/instances_<split>.json`` + ``<split>/``) with the embedded
+EfficientNet-Lite0, caching the backbone features in ``--cache``, and prints
+(or writes) the Table 3 metrics as JSON.
+
+Example:
+    >>> from dense_readout.cli import main
+    >>> main(["coco-probe", "/no/such/coco"])
+    2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import DenseReadoutError
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``coco-probe`` command."""
+    parser = subparsers.add_parser(
+        "coco-probe", help="COCO linear probe on frozen features, per-cell Table 3 metrics",
+        description="k-fold linear probe on pooled frozen features, evaluated per cell on COCO masks.",
+    )
+    parser.add_argument("root", type=Path, help="COCO folder with annotations/ and <split>/")
+    parser.add_argument("--split", default="val2017")
+    parser.add_argument("--cache", type=Path, default=Path("runs/coco-cache"))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--normalization", choices=("model", "imagenet"), default="model")
+    parser.add_argument("--fill", default="mean")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .. import load_pretrained
+    from ..evaluation.protocol import Protocol, paper_preprocess
+    from ..experiments.coco import CocoInstances, FeatureCache, ProbeConfig, cross_validate
+
+    try:
+        model, _, _, name = load_pretrained()
+        protocol = Protocol(paper_preprocess(model, args.normalization), fill=args.fill)
+        dataset = CocoInstances(args.root, args.split, preprocess=protocol.preprocess)
+        data = FeatureCache(args.cache, model, name, protocol, seed=args.seed).load(dataset)
+        result = cross_validate(data, dataset.num_classes, folds=args.folds, config=ProbeConfig(seed=args.seed))
+    except DenseReadoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    result = {"backbone": name, "protocol": protocol.describe(), "dataset": dataset.statistics(), **result}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 0
