@@ -253,6 +253,17 @@ class MergeBatchNormPairs(MergeBatchNorm):
     def copy(self) -> "MergeBatchNormPairs":
         return MergeBatchNormPairs(self.pairs)
 
+    @staticmethod
+    def merge_batch_norm(modules, batch_norm) -> None:
+        """zennit's merge, then an *exact* identity batch norm.
+
+        zennit leaves ``running_var = 1``, so the merged norm still divides by
+        ``sqrt(1 + eps)``: a 0.05 % error per layer with TF's ``eps = 1e-3``, 2 % over
+        EfficientNet-Lite0. Setting ``running_var = 1 - eps`` removes it.
+        """
+        MergeBatchNorm.merge_batch_norm(modules, batch_norm)
+        batch_norm.running_var.data = torch.full_like(batch_norm.running_var.data, 1.0 - batch_norm.eps)
+
 
 # -- registered block forwards -------------------------------------------------------
 
