@@ -131,6 +131,27 @@ def write_threshold_curves(out_dir: Path, curves: dict, title: str) -> None:
     os.replace(temporary, out_dir / "thresholds.png")
 
 
+def _delta_table(state: Any, top: int = 10) -> list[str]:
+    """Classes with the largest Δ = BG Act.(w/o FG) − BG Act. (paper A.6), most positive first."""
+    suite = state.suite
+    if "bg_act" not in suite.metrics or "bg_act_wo_fg" not in suite.metrics:
+        return []
+    before, after = suite["bg_act"].per_class(), suite["bg_act_wo_fg"].per_class()
+    delta = after - before
+    _, names = _class_labels(suite.num_classes)
+    valid = [k for k in range(suite.num_classes) if not math.isnan(float(delta[k]))]
+    if not valid:
+        return []
+    ranked = sorted(valid, key=lambda k: (-float(delta[k]), k))[:top]
+    lines = [f"Per class (A.6), the {len(ranked)} largest Δ = BG Act. (w/o FG) − BG Act. "
+             "(all classes in per_class.csv):", "",
+             "| class | images | BG Act. | BG Act. (w/o FG) | Δ |", "|---|---|---|---|---|"]
+    for k in ranked:
+        lines.append(f"| {k} {names[k]} | {int(suite['bg_act'].used[k])} | {float(before[k]):.1f} | "
+                     f"{float(after[k]):.1f} | {float(delta[k]):+.1f} |")
+    return lines
+
+
 def write_reports(results: dict, state: Any, out_dir: os.PathLike | str) -> None:
     """Write results.json, results.md, per_class.csv and (ILSVRC) the threshold curves."""
     out_dir = Path(out_dir)
@@ -150,6 +171,7 @@ def write_reports(results: dict, state: Any, out_dir: os.PathLike | str) -> None
     ]
     if results["settings"]["kind"] == "ilsvrc":
         lines.insert(1, "Loc. is averaged per image; in parentheses pooled over all FG cells.")
+        lines += ["", *_delta_table(state)]
     _write_atomic_text(out_dir / "results.md", "\n".join(lines) + "\n")
     write_per_class(out_dir / "per_class.csv", state)
     if results.get("thresholds"):
