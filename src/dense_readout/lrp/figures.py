@@ -73,7 +73,7 @@ def plot_cell_relevance(
         tint[grid == k] = colour
     tint_full = np.kron(tint, np.ones((int(np.ceil(cell_h)), int(np.ceil(cell_w)), 1)))[:rows, :cols]
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 5.4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 6.0))
     left.imshow(0.6 * picture + 0.4 * tint_full)
     for x in range(1, width):
         left.axvline(x * cell_w - 0.5, color="white", lw=0.5)
@@ -82,13 +82,13 @@ def plot_cell_relevance(
     left.add_patch(Rectangle((v * cell_w - 0.5, u * cell_h - 0.5), cell_w, cell_h, fill=False, ec="red", lw=3))
     names = [short_name(class_names[k]) if class_names and k < len(class_names) else str(k) for k in classes]
     handles = [Patch(color=colours[k], label=n) for k, n in zip(classes.tolist(), names)][:max_legend]
-    left.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=min(4, len(handles)),
+    left.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(3, len(handles)),
                 fontsize=8, frameon=False)
     left.set_title("(a) label grid (top-1 per cell)", fontsize=10)
 
     limit = float(np.abs(heat).max()) or 1.0
     shown = right.imshow(heat, cmap="bwr", vmin=-limit, vmax=limit)
-    right.imshow(picture.mean(axis=-1), cmap="gray", alpha=0.15)
+    right.imshow(picture.mean(axis=-1), cmap="gray", alpha=0.12)
     right.add_patch(Rectangle((v * cell_w - 0.5, u * cell_h - 0.5), cell_w, cell_h, fill=False, ec="white", lw=2.5))
     right.set_facecolor("black")
     right.set_title(f"(b) LRP relevance of cell ({u}, {v})", fontsize=10)
