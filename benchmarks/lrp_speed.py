@@ -10,9 +10,16 @@ grid) with each strategy of ``LRPReadout.cells``:
 * ``naive`` (with ``--naive``): ``LRPReadout.cell`` called once per cell, i.e. h·w
   separate unbatched forward + backward passes.
 
-Every number printed is measured in this run (median of ``--repeats``). Usage:
+Every number printed is measured in this run (median of ``--repeats``).
+
+``--families`` instead prints the conservation health check (input relevance /
+cell score) with and without the canonizers on random-init timm models whose
+biases are zeroed (so a sound rule set must give 1), composite ``epsilon``.
+
+Usage:
 
     python benchmarks/lrp_speed.py [--size 224] [--repeats 3] [--naive] [--threads 2]
+    python benchmarks/lrp_speed.py --families [--size 128]
 """
 
 from __future__ import annotations
@@ -40,8 +47,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=None, help="cells per batched pass (default: all)")
     parser.add_argument("--naive", action="store_true", help="also time h·w separate cell() calls")
+    parser.add_argument("--families", action="store_true", help="conservation with/without canonizers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.families:
+        families(args.size)
+        return
 
     from PIL import Image
     from skimage import data
@@ -80,6 +91,38 @@ def main() -> None:
     for label, seconds in rows:
         print(f"  {label:26s} {seconds:8.2f} s = {seconds / forward:8.1f}x forward = "
               f"{seconds / one_cell:6.1f}x one cell")
+
+
+FAMILIES = ("resnet18", "resnet50", "efficientnet_b0", "tf_efficientnet_lite0", "mobilenetv3_small_100",
+            "convnext_atto")
+
+
+def families(size: int) -> None:
+    import timm
+    from torch import nn
+
+    from dense_readout.lrp import LRPReadout
+
+    print(f"conservation ratio (input relevance / cell score), composite=epsilon (1e-9), random init, "
+          f"biases and BN means zeroed, {size}px, cell (1, 1):")
+    print(f"  {'model':24s} {'no canonizers':>14s} {'canonized':>10s}")
+    for name in FAMILIES:
+        torch.manual_seed(0)
+        model = timm.create_model(name, num_classes=10).eval()
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(getattr(module, "bias", None), torch.Tensor):
+                    module.bias.zero_()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.running_mean.zero_()
+                    module.running_var.uniform_(0.5, 2.0)
+                    module.weight.uniform_(0.5, 1.5)
+        x = torch.randn(1, 3, size, size)
+        ratios = []
+        for canonize in (False, True):
+            lrp = LRPReadout(model, "epsilon", composite_options={"epsilon": 1e-9}, canonize=canonize)
+            ratios.append(float(lrp.cell(x, cell=(1, 1)).conservation[0]))
+        print(f"  {name:24s} {ratios[0]:14.4g} {ratios[1]:10.4f}")
 
 
 if __name__ == "__main__":
