@@ -269,3 +269,20 @@ def test_cli_reports_a_missing_dataset(tmp_path, capsys):
 
     assert main(["coco-probe", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 2
     assert "instances_val2017.json" in capsys.readouterr().err
+
+
+def test_split_probe_and_pooled_only_cache(tiny_coco, tmp_path):
+    import timm
+
+    root, _ = tiny_coco
+    coco = CocoInstances(root, preprocess=PRE)
+    model = timm.create_model("resnet10t", num_classes=5).eval()
+    full = FeatureCache(tmp_path / "c", model, "r10t", Protocol(PRE)).load(coco)
+    pooled = FeatureCache(tmp_path / "c", model, "r10t", Protocol(PRE), pooled_only=True).load(coco)
+    assert set(pooled) >= {"pooled", "labels"} and "grid" not in pooled
+    assert torch.allclose(pooled["pooled"], full["grid"].mean(dim=(2, 3)), atol=1e-5)
+    from dense_readout.experiments.coco import probe_split
+
+    result = probe_split(pooled, full, coco.num_classes, ProbeConfig(epochs=5))
+    assert result["counts"]["top1"]["used"] == len(coco) and result["train_images"] == len(coco)
+    assert result["test_images_with_unseen_class"] == 0

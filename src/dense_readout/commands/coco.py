@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="k-fold linear probe on pooled frozen features, evaluated per cell on COCO masks.",
     )
     parser.add_argument("root", type=Path, help="COCO folder with annotations/ and <split>/")
-    parser.add_argument("--split", default="val2017")
+    parser.add_argument("--split", default="val2017", help="split evaluated per cell")
+    parser.add_argument("--train-split", default=None,
+                        help="train the probe on this split (e.g. train2017) instead of k-fold on --split")
     parser.add_argument("--cache", type=Path, default=Path("runs/coco-cache"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--normalization", choices=("model", "imagenet"), default="model")
@@ -43,14 +45,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .. import load_pretrained
     from ..evaluation.protocol import Protocol, paper_preprocess
-    from ..experiments.coco import CocoInstances, FeatureCache, ProbeConfig, cross_validate
+    from ..experiments.coco import CocoInstances, FeatureCache, ProbeConfig, cross_validate, probe_split
 
     try:
         model, _, _, name = load_pretrained()
         protocol = Protocol(paper_preprocess(model, args.normalization), fill=args.fill)
         dataset = CocoInstances(args.root, args.split, preprocess=protocol.preprocess)
         data = FeatureCache(args.cache, model, name, protocol, seed=args.seed).load(dataset)
-        result = cross_validate(data, dataset.num_classes, folds=args.folds, config=ProbeConfig(seed=args.seed))
+        config = ProbeConfig(seed=args.seed)
+        if args.train_split:
+            train_set = CocoInstances(args.root, args.train_split, preprocess=protocol.preprocess)
+            train = FeatureCache(args.cache, model, name, protocol, seed=args.seed, pooled_only=True).load(train_set)
+            if train_set.class_names != dataset.class_names:
+                raise DenseReadoutError(f"{args.train_split} and {args.split} define different categories.")
+            result = probe_split(train, data, dataset.num_classes, config)
+        else:
+            result = cross_validate(data, dataset.num_classes, folds=args.folds, config=config)
     except DenseReadoutError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

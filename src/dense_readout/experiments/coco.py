@@ -57,6 +57,7 @@ __all__ = [
     "train_probe",
     "evaluate_probe",
     "cross_validate",
+    "probe_split",
     "TABLE3_METRICS",
 ]
 
@@ -269,19 +270,23 @@ class FeatureCache:
         model_name: identifies the weights in the fingerprint.
         protocol: a :class:`~dense_readout.evaluation.protocol.Protocol`.
         seed: seed of :func:`validation_positive`.
+        pooled_only: store only the pooled embedding ``pooled`` (N×C) of the
+            original input — what a training split needs (a 1280×7×7 grid per
+            image would be 30 GB for train2017).
     """
 
     def __init__(self, folder: PathLike, model: nn.Module, model_name: str, protocol: Any, seed: int = 0,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, pooled_only: bool = False) -> None:
         self.folder = Path(folder)
         self.model, self.model_name, self.protocol = model, model_name, protocol
-        self.seed, self.batch_size = seed, batch_size
+        self.seed, self.batch_size, self.pooled_only = seed, batch_size, pooled_only
 
     def fingerprint(self, dataset: CocoInstances) -> str:
         payload = {
             "model": self.model_name, "protocol": self.protocol.describe(), "seed": self.seed,
             "min_fraction": dataset.min_fraction, "crowd": dataset.include_crowd,
             "images": [image.image_id for image in dataset.images], "version": 1,
+            "pooled_only": self.pooled_only,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -315,7 +320,8 @@ class FeatureCache:
 
         readout = DenseReadout(self.model)
         preprocess = self.protocol.preprocess
-        out: Dict[str, List[Tensor]] = {k: [] for k in ("grid", "grid_wo_bg", "grid_wo_fg", "fg", "presence")}
+        keys = ("pooled",) if self.pooled_only else ("grid", "grid_wo_bg", "grid_wo_fg", "fg", "presence")
+        out: Dict[str, List[Tensor]] = {k: [] for k in keys}
         labels, targets, ids = [], [], []
         indices: Iterable[int] = range(len(dataset))
         if progress:
@@ -328,6 +334,10 @@ class FeatureCache:
             if not pending:
                 return
             x = torch.stack([p[0] for p in pending])
+            if self.pooled_only:  # training split: only the GAP embedding is needed
+                out["pooled"].extend(readout(x).features.float().mean(dim=(2, 3)))
+                pending.clear()
+                return
             mask = torch.stack([p[1] for p in pending])
             grids = readout(self.protocol.three_inputs(x, mask)).features.float()
             count = len(pending)
@@ -342,8 +352,9 @@ class FeatureCache:
         for index in indices:
             image = dataset[index]
             target = validation_positive(image.image_id, image.labels, self.seed)
-            masks = dataset.label_masks(image)
-            pending.append((preprocess(load_image(image.path)), masks[target], masks))
+            masks = None if self.pooled_only else dataset.label_masks(image)
+            pending.append((preprocess(load_image(image.path)),
+                            None if masks is None else masks[target], masks))
             labels.append(dataset.label_vector(image))
             targets.append(target)
             ids.append(image.image_id)
@@ -498,5 +509,29 @@ def cross_validate(data: Dict[str, Any], num_classes: int, folds: int = 5,
         "top1_any_label": extra["top1_visible"],
         "test_images_with_unseen_class": sum(f["test_images_with_unseen_class"] for f in per_fold),
         "folds": per_fold,
+        "probe": asdict(config),
+    }
+
+
+def probe_split(train: Dict[str, Any], val: Dict[str, Any], num_classes: int,
+                config: ProbeConfig = ProbeConfig()) -> Dict[str, Any]:
+    """The paper's setting: train on one split's pooled features (``train`` from a
+    ``pooled_only`` cache, or a full one), evaluate per cell on another (``val``)."""
+    from ..evaluation.metrics import MetricSuite
+    from .synthetic_train import SyntheticMetrics
+
+    pooled = train["pooled"] if "pooled" in train else train["grid"].mean(dim=(2, 3))
+    probe = train_probe(pooled, train["labels"], num_classes, config)
+    suite, any_class = evaluate_probe(probe, val, None, MetricSuite(TABLE3_METRICS, num_classes), SyntheticMetrics())
+    extra = any_class.summary()
+    seen = train["labels"].any(dim=0)
+    return {
+        "metrics": suite.values(),
+        "counts": suite.counts(),
+        "loc_any_present_class": extra["loc"],
+        "loc_any_present_class_per_image": extra["loc_per_image"],
+        "top1_any_label": extra["top1_visible"],
+        "test_images_with_unseen_class": int((~seen[val["target"]]).sum()),
+        "train_images": int(len(train["labels"])),
         "probe": asdict(config),
     }
