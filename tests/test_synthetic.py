@@ -298,3 +298,20 @@ def test_cli_generate_sheet_and_bad_recipe(tmp_path, capsys):
     assert main(["synthetic", "train", "--out", str(tmp_path / "run"), "--set", "epoch=1"]) == 2
     assert "Unknown recipe fields" in capsys.readouterr().err
     assert main(["synthetic", "figures", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.parametrize("name, grid", [("cpu-resnet18", (6, 6)), ("cpu-vit-s32", (6, 6)),
+                                        ("paper-resnet18", (7, 7)), ("paper-vit-s32", (7, 7))])
+def test_recipes_build_exact_gap_classifiers_with_the_intended_grid(name, grid):
+    from dense_readout import DenseReadout
+    from dense_readout.experiments.synthetic_train import build_model, grid_size_of
+
+    recipe = get_recipe(name)
+    model = build_model(recipe).eval()
+    assert grid_size_of(model, recipe.input_size) == grid
+    readout = DenseReadout(model)
+    assert readout.exact, readout.adapter.exactness_note()  # ViT: fc_norm=False keeps the head affine
+    if recipe.model.startswith("vit"):
+        assert not model.has_class_token and model.global_pool == "avg"
+    result = readout(torch.randn(1, 3, recipe.input_size, recipe.input_size))
+    assert result.num_classes == NUM_CLASSES and float(result.residual.max()) < 1e-4
