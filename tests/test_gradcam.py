@@ -249,3 +249,15 @@ def test_bad_images_are_rejected(resnet, resnet_readout):
     with DenseReadoutCAM(resnet, readout=resnet_readout) as cam:
         with pytest.raises(InputError, match="4-D"):
             cam(torch.randn(3, 64, 64), None)
+
+
+def test_nonlinear_head_model_defaults_work():
+    """ConvNeXt's LayerNorm head: the readout is the head per cell; raw maps equal DenseReadout's."""
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", num_classes=5).eval()
+    readout = DenseReadout(model)
+    x = _batch(64)
+    with DenseReadoutCAM(model, readout=readout) as cam:
+        maps = cam(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(2)])
+        assert maps.shape == (2, 64, 64)
+        assert torch.allclose(cam.last_raw_cams, readout(x).class_map([1, 2]), atol=1e-5)
