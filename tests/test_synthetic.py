@@ -315,3 +315,19 @@ def test_recipes_build_exact_gap_classifiers_with_the_intended_grid(name, grid):
         assert not model.has_class_token and model.global_pool == "avg"
     result = readout(torch.randn(1, 3, recipe.input_size, recipe.input_size))
     assert result.num_classes == NUM_CLASSES and float(result.residual.max()) < 1e-4
+
+
+def test_streaming_and_in_memory_sources_give_the_same_batches():
+    from dense_readout.experiments.synthetic_train import StreamingScenes, SyntheticDataset, materialize
+
+    dataset = SyntheticDataset(SceneGenerator(seed=2, split="val"), 10, 32, (2, 2))
+    memory, stream = materialize(dataset), StreamingScenes(dataset, workers=0)
+    for a, b in zip(memory.train_batches(4, seed=1, epoch=3), stream.train_batches(4, seed=1, epoch=3), strict=True):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    for a, b in zip(memory.eval_batches(4), stream.eval_batches(4), strict=True):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    first = [t.clone() for t, _, _ in memory.train_batches(4, seed=1, epoch=0)]
+    other = [t for t, _, _ in memory.train_batches(4, seed=1, epoch=1)]
+    assert len(first) == 2 and not all(torch.equal(x, y) for x, y in zip(first, other))  # reshuffled per epoch
