@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "dense_readout.commands.explain",
     "dense_readout.commands.bench",
     "dense_readout.commands.synthetic", "dense_readout.commands.coco",
+    "dense_readout.commands.lrp",
 ]
 
 
