@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,19 +33,30 @@ def _build(name: str):
     return model, DenseReadout(model)
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
+
+
+def _reset_peak() -> None:
+    """Reset VmHWM (peak RSS) to the current RSS (Linux: write 5 to clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
 
 
 def measure_memory(name: str, batch: int, mode: str) -> float:
-    """Peak RSS increase (MB) of one call in this fresh process (no warm-up, so
-    first-call allocator and kernel set-up count in both modes alike)."""
+    """Peak RSS increase (MB) over the resident model and input, during one call in
+    this fresh process (no warm-up, so first-call set-up counts in both modes alike)."""
     model, readout = _build(name)
     x = torch.randn(batch, 3, 224, 224)
-    before = _rss_mb()
+    _reset_peak()
+    before = _status_mb("VmRSS")
     with torch.no_grad():
         model(x) if mode == "forward" else readout(x)
-    return _rss_mb() - before
+    return _status_mb("VmHWM") - before
 
 
 def measure_time(name: str, batch: int, repeats: int) -> tuple[float, float]:
