@@ -108,7 +108,7 @@ def main() -> None:
         result = lrp.cell(x, cell=tuple(args.cell))
         labels = result.scores.argmax(dim=1)[0]
         k = int(result.targets[0])
-        share = float(outside_share(_as_cells(result.relevance, labels.shape, tuple(args.cell)))[0, args.cell[0], args.cell[1]])
+        share = float(result.outside_share()[0])
         figure = plot_cell_relevance(
             preprocess.denormalize(x[0]), labels, result.relevance[0], tuple(args.cell), names,
             title=f"{name}: cell {tuple(args.cell)} = '{names[k].split(',')[0]}' (Z = {float(result.start[0]):.2f}); "
@@ -118,13 +118,6 @@ def main() -> None:
         figure.savefig(args.figure, dpi=100, bbox_inches="tight")
         print(f"figure: {args.figure} (cell {tuple(args.cell)}, class {k} '{names[k]}', "
               f"outside share {share:.3f}, conservation {float(result.conservation[0]):.3g})")
-
-
-def _as_cells(relevance: torch.Tensor, grid: tuple, cell: tuple) -> torch.Tensor:
-    """Place one cell's ``1×1×H×W`` map into a ``1×h×w×H×W`` tensor (others zero)."""
-    maps = relevance.new_zeros(1, grid[0], grid[1], *relevance.shape[-2:])
-    maps[0, cell[0], cell[1]] = relevance[0, 0]
-    return maps
 
 
 if __name__ == "__main__":

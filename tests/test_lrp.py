@@ -377,3 +377,23 @@ def test_fig8_plot_has_two_panels_and_checks_shapes():
         plot_cell_relevance(torch.rand(3, 32, 32), torch.zeros(2, 2, dtype=torch.long), torch.randn(16, 16), (0, 0))
     with pytest.raises(InputError, match="outside"):
         plot_cell_relevance(torch.rand(3, 32, 32), torch.zeros(2, 2, dtype=torch.long), torch.randn(32, 32), (2, 0))
+
+
+def test_single_cell_outside_share_agrees_with_the_cells_diagnostic(resnet_setup):
+    model, lrp, x = resnet_setup
+    one = lrp.cell(x, cell=(1, 0))
+    cells = lrp.cells(x, which=[(1, 0)])
+    assert torch.allclose(one.outside_share(), outside_share(cells.relevance)[:, 1, 0], atol=1e-5)
+    with pytest.raises(InputError, match="single-cell"):
+        lrp.class_map(x, 0).outside_share()
+
+
+def test_cli_lrp_writes_the_figure_and_reports(tmp_path, capsys):
+    from dense_readout.cli import main
+
+    assert main(["lrp", "no/such/file.jpg", "--out", str(tmp_path)]) == 1
+    assert main(["lrp", "skimage:chelsea", "--cell", "9", "9", "--out", str(tmp_path)]) == 2  # outside the grid
+    assert main(["lrp", "skimage:chelsea", "--cell", "3", "3", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "cell (3, 3)" in out and "conservation=" in out
+    assert (tmp_path / "chelsea_lrp_3_3.png").stat().st_size > 10_000

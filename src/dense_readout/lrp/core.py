@@ -75,6 +75,17 @@ class LRPResult:
     def grid_size(self) -> tuple[int, int]:
         return int(self.scores.shape[-2]), int(self.scores.shape[-1])
 
+    def outside_share(self, mode: str = "abs") -> Tensor:
+        """``B`` share of the cell's relevance outside its own image patch (cell results only)."""
+        from .diagnostics import cell_patch_masks, _mass
+
+        if self.cells is None:
+            raise InputError("outside_share needs a single-cell result (LRPReadout.cell), not a class map.")
+        masks = cell_patch_masks(self.grid_size, tuple(self.relevance.shape[-2:]))
+        inside = masks[self.cells[:, 0], self.cells[:, 1]].to(self.relevance.device)  # B×H×W
+        mass = _mass(self.relevance[:, 0], mode)
+        return 1 - (mass * inside).sum(dim=(1, 2)) / mass.sum(dim=(1, 2))
+
 
 @dataclass
 class CellRelevance:
