@@ -33,19 +33,17 @@ def plot_cell_relevance(
         class_names: names for the legend (short names are used).
 
     Returns:
-        A matplotlib ``Figure``.
+        A matplotlib ``Figure`` on the Agg canvas (no pyplot); ``figure.savefig(path)``.
 
     Example:
         >>> import torch
         >>> fig = plot_cell_relevance(torch.rand(3, 64, 64), torch.zeros(2, 2, dtype=torch.long),
         ...                           torch.randn(64, 64), (0, 1))
-        >>> len(fig.axes)
-        2
+        >>> len(fig.axes)  # two panels and the colour bar
+        3
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Rectangle
 
     from ..viz import _as_rgb_array, class_palette, short_name
@@ -73,7 +71,9 @@ def plot_cell_relevance(
         tint[grid == k] = colour
     tint_full = np.kron(tint, np.ones((int(np.ceil(cell_h)), int(np.ceil(cell_w)), 1)))[:rows, :cols]
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 6.0))
+    figure = Figure(figsize=(10, 6.0), facecolor="white")  # Agg canvas: no pyplot state, no display
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
     left.imshow(0.6 * picture + 0.4 * tint_full)
     for x in range(1, width):
         left.axvline(x * cell_w - 0.5, color="white", lw=0.5)
