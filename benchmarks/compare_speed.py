@@ -8,8 +8,8 @@ the map of one class per image (the image's top class); "maps per call" says how
 many class maps one call produces (the readout: all 1000).
 
 The "slow" methods (ScoreCAM, AblationCAM: one forward pass per channel, 1280
-here) are timed once on a smaller batch (``--slow-batch``), against a plain
-forward of that batch.
+here) are timed once, without a warm-up call, on a smaller batch
+(``--slow-batch``), against a plain forward of that batch.
 
     python benchmarks/compare_speed.py                                     # docs table + figure
     python benchmarks/compare_speed.py --repeats 2 --slow-methods ""       # quick
@@ -50,14 +50,16 @@ def forward_seconds(model, x) -> float:
     return time.perf_counter() - start
 
 
-def time_methods(model, readout, x, targets, methods, repeats):
+def time_methods(model, readout, x, targets, methods, repeats, warm_up=True):
     from dense_readout.compare import compare
 
     times = {name: [] for name in methods}
     forward = []
     failures = {}
     classes = {}
-    compare(model, x, targets, methods=methods, readout=readout)  # warm-up, hooks, allocator
+    forward_seconds(model, x)  # warm-up of the plain forward
+    if warm_up:
+        compare(model, x, targets, methods=methods, readout=readout)  # hooks, allocator
     for _ in range(repeats):
         forward.append(forward_seconds(model, x))
         for name in methods:
@@ -107,29 +109,36 @@ def main(argv=None) -> int:
     with torch.no_grad():
         targets = model(x).argmax(1)
     methods = [m for m in args.methods.split(",") if m]
-    forward, seconds, classes, failures = time_methods(model, readout, x, targets, methods, args.repeats)
-    print(f"\nplain forward, batch {args.batch}: {forward * 1000:.1f} ms (median of {2 * args.repeats})")
-    for name in methods:
-        if name in seconds:
-            rows.append((name, args.batch, seconds[name], seconds[name] / forward, classes[name], args.repeats))
+    failures: dict = {}
+    if methods:
+        forward, seconds, classes, failures = time_methods(model, readout, x, targets, methods, args.repeats)
+        print(f"\nplain forward, batch {args.batch}: {forward * 1000:.1f} ms (median of {2 * args.repeats})")
+        for name in methods:
+            if name in seconds:
+                rows.append((name, args.batch, seconds[name], seconds[name] / forward, classes[name], args.repeats))
+        print_table(rows, failures)  # now, before the slow methods
     slow = [m for m in args.slow_methods.split(",") if m]
-    if slow:
+    if slow:  # one timed call each, no warm-up call (each costs ~1280 forward passes per image)
         xs, ts = x[: args.slow_batch], targets[: args.slow_batch]
-        slow_forward, slow_seconds, slow_classes, slow_failures = time_methods(model, readout, xs, ts, slow, 1)
+        slow_forward, slow_seconds, slow_classes, slow_failures = time_methods(
+            model, readout, xs, ts, slow, 1, warm_up=False)
         failures.update(slow_failures)
         print(f"plain forward, batch {args.slow_batch}: {slow_forward * 1000:.1f} ms")
         for name in slow:
             if name in slow_seconds:
                 rows.append((name, args.slow_batch, slow_seconds[name], slow_seconds[name] / slow_forward,
                              slow_classes[name], 1))
+        print_table(rows, failures)
+    return 0
 
+
+def print_table(rows, failures) -> None:
     print("\n| method | batch | seconds | × plain forward (same batch) | class maps per call | repeats |")
     print("|---|---|---|---|---|---|")
     for name, batch, secs, ratio, maps, repeats in sorted(rows, key=lambda row: row[3]):
-        print(f"| {name} | {batch} | {secs:.3f} | {ratio:.2f} | {maps} | {repeats} |")
+        print(f"| {name} | {batch} | {secs:.3f} | {ratio:.2f} | {maps} | {repeats} |", flush=True)
     for name, error in failures.items():
-        print(f"| {name} | — | — | — | — | failed: {error} |")
-    return 0
+        print(f"| {name} | — | — | — | — | failed: {error} |", flush=True)
 
 
 if __name__ == "__main__":
