@@ -97,8 +97,11 @@ def test_sigkill_twice_then_resume_equals_clean_run(setup):
 def test_rerun_of_a_finished_run_changes_nothing(setup):
     base, root, model, clean = setup
     before = _stable(clean)
+    speed = json.loads((clean / "results.json").read_text())["speed"]
     assert main(_args(root, clean, model)) == 0
     assert _stable(clean) == before
+    kept = json.loads((clean / "results.json").read_text())["speed"]  # nothing left to time: keep the last
+    assert kept["ratio_to_forward_bound"] == speed["ratio_to_forward_bound"] and "earlier session" in kept["note"]
 
 
 def _free_port() -> int:

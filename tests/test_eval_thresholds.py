@@ -25,17 +25,32 @@ def test_confidence_scores_by_hand():
 
 def test_prototype_is_the_mean_of_correct_foreground_cells():
     features = torch.tensor([[[[1.0, 3.0]], [[0.0, 2.0]]]])  # B=1, C=2, 1×2 grid: cells (1,0) and (3,2)
-    scores = torch.zeros(1, 2, 1, 2)
+    scores = torch.zeros(1, 3, 1, 2)
     scores[0, 1] = torch.tensor([[5.0, 5.0]])  # both cells predict class 1
-    accumulator = PrototypeAccumulator()
+    accumulator = PrototypeAccumulator(2, 3)
     accumulator.update(scores, features, torch.tensor([[[True, False]]]), torch.tensor([1]))
     prototypes = accumulator.prototypes()
-    assert prototypes["features"].tolist() == [1.0, 0.0]  # only the FG cell counts
+    assert prototypes["features"][1].tolist() == [1.0, 0.0]  # only the FG cell counts
+    assert prototypes["present"].tolist() == [False, True, False]
+    assert torch.isnan(prototypes["features"][0]).all()
     accumulator.update(scores, features, torch.tensor([[[True, True]]]), torch.tensor([1]))
-    assert accumulator.prototypes()["features"].tolist() == pytest.approx([5 / 3, 2 / 3])
-    wrong = PrototypeAccumulator()
+    assert accumulator.prototypes()["features"][1].tolist() == pytest.approx([5 / 3, 2 / 3])
+    assert accumulator.prototypes()["features_global"].tolist() == pytest.approx([5 / 3, 2 / 3])
+    wrong = PrototypeAccumulator(2, 3)
     wrong.update(scores, features, torch.tensor([[[True, True]]]), torch.tensor([0]))
-    assert wrong.prototypes() == {"features": None, "logits": None}
+    assert wrong.prototypes()["features"] is None
+
+
+def test_class_prototype_score_uses_the_cells_top1_class():
+    # class 0 prototype = (1, 0), class 1 prototype = (0, 1); class 2 has none
+    prototypes = {"features": torch.tensor([[1.0, 0.0], [0.0, 1.0], [float("nan")] * 2]),
+                  "present": torch.tensor([True, True, False]), "features_global": torch.tensor([-1.0, 0.0])}
+    features = torch.tensor([[[[1.0, 1.0, 1.0]], [[0.0, 1.0, 0.0]]]])  # cells (1,0), (1,1), (1,0)
+    scores = torch.zeros(1, 3, 1, 3)
+    scores[0, 0, 0, 0] = scores[0, 1, 0, 1] = scores[0, 2, 0, 2] = 1.0  # top-1: 0, 1, 2
+    cosine = CELL_SCORES["feat_fg"](scores, features, prototypes)[0, 0]
+    assert cosine[0] == pytest.approx(1.0) and cosine[1] == pytest.approx(math.sqrt(0.5))
+    assert cosine[2] == pytest.approx(-1.0)  # no prototype for class 2: the global one
 
 
 def test_cosine_scores_need_a_prototype():
@@ -54,7 +69,8 @@ def _batch(seed):
 
 def test_sweep_is_monotone_and_merges_exactly():
     taus = [0.0, 0.2, 0.4, 0.6, 0.8]
-    prototypes = {"features": torch.ones(4), "logits": torch.ones(5)}
+    prototypes = {"features": torch.randn(5, 4), "logits": torch.randn(5, 5), "present": torch.ones(5, dtype=torch.bool),
+                  "features_global": torch.ones(4), "logits_global": torch.ones(5)}
     whole = ThresholdSweep(list(CELL_SCORES), taus)
     parts = [ThresholdSweep(list(CELL_SCORES), taus) for _ in range(2)]
     for sweep in (whole, *parts):
@@ -72,7 +88,7 @@ def test_sweep_is_monotone_and_merges_exactly():
 
 def test_missing_prototype_gives_undefined_curves():
     sweep = ThresholdSweep(["max_softmax", "feat_fg"], [0.0])
-    sweep.prototypes = {"features": None, "logits": None}
+    sweep.prototypes = PrototypeAccumulator(4, 5).prototypes()
     sweep.update(*_batch(0))
     curves = sweep.curves()
     assert curves["feat_fg"]["loc"] == [None] and curves["max_softmax"]["loc"][0] is not None

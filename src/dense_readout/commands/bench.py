@@ -19,11 +19,12 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Optional
 
 from ..errors import DatasetError, DenseReadoutError
-from ..evaluation.thresholds import CELL_SCORES, DEFAULT_TAUS
+from ..evaluation.thresholds import CELL_SCORES, DEFAULT_SCORES, DEFAULT_TAUS
 
 __all__ = ["register", "run_bench"]
 
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ilsvrc.add_argument("--no-real", action="store_true", help="ignore ReaL labels")
     ilsvrc.add_argument("--fill", default="mean",
                         help="occlusion fill: mean (zero after normalisation, default), black, white, gray or r,g,b in [0,1]")
-    ilsvrc.add_argument("--thresholds", default=",".join(CELL_SCORES),
+    ilsvrc.add_argument("--thresholds", default=",".join(DEFAULT_SCORES),
                         help=f"A.3 cell scores, comma-separated from {sorted(CELL_SCORES)}, or 'none'")
     ilsvrc.add_argument("--taus", default=",".join(str(t) for t in DEFAULT_TAUS), help="threshold sweep values")
     ilsvrc.set_defaults(func=run_bench, kind="ilsvrc")
@@ -63,6 +64,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalization", choices=["model", "imagenet"], default="model",
                         help="model's own mean/std (default) or ImageNet mean/std")
     parser.add_argument("--crop", type=int, default=224, help="crop size (resize = crop / 0.875; default 224)")
+    parser.add_argument("--interpolation", choices=["model", "bicubic", "bilinear"], default="model",
+                        help="image resize filter: the model's data config (default) or an explicit one")
     parser.add_argument("--out", required=True, help="output directory (reports + checkpoints)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch (×3 inputs for ILSVRC)")
@@ -100,6 +103,8 @@ def run_bench(args: argparse.Namespace) -> int:
         name = args.model or DEFAULT_MODEL
         model = load_pretrained(name, checkpoint=args.checkpoint, normalization=args.normalization).model
         preprocess = Preprocess.from_model(model, normalization=args.normalization, crop=args.crop, crop_pct=0.875)
+        if args.interpolation != "model":
+            preprocess = dataclasses.replace(preprocess, interpolation=args.interpolation)
         protocol = Protocol(preprocess, fill=fill)
         protocol.fill_value()  # validate now
         config = RunConfig(

@@ -54,7 +54,7 @@ from ..images import load_image
 from ..readout import DenseReadout
 from .metrics import GridBatch, ILSVRC_METRICS, IMAGENET_A_METRICS, MetricSuite, restrict_classes
 from .protocol import Protocol, grid_occupancy
-from .thresholds import DEFAULT_TAUS, PROTOTYPE_SCORES, PrototypeAccumulator, ThresholdSweep
+from .thresholds import DEFAULT_SCORES, DEFAULT_TAUS, PROTOTYPE_SCORES, PrototypeAccumulator, ThresholdSweep
 
 __all__ = ["RunConfig", "run_benchmark", "SKIP_REASONS", "BenchmarkState", "distributed_context"]
 
@@ -77,7 +77,7 @@ class RunConfig:
     limit: Optional[int] = None
     on_error: str = "skip"
     checkpoint_every: int = 10  # batches
-    thresholds: tuple[str, ...] = ("max_softmax", "entropy", "feat_fg", "logit_fg")
+    thresholds: tuple[str, ...] = DEFAULT_SCORES
     taus: tuple[float, ...] = DEFAULT_TAUS
     progress: bool = True
     device: Optional[str] = None
@@ -298,6 +298,10 @@ def run_benchmark(
         )
         phases = [p for p in PHASES if p == "main" or any(t in PROTOTYPE_SCORES for t in thresholds)]
         state.phase = phases[0]
+        if "prototypes" in phases:  # size the prototype sums now: every process must hold equal shapes
+            crop = protocol.preprocess.crop
+            channels = readout(torch.zeros(1, 3, crop, crop, device=device)).features.shape[1]
+            state.prototypes = PrototypeAccumulator(channels, num_classes)
         settings = {
             "kind": kind, "dataset": dataset.describe(), "model": model_info or {"class": type(model).__name__},
             "protocol": protocol.describe(), "limit": config.limit, "batch_size": config.batch_size,
@@ -335,6 +339,7 @@ def run_benchmark(
             save()
         _all_reduce(state.reducible(), device)
         results = _results(state, settings, config, timing, resumed_from, ctx.world_size)
+        results["speed"] = _keep_speed(checkpoint.with_name(f"speed-rank{ctx.rank}.json"), results["speed"])
         if ctx.rank == 0:
             write_reports(results, state, out_dir)
         if dist.is_initialized():
@@ -440,6 +445,25 @@ def _process(phase: str, state: BenchmarkState, batch: dict, ok: Tensor, protoco
         grid = GridBatch(target=target, logits=logits, scores=scores)
     state.suite.update(grid)
     return elapsed
+
+
+def _keep_speed(path: Path, speed: Optional[dict]) -> Optional[dict]:
+    """Store this session's speed; a session that processed nothing reports the last measured one."""
+    if speed is not None:
+        _save_json_atomic(path, speed)
+        return speed
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        previous["note"] = "measured in an earlier session of this run (this session had nothing left to do)"
+        return previous
+    return None
+
+
+def _save_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2))
+    os.replace(temporary, path)
 
 
 def _results(state: BenchmarkState, settings: dict, config: RunConfig, timing: dict,

@@ -5,13 +5,15 @@ Four cell scores (registry :data:`CELL_SCORES`):
 * ``max_softmax``: the cell's largest softmax probability;
 * ``entropy``: normalised-entropy confidence ``1 - H(p) / log K``;
 * ``feat_fg``: cosine similarity of the cell's feature vector to the
-  feature-space foreground prototype;
-* ``logit_fg``: cosine similarity of the cell's score vector to the logit-space
-  foreground prototype.
+  feature-space foreground prototype of the cell's top-1 class;
+* ``logit_fg``: the same with the cell's score vector and the logit-space prototype;
+* ``feat_fg_global`` / ``logit_fg_global``: the same against one prototype for all
+  classes (not run by default).
 
-A prototype is the mean over the evaluated set of the cells that lie inside the
-boxes and are predicted correctly (top-1 = ground truth); the runner estimates
-it in a first pass (:class:`PrototypeAccumulator`) before the sweep.
+A class prototype is the mean over the evaluated set of the cells that lie inside
+the boxes of images of that class and are predicted correctly (top-1 = ground
+truth); a cell whose top-1 class has no prototype uses the global one. The runner
+estimates the prototypes in a first pass (:class:`PrototypeAccumulator`).
 
 For each score and each τ the sweep reports, on the original input,
 ``Loc.(τ)``: per image, the fraction of FG cells that are kept *and* correct,
@@ -49,16 +51,18 @@ __all__ = [
     "PrototypeAccumulator",
     "ThresholdSweep",
     "DEFAULT_TAUS",
+    "DEFAULT_SCORES",
     "PROTOTYPE_SCORES",
 ]
 
 DEFAULT_TAUS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(21))
+DEFAULT_SCORES: tuple[str, ...] = ("max_softmax", "entropy", "feat_fg", "logit_fg")  # the paper's four
 PROTO_SCALE = 1 << 20  # fixed point of the prototype sums
 
 # name -> fn(scores B×K×h×w, features B×C×h×w, prototypes dict) -> B×h×w
 CellScore = Callable[[Tensor, Optional[Tensor], dict], Tensor]
 CELL_SCORES: dict[str, CellScore] = {}
-PROTOTYPE_SCORES = ("feat_fg", "logit_fg")
+PROTOTYPE_SCORES = ("feat_fg", "logit_fg", "feat_fg_global", "logit_fg_global")
 
 
 def register_cell_score(name: str) -> Callable[[CellScore], CellScore]:
@@ -89,37 +93,73 @@ def _cosine(grid: Tensor, prototype: Optional[Tensor], name: str) -> Tensor:
     return F.cosine_similarity(grid.float(), prototype.to(grid.device, torch.float32).view(1, -1, 1, 1), dim=1)
 
 
+def _class_cosine(grid: Tensor, scores: Tensor, table: Optional[Tensor], present: Optional[Tensor],
+                  fallback: Optional[Tensor], name: str) -> Tensor:
+    """Cosine of each cell to the prototype of the cell's top-1 class.
+
+    A class without a prototype (no correctly predicted FG cell in the set) falls back
+    to the global prototype.
+    """
+    if table is None or present is None or fallback is None:
+        raise InputError(f"{name} needs class prototypes: run the prototype pass first.")
+    predicted = scores.argmax(dim=1)  # B×h×w
+    rows = torch.where(present.unsqueeze(1), table, fallback.view(1, -1)).to(grid.device, torch.float32)
+    chosen = rows[predicted].permute(0, 3, 1, 2)  # B×C×h×w
+    return F.cosine_similarity(grid.float(), chosen, dim=1)
+
+
+def _features_of(features: Optional[Tensor], name: str) -> Tensor:
+    if features is None:
+        raise InputError(f"{name} needs the feature grid (ReadoutResult.features).")
+    return features
+
+
 @register_cell_score("feat_fg")
 def _feat_fg(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
-    if features is None:
-        raise InputError("feat_fg needs the feature grid (ReadoutResult.features).")
-    return _cosine(features, prototypes.get("features"), "feat_fg")
+    return _class_cosine(_features_of(features, "feat_fg"), scores, prototypes.get("features"),
+                         prototypes.get("present"), prototypes.get("features_global"), "feat_fg")
 
 
 @register_cell_score("logit_fg")
 def _logit_fg(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
-    return _cosine(scores, prototypes.get("logits"), "logit_fg")
+    return _class_cosine(scores, scores, prototypes.get("logits"), prototypes.get("present"),
+                         prototypes.get("logits_global"), "logit_fg")
+
+
+@register_cell_score("feat_fg_global")
+def _feat_fg_global(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
+    return _cosine(_features_of(features, "feat_fg_global"), prototypes.get("features_global"), "feat_fg_global")
+
+
+@register_cell_score("logit_fg_global")
+def _logit_fg_global(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
+    return _cosine(scores, prototypes.get("logits_global"), "logit_fg_global")
 
 
 class PrototypeAccumulator:
-    """Sum (fixed point, int64) of the feature and score vectors of correct FG cells."""
+    """Per-class sums (fixed point, int64) of the feature and score vectors of correct FG cells.
+
+    ``features`` is ``K×C``, ``logits`` ``K×K``, ``count`` ``K`` (cells per class); the
+    global prototype is the sum over classes. Sized by ``channels`` and ``num_classes``
+    so that every process of a distributed run holds tensors of the same shape.
+    """
 
     def __init__(self, channels: int = 0, num_classes: int = 0) -> None:
-        self.features = torch.zeros(channels, dtype=torch.int64)
-        self.logits = torch.zeros(num_classes, dtype=torch.int64)
-        self.count = torch.zeros(1, dtype=torch.int64)
+        self.features = torch.zeros(num_classes, channels, dtype=torch.int64)
+        self.logits = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.count = torch.zeros(num_classes, dtype=torch.int64)
 
     def update(self, scores: Tensor, features: Tensor, fg: Tensor, target: Tensor) -> None:
         correct = (scores.argmax(dim=1) == target.view(-1, 1, 1)) & fg  # B×h×w
         if self.features.numel() == 0:
-            self.features = torch.zeros(features.shape[1], dtype=torch.int64)
-            self.logits = torch.zeros(scores.shape[1], dtype=torch.int64)
+            self.__init__(features.shape[1], scores.shape[1])
+        classes = target.view(-1, 1, 1).expand_as(correct)[correct].cpu()
         cells_f = features.permute(0, 2, 3, 1)[correct].double().cpu()
         cells_z = scores.permute(0, 2, 3, 1)[correct].double().cpu()
         # quantise per cell, then add as integers: the sum does not depend on the order
-        self.features += torch.round(cells_f * PROTO_SCALE).long().sum(dim=0)
-        self.logits += torch.round(cells_z * PROTO_SCALE).long().sum(dim=0)
-        self.count += int(correct.sum())
+        self.features.index_add_(0, classes, torch.round(cells_f * PROTO_SCALE).long())
+        self.logits.index_add_(0, classes, torch.round(cells_z * PROTO_SCALE).long())
+        self.count.index_add_(0, classes, torch.ones_like(classes))
 
     def tensors(self) -> list[Tensor]:
         return [self.features, self.logits, self.count]
@@ -140,13 +180,23 @@ class PrototypeAccumulator:
             self.count += other.count
 
     def prototypes(self) -> dict[str, Optional[Tensor]]:
-        """``{'features': C, 'logits': K}`` means (None when no correct FG cell was seen)."""
-        count = int(self.count)
-        if count == 0:
-            return {"features": None, "logits": None}
+        """Class means ``features`` (K×C), ``logits`` (K×K), ``present`` (K) and global means.
+
+        Rows of classes without a correct FG cell are NaN; everything is None when no
+        correct FG cell was seen at all.
+        """
+        total = int(self.count.sum()) if self.count.numel() else 0
+        if total == 0:
+            return {"features": None, "logits": None, "present": None,
+                    "features_global": None, "logits_global": None}
+        count = self.count.double().clamp(min=1).unsqueeze(1) * PROTO_SCALE
+        present = self.count > 0
+        features = torch.where(present.unsqueeze(1), self.features.double() / count, float("nan"))
+        logits = torch.where(present.unsqueeze(1), self.logits.double() / count, float("nan"))
         return {
-            "features": self.features.double() / (PROTO_SCALE * count),
-            "logits": self.logits.double() / (PROTO_SCALE * count),
+            "features": features, "logits": logits, "present": present,
+            "features_global": self.features.sum(0).double() / (PROTO_SCALE * total),
+            "logits_global": self.logits.sum(0).double() / (PROTO_SCALE * total),
         }
 
 
@@ -200,7 +250,8 @@ class ThresholdSweep:
 
     def available(self, method: str) -> bool:
         """False for a prototype score whose prototype could not be estimated."""
-        key = {"feat_fg": "features", "logit_fg": "logits"}.get(method)
+        key = {"feat_fg": "features", "logit_fg": "logits", "feat_fg_global": "features_global",
+               "logit_fg_global": "logits_global"}.get(method)
         return key is None or self.prototypes.get(key) is not None
 
     def tensors(self) -> list[Tensor]:
