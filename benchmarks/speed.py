@@ -59,20 +59,26 @@ def measure_memory(name: str, batch: int, mode: str) -> float:
     return _status_mb("VmHWM") - before
 
 
-def measure_time(name: str, batch: int, repeats: int) -> tuple[float, float]:
+def measure_time(name: str, batch: int, repeats: int) -> dict[str, float]:
+    """Median wall time and median CPU time (all threads of this process) per mode.
+
+    CPU time is far less sensitive than wall time to other processes competing for
+    the cores, so on a shared machine its ratio is the more trustworthy one.
+    """
     model, readout = _build(name)
     x = torch.randn(batch, 3, 224, 224)
-    forward_times, readout_times = [], []
+    samples: dict[str, list[float]] = {"forward": [], "readout": [], "forward_cpu": [], "readout_cpu": []}
     with torch.no_grad():
         model(x), readout(x)  # warm-up
         for repeat in range(repeats):
             # alternate the order so drift in machine load hits both modes alike
             order = [("forward", model), ("readout", readout)]
             for mode, fn in order if repeat % 2 == 0 else order[::-1]:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 fn(x)
-                (forward_times if mode == "forward" else readout_times).append(time.perf_counter() - start)
-    return statistics.median(forward_times), statistics.median(readout_times)
+                samples[mode].append(time.perf_counter() - start)
+                samples[mode + "_cpu"].append(time.process_time() - start_cpu)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def _memory_in_subprocess(name: str, batch: int, mode: str) -> float:
@@ -94,22 +100,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, CPU, 224 px, median of {args.repeats}")
-    print("| model | batch | forward (ms) | readout (ms) | time ratio | forward peak MB | readout peak MB | memory ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | batch | forward wall (ms) | readout wall (ms) | wall ratio | forward CPU (ms) | readout CPU (ms) "
+          "| CPU ratio | forward peak MB | readout peak MB | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in args.models:
         for batch in args.batches:
-            forward_s, readout_s = measure_time(name, batch, args.repeats)
+            t = measure_time(name, batch, args.repeats)
             if args.no_memory:
                 mem_f = mem_r = float("nan")
             else:
                 mem_f = _memory_in_subprocess(name, batch, "forward")
                 mem_r = _memory_in_subprocess(name, batch, "readout")
             ratio_mem = mem_r / mem_f if mem_f > 0 else float("nan")
-            rows.append(dict(model=name, batch=batch, forward_ms=forward_s * 1e3, readout_ms=readout_s * 1e3,
-                             forward_mb=mem_f, readout_mb=mem_r))
-            print(f"| {name} | {batch} | {forward_s * 1e3:.1f} | {readout_s * 1e3:.1f} | "
-                  f"{readout_s / forward_s:.3f} | {mem_f:.1f} | {mem_r:.1f} | {ratio_mem:.2f} |", flush=True)
+            rows.append(dict(model=name, batch=batch, forward_mb=mem_f, readout_mb=mem_r,
+                             **{f"{key}_ms": value * 1e3 for key, value in t.items()}))
+            print(f"| {name} | {batch} | {t['forward'] * 1e3:.1f} | {t['readout'] * 1e3:.1f} | "
+                  f"{t['readout'] / t['forward']:.3f} | {t['forward_cpu'] * 1e3:.1f} | {t['readout_cpu'] * 1e3:.1f} | "
+                  f"{t['readout_cpu'] / t['forward_cpu']:.3f} | {mem_f:.1f} | {mem_r:.1f} | {ratio_mem:.2f} |", flush=True)
     print(json.dumps(rows))
     return 0
 
