@@ -120,7 +120,7 @@ def test_two_gloo_processes_equal_one_process(setup):
     ]
     completed = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["rank0-of-2.pt", "rank1-of-2.pt"]
+    assert sorted(p.name for p in (out / "checkpoint").glob("*.pt")) == ["rank0-of-2.pt", "rank1-of-2.pt"]
     shards = [_checkpoint_state(out / "checkpoint" / f"rank{r}-of-2.pt") for r in range(2)]
     assert [int(s["seen"]) for s in shards] == [3, 3]  # disjoint halves of 6 images
     results = json.loads((out / "results.json").read_text())
