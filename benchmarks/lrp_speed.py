@@ -103,7 +103,8 @@ def families(size: int) -> None:
 
     from dense_readout.lrp import LRPReadout
 
-    print(f"conservation ratio (input relevance / cell score), composite=epsilon (1e-9), random init, "
+    print(f"conservation ratio (input relevance / cell score), composite=epsilon (epsilon = stabilizer = 1e-9), "
+          f"random init, "
           f"biases and BN means zeroed, {size}px, cell (1, 1):")
     print(f"  {'model':24s} {'no canonizers':>14s} {'canonized':>10s}")
     for name in FAMILIES:
@@ -120,7 +121,8 @@ def families(size: int) -> None:
         x = torch.randn(1, 3, size, size)
         ratios = []
         for canonize in (False, True):
-            lrp = LRPReadout(model, "epsilon", composite_options={"epsilon": 1e-9}, canonize=canonize)
+            lrp = LRPReadout(model, "epsilon", composite_options={"epsilon": 1e-9, "stabilizer": 1e-9},
+                             canonize=canonize)
             ratios.append(float(lrp.cell(x, cell=(1, 1)).conservation[0]))
         print(f"  {name:24s} {ratios[0]:14.4g} {ratios[1]:10.4f}")
 

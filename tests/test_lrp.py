@@ -146,7 +146,7 @@ def test_canonized_timm_blocks_conserve_relevance(name):
     torch.manual_seed(0)
     model = _zero_biases(timm.create_model(name, num_classes=5).eval())
     x = torch.randn(1, 3, 64, 64)
-    lrp = LRPReadout(model, "epsilon", composite_options={"epsilon": 1e-9})
+    lrp = LRPReadout(model, "epsilon", composite_options={"epsilon": 1e-9, "stabilizer": 1e-9})
     result = lrp.cell(x, cell=(1, 0))
     assert abs(float(result.conservation[0]) - 1) < 0.01, result.conservation
     # the canonized forward computes the model's own readout

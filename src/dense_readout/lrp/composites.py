@@ -37,7 +37,9 @@ def register_composite(name: str) -> Callable[[CompositeFactory], CompositeFacto
     """Decorator: register ``factory(layer_map=..., low=..., high=..., **kwargs) -> Composite``.
 
     ``layer_map`` must be prepended to the composite's own map; ``low``/``high`` are
-    the input bounds (``1×C×1×1``) for box rules, ignore them if unused.
+    the input bounds (``1×C×1×1``) for box rules, ignore them if unused; ``kwargs``
+    always hold ``stabilizer`` (the denominator shift of the non-epsilon rules,
+    including the Norm rule of sums, average pools and LayerNorms).
 
     Example:
         >>> from zennit.composites import EpsilonAlpha2Beta1
@@ -87,7 +89,7 @@ def _epsilon_gamma_box(layer_map: list, low: torch.Tensor, high: torch.Tensor, *
 
 @register_composite("epsilon")
 def _epsilon(layer_map: list, low: torch.Tensor, high: torch.Tensor, epsilon: float = 1e-6,
-             stabilizer: float = 1e-6) -> Composite:
+             stabilizer: float = 1e-6) -> Composite:  # noqa: D401
     """LRP-epsilon on every convolution and linear layer (LRP-0 as epsilon -> 0)."""
     return zc.LayerMapComposite(
         layer_map=layer_map + zc.layer_map_base(stabilizer) + [(Linear, Epsilon(epsilon=epsilon))]
@@ -149,8 +151,9 @@ def build_composite(
             f"Unknown composite {name!r}. Choose one of {registered_composites()} or register "
             "one with dense_readout.lrp.register_composite."
         )
+    options = {"stabilizer": stabilizer, **(options or {})}
     try:
-        return factory(layer_map=extra_layer_map(stabilizer), low=low, high=high, **(options or {}))
+        return factory(layer_map=extra_layer_map(options["stabilizer"]), low=low, high=high, **options)
     except TypeError as error:
         raise InputError(f"Bad composite_options for {name!r}: {error}") from None
 

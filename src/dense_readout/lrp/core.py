@@ -188,7 +188,10 @@ class LRPReadout:
             (:data:`~dense_readout.lrp.composites.FAMILY_DEFAULTS`).
         features, head: for a custom network, as in ``DenseReadout``.
         composite_options: keyword arguments for the composite (e.g. ``epsilon``,
-            ``gamma``, ``low``/``high`` for ``epsilon_gamma_box``).
+            ``gamma``, ``zero_params``, ``low``/``high`` for ``epsilon_gamma_box``).
+        stabilizer: denominator shift of the non-epsilon rules (z+, gamma, and the
+            Norm rule of residual sums, average pools and LayerNorms); overridden by
+            ``composite_options["stabilizer"]``.
         canonize: apply the block canonizers (residual sums, gates, batch-norm
             merging, LayerNorm). Turn off only to see why they are needed.
 
