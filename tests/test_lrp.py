@@ -198,10 +198,11 @@ def test_model_unchanged_after_every_call_and_after_errors(name):
     lrp = LRPReadout(model)
     lrp.cell(x, cell=(0, 1))
     _assert_pristine(model, snapshot, x, reference)
-    lrp.class_map(x, target=2)
-    lrp.label_map(x)
-    lrp.cells(x, which=[(0, 0), (1, 1)])
-    _assert_pristine(model, snapshot, x, reference)
+    if name == "resnet18":  # every entry point once (the machinery is shared)
+        lrp.class_map(x, target=2)
+        lrp.label_map(x)
+        lrp.cells(x, which=[(0, 0), (1, 1)], strategy="vmap")
+        _assert_pristine(model, snapshot, x, reference)
     with pytest.raises(InputError):
         lrp.cell(x, cell=(0, 0), target=99)  # fails inside the LRP context
     _assert_pristine(model, snapshot, x, reference)
@@ -332,11 +333,11 @@ def test_captum_attribution_matches_the_class_map_and_reports_delta(resnet_setup
     assert maps.shape == (2, 1, 64, 64) and maps.is_contiguous()
     assert torch.allclose(maps, direct.relevance)
     assert torch.allclose(delta, direct.relevance.sum(dim=(1, 2, 3)) - direct.start)
-    full = attribution.attribute((x,), target=1, sum_channels=False)
+    full = attribution.attribute((x,), target=[1, 4], sum_channels=False)
     assert isinstance(full, tuple) and full[0].shape == x.shape
-    assert torch.allclose(full[0].sum(dim=1, keepdim=True), lrp.class_map(x, 1).relevance, atol=1e-6)
-    one = attribution.attribute(x, target=1, cell=(1, 0))
-    assert torch.allclose(one, lrp.cell(x, (1, 0), 1).relevance)
+    assert torch.allclose(full[0].sum(dim=1, keepdim=True), direct.relevance, atol=1e-6)
+    one = attribution.attribute(x[:1], target=1, cell=(1, 0))
+    assert torch.allclose(one, lrp.cell(x[:1], (1, 0), 1).relevance)
     assert attribution.has_convergence_delta() and attribution.multiplies_by_inputs
 
 
