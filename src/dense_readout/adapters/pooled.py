@@ -74,7 +74,7 @@ class PooledGridAdapter(ModelAdapter):
         batch, channels, height, width = grid.shape
         scores = torch.matmul(linear.weight, grid.reshape(batch, channels, height * width))
         if linear.bias is not None:
-            scores = scores + linear.bias[:, None]
+            scores = scores.add_(linear.bias[:, None])  # in place: no second B×K×N buffer
         return scores.view(batch, -1, height, width)
 
     def _lone_linear(self) -> Optional[nn.Linear]:
