@@ -140,17 +140,17 @@ register_recipe(Recipe(
 ))
 # Reduced CPU recipes: 96-px inputs (the 224-px scenes box-downsampled); ResNet-18 with
 # output stride 16 (dilated last stage) and ViT-S with 16-px patches give a 6×6 grid,
-# close to the paper's 7×7; 6,000 scenes × 3 epochs.
+# close to the paper's 7×7; 6,000 scenes × 7 epochs.
 register_recipe(Recipe(
     name="cpu-resnet18", model="resnet18", model_kwargs={"output_stride": 16}, input_size=96,
-    train_size=6000, val_size=300, epochs=3, batch_size=32, optimizer="adamw", lr=2e-3,
+    train_size=6000, val_size=300, epochs=7, batch_size=32, optimizer="adamw", lr=2e-3,
     weight_decay=0.05, warmup_epochs=0.25, min_lr=1e-5, hflip=True, resample_targets=True,
     in_memory=True, workers=0, eval_batch_size=100,
 ))
 register_recipe(Recipe(
     name="cpu-vit-s32", model="vit_small_patch32_224",
     model_kwargs={**_VIT_KWARGS, "img_size": 96, "patch_size": 16}, input_size=96,
-    train_size=6000, val_size=300, epochs=3, batch_size=32, optimizer="adamw", lr=1e-3,
+    train_size=6000, val_size=300, epochs=7, batch_size=32, optimizer="adamw", lr=1e-3,
     weight_decay=0.05, warmup_epochs=0.25, min_lr=1e-5, hflip=True, resample_targets=True,
     in_memory=True, workers=0, eval_batch_size=100,
 ))
