@@ -331,3 +331,17 @@ def test_streaming_and_in_memory_sources_give_the_same_batches():
     first = [t.clone() for t, _, _ in memory.train_batches(4, seed=1, epoch=0)]
     other = [t for t, _, _ in memory.train_batches(4, seed=1, epoch=1)]
     assert len(first) == 2 and not all(torch.equal(x, y) for x, y in zip(first, other))  # reshuffled per epoch
+
+
+def test_committed_cpu_run_used_the_registered_recipe():
+    from dataclasses import asdict
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "synthetic_cpu_resnet18.json"
+    if not results.is_file():
+        pytest.skip("no committed run")
+    record = json.loads(results.read_text())
+    assert record["recipe"] == asdict(get_recipe("cpu-resnet18")), "recipe changed: rerun benchmarks/synthetic_cpu.py"
+    epochs = record["history"]
+    assert len(epochs) == record["recipe"]["epochs"] and record["final"] == epochs[-1]
+    assert record["expected_top1_percent"] == pytest.approx(100 * expected_top1())
