@@ -61,7 +61,6 @@ class DenseReadoutAttribution(LayerAttribution):
     Example:
         >>> import timm, torch
         >>> from captum.attr import LayerAttribution
-from captum.log import log_usage
         >>> from dense_readout.captum import DenseReadoutAttribution
         >>> model = timm.create_model("resnet18", num_classes=10).eval()
         >>> explainer = DenseReadoutAttribution(model)
