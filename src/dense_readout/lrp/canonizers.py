@@ -143,10 +143,12 @@ class BlockCanonizer(AttributeCanonizer):
 
 def _channels_first_norm_types() -> tuple[type, ...]:
     try:
-        from timm.layers.norm import LayerNorm2d, LayerNorm2dFp32
+        from timm.layers import norm
     except ImportError:  # pragma: no cover - timm reorganised
         return ()
-    return (LayerNorm2d, LayerNorm2dFp32)
+    # LayerNorm2dFp32 only exists in newer timm releases
+    names = ("LayerNorm2d", "LayerNorm2dFp32")
+    return tuple(getattr(norm, name) for name in names if hasattr(norm, name))
 
 
 def _detached_layer_norm(self: nn.LayerNorm, x: Tensor) -> Tensor:
