@@ -151,7 +151,5 @@ class TokenGridAdapter(ModelAdapter):
 
 
 def _run_no_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    import torch
-
     with torch.no_grad():
         return fn(x)

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
-from .base import affine_leaf, register_adapter
+from .base import register_adapter
 from .pooled import PooledGridAdapter, TokenGridAdapter, _run_no_grad
 
 
@@ -55,7 +55,7 @@ class TimmGridAdapter(PooledGridAdapter):
 
     def _refuse_spatial_heads(self) -> None:
         """Refuse models whose head is not pointwise (token outputs, spatial kernels)."""
-        native = _run_no_grad(self.forward_features, self.probe_input())
+        native = self._probe_features()
         if native.dim() != 4:
             raise UnsupportedModelError(
                 f"timm {type(self.model).__name__}: forward_features returns shape "
@@ -78,26 +78,30 @@ class TimmGridAdapter(PooledGridAdapter):
     def _probe_channels(self) -> int:
         return getattr(self, "_channels", None) or super()._probe_channels()
 
+    def _probe_features(self) -> Tensor:
+        """Run forward_features once on a probe input; remember which top-level child
+        produced its output (the layer CAM methods hook)."""
+        outputs: list[tuple[nn.Module, object]] = []
+        handles = [
+            child.register_forward_hook(lambda m, i, o: outputs.append((m, o)))
+            for child in self.model.children()
+        ]
+        try:
+            native = _run_no_grad(self.forward_features, self.probe_input())
+        finally:
+            for handle in handles:
+                handle.remove()
+        matches = [module for module, output in outputs if output is native]
+        self._target = matches[-1] if matches else None
+        return native
+
     def target_layer(self) -> nn.Module:
         """The last top-level child whose output *is* ``forward_features``' output."""
         if self._target is None:
-            outputs: list[tuple[nn.Module, object]] = []
-            handles = [
-                child.register_forward_hook(lambda m, i, o: outputs.append((m, o)))
-                for child in self.model.children()
-            ]
-            try:
-                native = _run_no_grad(self.forward_features, self.probe_input())
-            finally:
-                for handle in handles:
-                    handle.remove()
-            matches = [module for module, output in outputs if output is native]
-            if not matches:
-                raise UnsupportedModelError(
-                    f"Cannot find the layer producing {type(self.model).__name__}'s grid; "
-                    "pass target_layers= explicitly."
-                )
-            self._target = matches[-1]
+            raise UnsupportedModelError(
+                f"Cannot find the layer producing {type(self.model).__name__}'s grid; "
+                "pass target_layers= explicitly."
+            )
         return self._target
 
     def reshape_transform(self) -> Optional[Callable[[Tensor], Tensor]]:
@@ -198,7 +202,3 @@ class TimmTokenAdapter(TokenGridAdapter):
             raise UnsupportedModelError("This token model has no final norm to hook.")
         return norm
 
-
-def affine_head(model: nn.Module) -> bool:
-    """Convenience: True if every leaf of ``model.get_classifier()`` is affine."""
-    return all(affine_leaf(m) for m in model.get_classifier().modules() if not list(m.children()))
