@@ -25,10 +25,17 @@ import torch
 def main() -> int:
     from dense_readout import load_pretrained
     from dense_readout.evaluation.protocol import Protocol, paper_preprocess
-    from dense_readout.experiments.coco import CocoInstances, FeatureCache, ProbeConfig, cross_validate
+    from dense_readout.experiments.coco import (
+        CocoInstances,
+        FeatureCache,
+        ProbeConfig,
+        cross_validate,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_root", type=Path, help="folder holding coco_val2017_sample/ (or the COCO root itself)")
+    parser.add_argument(
+        "data_root", type=Path, help="folder holding coco_val2017_sample/ (or the COCO root itself)"
+    )
     parser.add_argument("--split", default="val2017")
     parser.add_argument("--cache", type=Path, default=Path("runs/coco-cache"))
     parser.add_argument("--folds", type=int, default=5)
@@ -42,7 +49,11 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    root = args.data_root / "coco_val2017_sample" if (args.data_root / "coco_val2017_sample").is_dir() else args.data_root
+    root = (
+        args.data_root / "coco_val2017_sample"
+        if (args.data_root / "coco_val2017_sample").is_dir()
+        else args.data_root
+    )
     timing = {}
     start = time.time()
     model, _, _, name = load_pretrained()
@@ -61,9 +72,15 @@ def main() -> int:
     timing["probe_cv_s"] = time.time() - start
 
     summary = {
-        "command": "python benchmarks/coco_probe.py " + " ".join(
-            [str(args.data_root)] + [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                     if k != "data_root" and v is not None]),
+        "command": "python benchmarks/coco_probe.py "
+        + " ".join(
+            [str(args.data_root)]
+            + [
+                f"--{k.replace('_', '-')} {v}"
+                for k, v in vars(args).items()
+                if k != "data_root" and v is not None
+            ]
+        ),
         "backbone": name,
         "grid": list(data["grid"].shape[-2:]),
         "feature_dim": int(data["grid"].shape[1]),

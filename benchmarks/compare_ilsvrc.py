@@ -22,7 +22,6 @@ Images whose boxes all fall outside the crop are skipped (counted).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -31,8 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FAST = ["dense-readout", "cam", "gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam",
-        "layergradcam"]
+FAST = [
+    "dense-readout",
+    "cam",
+    "gradcam",
+    "hirescam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "eigencam",
+    "layergradcam",
+]
 SLOW = ["scorecam", "ablationcam"]
 
 
@@ -86,9 +94,15 @@ def load_batch(dataset, protocol, indices):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root", help="data root (holding ilsvrc_val_sample/) or the ILSVRC folder itself")
-    parser.add_argument("--limit", type=int, default=200, help="images (evenly spaced over the file list)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "root", help="data root (holding ilsvrc_val_sample/) or the ILSVRC folder itself"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=200, help="images (evenly spaced over the file list)"
+    )
     parser.add_argument("--slow-limit", type=int, default=8, help="images for --slow-methods")
     parser.add_argument("--methods", default=",".join(FAST))
     parser.add_argument("--slow-methods", default=",".join(SLOW))
@@ -114,7 +128,9 @@ def main(argv=None) -> int:
     model, _, _, model_name = load_pretrained()
     readout = DenseReadout(model)
     protocol = Protocol(paper_preprocess(model, args.normalization))
-    indices = np.unique(np.linspace(0, len(dataset) - 1, min(args.limit, len(dataset))).round().astype(int))
+    indices = np.unique(
+        np.linspace(0, len(dataset) - 1, min(args.limit, len(dataset))).round().astype(int)
+    )
     fast = [m for m in args.methods.split(",") if m]
     slow = [m for m in args.slow_methods.split(",") if m]
     signs = [s for s in args.signs.split(",") if s]
@@ -166,9 +182,12 @@ def main(argv=None) -> int:
         f"MaxBoxAccV2: all contours, δ ∈ {{30, 50, 70}}, τ step {args.threshold_step}. "
         f"Seconds: method call only, batch {args.batch}, {torch.get_num_threads()} CPU threads (shared machine)."
     )
-    lines = [header, "",
-             "| method | sign | images | pointing game | energy PG | MaxBoxAccV2 (δ=30/50/70) | rel. rank | s / image |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        "| method | sign | images | pointing game | energy PG | MaxBoxAccV2 (δ=30/50/70) | rel. rank | s / image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (name, sign), entry in scores.items():
         if entry.images == 0:
             continue
@@ -185,9 +204,13 @@ def main(argv=None) -> int:
     print(table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        command = "python benchmarks/compare_ilsvrc.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        Path(args.out).write_text(f"# Localization: dense readout vs CAM methods (ILSVRC boxes)\n\n"
-                                  f"Command: `{command}`\n\n{table}\n")
+        command = "python benchmarks/compare_ilsvrc.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        Path(args.out).write_text(
+            f"# Localization: dense readout vs CAM methods (ILSVRC boxes)\n\n"
+            f"Command: `{command}`\n\n{table}\n"
+        )
     return 0
 
 

@@ -23,22 +23,47 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-FAST = ["dense-readout", "cam", "dense-readout-cam", "gradcam", "hirescam", "gradcam++", "xgradcam",
-        "layercam", "eigencam", "eigengradcam", "layergradcam"]
+FAST = [
+    "dense-readout",
+    "cam",
+    "dense-readout-cam",
+    "gradcam",
+    "hirescam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "eigencam",
+    "eigengradcam",
+    "layergradcam",
+]
 SLOW = ["scorecam", "ablationcam"]
-FIGURE = ["dense-readout", "gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam",
-          "layergradcam"]
+FIGURE = [
+    "dense-readout",
+    "gradcam",
+    "hirescam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "eigencam",
+    "layergradcam",
+]
 
 
 def photos(preprocess, count: int) -> torch.Tensor:
     """chelsea and coffee first, then other scikit-image RGB photos, cycled to ``count``."""
     import skimage.data as data
 
-    names = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "hubble_deep_field"]
+    names = [
+        "chelsea",
+        "coffee",
+        "astronaut",
+        "rocket",
+        "immunohistochemistry",
+        "hubble_deep_field",
+    ]
     tensors = [preprocess(Image.fromarray(getattr(data, name)()).convert("RGB")) for name in names]
     return torch.stack([tensors[i % len(tensors)] for i in range(count)])
 
@@ -70,11 +95,18 @@ def time_methods(model, readout, x, targets, methods, repeats, warm_up=True):
             times[name].append(result.seconds[name])
             classes[name] = result.results[name].classes_per_call
         forward.append(forward_seconds(model, x))
-    return statistics.median(forward), {n: statistics.median(t) for n, t in times.items() if t}, classes, failures
+    return (
+        statistics.median(forward),
+        {n: statistics.median(t) for n, t in times.items() if t},
+        classes,
+        failures,
+    )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--methods", default=",".join(FAST))
@@ -91,18 +123,28 @@ def main(argv=None) -> int:
 
     model, preprocess, names, model_name = load_pretrained()
     readout = DenseReadout(model)
-    print(f"model: {model_name} (embedded ImageNet weights), preprocessing: shorter side "
-          f"{preprocess.resize}, crop {preprocess.crop}, mean/std {preprocess.mean}/{preprocess.std}; "
-          f"threads: {torch.get_num_threads()}; torch {torch.__version__}")
+    print(
+        f"model: {model_name} (embedded ImageNet weights), preprocessing: shorter side "
+        f"{preprocess.resize}, crop {preprocess.crop}, mean/std {preprocess.mean}/{preprocess.std}; "
+        f"threads: {torch.get_num_threads()}; torch {torch.__version__}"
+    )
 
     if args.figure:
         x = photos(preprocess, 2)
-        result = compare(model, x, None, methods=[m for m in args.figure_methods.split(",") if m],
-                         readout=readout, display=preprocess.denormalize)
+        result = compare(
+            model,
+            x,
+            None,
+            methods=[m for m in args.figure_methods.split(",") if m],
+            readout=readout,
+            display=preprocess.denormalize,
+        )
         Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         result.save_figure(args.figure, class_names=names)
-        print(f"figure: {args.figure} (targets: {[names[int(t)] for t in result.targets]}; "
-              f"failures: {result.failures or 'none'})")
+        print(
+            f"figure: {args.figure} (targets: {[names[int(t)] for t in result.targets]}; "
+            f"failures: {result.failures or 'none'})"
+        )
 
     rows = []
     x = photos(preprocess, args.batch)
@@ -111,29 +153,53 @@ def main(argv=None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     failures: dict = {}
     if methods:
-        forward, seconds, classes, failures = time_methods(model, readout, x, targets, methods, args.repeats)
-        print(f"\nplain forward, batch {args.batch}: {forward * 1000:.1f} ms (median of {2 * args.repeats})")
+        forward, seconds, classes, failures = time_methods(
+            model, readout, x, targets, methods, args.repeats
+        )
+        print(
+            f"\nplain forward, batch {args.batch}: {forward * 1000:.1f} ms (median of {2 * args.repeats})"
+        )
         for name in methods:
             if name in seconds:
-                rows.append((name, args.batch, seconds[name], seconds[name] / forward, classes[name], args.repeats))
+                rows.append(
+                    (
+                        name,
+                        args.batch,
+                        seconds[name],
+                        seconds[name] / forward,
+                        classes[name],
+                        args.repeats,
+                    )
+                )
         print_table(rows, failures)  # now, before the slow methods
     slow = [m for m in args.slow_methods.split(",") if m]
     if slow:  # one timed call each, no warm-up call (each costs ~1280 forward passes per image)
         xs, ts = x[: args.slow_batch], targets[: args.slow_batch]
         slow_forward, slow_seconds, slow_classes, slow_failures = time_methods(
-            model, readout, xs, ts, slow, 1, warm_up=False)
+            model, readout, xs, ts, slow, 1, warm_up=False
+        )
         failures.update(slow_failures)
         print(f"plain forward, batch {args.slow_batch}: {slow_forward * 1000:.1f} ms")
         for name in slow:
             if name in slow_seconds:
-                rows.append((name, args.slow_batch, slow_seconds[name], slow_seconds[name] / slow_forward,
-                             slow_classes[name], 1))
+                rows.append(
+                    (
+                        name,
+                        args.slow_batch,
+                        slow_seconds[name],
+                        slow_seconds[name] / slow_forward,
+                        slow_classes[name],
+                        1,
+                    )
+                )
         print_table(rows, failures)
     return 0
 
 
 def print_table(rows, failures) -> None:
-    print("\n| method | batch | seconds | × plain forward (same batch) | class maps per call | repeats |")
+    print(
+        "\n| method | batch | seconds | × plain forward (same batch) | class maps per call | repeats |"
+    )
     print("|---|---|---|---|---|---|")
     for name, batch, secs, ratio, maps, repeats in sorted(rows, key=lambda row: row[3]):
         print(f"| {name} | {batch} | {secs:.3f} | {ratio:.2f} | {maps} | {repeats} |", flush=True)

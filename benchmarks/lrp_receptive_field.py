@@ -66,7 +66,9 @@ def main() -> None:
     for path in files:
         x = preprocess(load_image(path)).unsqueeze(0)
         h, w = DenseReadout(model)(x).grid_size
-        which = rng.sample([(u, v) for u in range(h) for v in range(w)], min(args.cells_per_image, h * w))
+        which = rng.sample(
+            [(u, v) for u in range(h) for v in range(w)], min(args.cells_per_image, h * w)
+        )
         cells = lrp.cells(x, which=which)
         uniform = uniform_window_share((h, w), tuple(x.shape[-2:]), radius=1)
         abs_out = outside_share(cells.relevance, "abs")
@@ -80,21 +82,27 @@ def main() -> None:
             conservation.append(cells.conservation[0, u, v])
     elapsed = time.perf_counter() - started
     cells_total = len(outside_abs)
-    print(f"model={name} composite={lrp.composite_name} images={len(files)} cells={cells_total} "
-          f"({args.cells_per_image}/image, seed {args.seed}) preprocessing=256->224 crop, model mean/std "
-          f"time={elapsed:.0f}s")
+    print(
+        f"model={name} composite={lrp.composite_name} images={len(files)} cells={cells_total} "
+        f"({args.cells_per_image}/image, seed {args.seed}) preprocessing=256->224 crop, model mean/std "
+        f"time={elapsed:.0f}s"
+    )
     for label, values, uniform_value in (
         ("outside share |R|", outside_abs, 1 - 1 / (h * w)),
         ("outside share R+", outside_pos, 1 - 1 / (h * w)),
     ):
         s = summarize_shares([torch.stack(values)], uniform=uniform_value)
-        print(f"{label:20s} mean={s.mean:.3f} median={s.median:.3f} q10={s.q10:.3f} q90={s.q90:.3f} "
-              f"(uniform spread: {s.uniform:.3f}; own patch only: 0)")
+        print(
+            f"{label:20s} mean={s.mean:.3f} median={s.median:.3f} q10={s.q10:.3f} q90={s.q90:.3f} "
+            f"(uniform spread: {s.uniform:.3f}; own patch only: 0)"
+        )
     win = torch.stack(window)
     base = torch.stack(uniform_window)
-    print(f"3x3-window share |R|  mean={float(win.mean()):.3f} vs uniform {float(base.mean()):.3f} "
-          f"(ratio {float(win.mean() / base.mean()):.2f}); cells above uniform: "
-          f"{int((win > base).sum())}/{cells_total}")
+    print(
+        f"3x3-window share |R|  mean={float(win.mean()):.3f} vs uniform {float(base.mean()):.3f} "
+        f"(ratio {float(win.mean() / base.mean()):.2f}); cells above uniform: "
+        f"{int((win > base).sum())}/{cells_total}"
+    )
     cons = summarize_shares([torch.stack(conservation)])
     print(f"conservation ratio   median={cons.median:.3g} q10={cons.q10:.3g} q90={cons.q90:.3g}")
 
@@ -110,14 +118,20 @@ def main() -> None:
         k = int(result.targets[0])
         share = float(result.outside_share()[0])
         figure = plot_cell_relevance(
-            preprocess.denormalize(x[0]), labels, result.relevance[0], tuple(args.cell), names,
+            preprocess.denormalize(x[0]),
+            labels,
+            result.relevance[0],
+            tuple(args.cell),
+            names,
             title=f"{name}: cell {tuple(args.cell)} = '{names[k].split(',')[0]}' (Z = {float(result.start[0]):.2f}); "
-                  f"{share:.0%} of |R| outside the cell; conservation {float(result.conservation[0]):.2g}",
+            f"{share:.0%} of |R| outside the cell; conservation {float(result.conservation[0]):.2g}",
         )
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.figure, dpi=100, bbox_inches="tight")
-        print(f"figure: {args.figure} (cell {tuple(args.cell)}, class {k} '{names[k]}', "
-              f"outside share {share:.3f}, conservation {float(result.conservation[0]):.3g})")
+        print(
+            f"figure: {args.figure} (cell {tuple(args.cell)}, class {k} '{names[k]}', "
+            f"outside share {share:.3f}, conservation {float(result.conservation[0]):.3g})"
+        )
 
 
 if __name__ == "__main__":

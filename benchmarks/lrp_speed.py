@@ -45,9 +45,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=None, help="cells per batched pass (default: all)")
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="cells per batched pass (default: all)"
+    )
     parser.add_argument("--naive", action="store_true", help="also time h·w separate cell() calls")
-    parser.add_argument("--families", action="store_true", help="conservation with/without canonizers")
+    parser.add_argument(
+        "--families", action="store_true", help="conservation with/without canonizers"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.families:
@@ -63,7 +67,9 @@ def main() -> None:
     model, preprocess, _, name = load_pretrained()
     x = preprocess(Image.fromarray(data.chelsea())).unsqueeze(0)
     if args.size != x.shape[-1]:
-        x = torch.nn.functional.interpolate(x, size=(args.size, args.size), mode="bilinear", align_corners=False)
+        x = torch.nn.functional.interpolate(
+            x, size=(args.size, args.size), mode="bilinear", align_corners=False
+        )
     readout = DenseReadout(model)
     lrp = LRPReadout(model)
     lrp.cell(x, cell=(0, 0))  # warm-up (traces the batch-norm pairs once)
@@ -72,15 +78,22 @@ def main() -> None:
     grid = readout(x).grid_size
     cells = grid[0] * grid[1]
     one_cell = timed(lambda: lrp.cell(x, cell=(0, 0)), args.repeats)
-    print(f"model={name} input={args.size}px grid={grid[0]}x{grid[1]} ({cells} cells) threads={args.threads} "
-          f"composite={lrp.composite_name}")
+    print(
+        f"model={name} input={args.size}px grid={grid[0]}x{grid[1]} ({cells} cells) threads={args.threads} "
+        f"composite={lrp.composite_name}"
+    )
     print(f"forward pass (readout): {forward * 1e3:.1f} ms")
-    print(f"one cell (1 LRP forward+backward): {one_cell:.2f} s = {one_cell / forward:.1f}x forward")
+    print(
+        f"one cell (1 LRP forward+backward): {one_cell:.2f} s = {one_cell / forward:.1f}x forward"
+    )
     rows = []
     for strategy in ("expand", "vmap", "loop"):
-        seconds = timed(lambda: lrp.cells(x, strategy=strategy, chunk_size=args.chunk), args.repeats)
+        seconds = timed(
+            lambda s=strategy: lrp.cells(x, strategy=s, chunk_size=args.chunk), args.repeats
+        )
         rows.append((strategy, seconds))
     if args.naive:
+
         def naive() -> None:
             for u in range(grid[0]):
                 for v in range(grid[1]):
@@ -89,12 +102,20 @@ def main() -> None:
         rows.append(("naive (h·w cell() calls)", timed(naive, 1)))
     print(f"all {cells} cells:")
     for label, seconds in rows:
-        print(f"  {label:26s} {seconds:8.2f} s = {seconds / forward:8.1f}x forward = "
-              f"{seconds / one_cell:6.1f}x one cell")
+        print(
+            f"  {label:26s} {seconds:8.2f} s = {seconds / forward:8.1f}x forward = "
+            f"{seconds / one_cell:6.1f}x one cell"
+        )
 
 
-FAMILIES = ("resnet18", "resnet50", "efficientnet_b0", "tf_efficientnet_lite0", "mobilenetv3_small_100",
-            "convnext_atto")
+FAMILIES = (
+    "resnet18",
+    "resnet50",
+    "efficientnet_b0",
+    "tf_efficientnet_lite0",
+    "mobilenetv3_small_100",
+    "convnext_atto",
+)
 
 
 def families(size: int) -> None:
@@ -103,9 +124,11 @@ def families(size: int) -> None:
 
     from dense_readout.lrp import LRPReadout
 
-    print(f"conservation ratio (input relevance / cell score), composite=epsilon (epsilon = stabilizer = 1e-9), "
-          f"random init, "
-          f"biases and BN means zeroed, {size}px, cell (1, 1):")
+    print(
+        f"conservation ratio (input relevance / cell score), composite=epsilon (epsilon = stabilizer = 1e-9), "
+        f"random init, "
+        f"biases and BN means zeroed, {size}px, cell (1, 1):"
+    )
     print(f"  {'model':24s} {'no canonizers':>14s} {'canonized':>10s}")
     for name in FAMILIES:
         torch.manual_seed(0)
@@ -121,8 +144,12 @@ def families(size: int) -> None:
         x = torch.randn(1, 3, size, size)
         ratios = []
         for canonize in (False, True):
-            lrp = LRPReadout(model, "epsilon", composite_options={"epsilon": 1e-9, "stabilizer": 1e-9},
-                             canonize=canonize)
+            lrp = LRPReadout(
+                model,
+                "epsilon",
+                composite_options={"epsilon": 1e-9, "stabilizer": 1e-9},
+                canonize=canonize,
+            )
             ratios.append(float(lrp.cell(x, cell=(1, 1)).conservation[0]))
         print(f"  {name:24s} {ratios[0]:14.4g} {ratios[1]:10.4f}")
 

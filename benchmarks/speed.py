@@ -21,7 +21,13 @@ import time
 
 import torch
 
-DEFAULT_MODELS = ["resnet50", "tf_efficientnet_lite0", "convnext_tiny", "swin_tiny_patch4_window7_224", "vit_small_patch16_224"]
+DEFAULT_MODELS = [
+    "resnet50",
+    "tf_efficientnet_lite0",
+    "convnext_tiny",
+    "swin_tiny_patch4_window7_224",
+    "vit_small_patch16_224",
+]
 
 
 def _build(name: str):
@@ -67,7 +73,12 @@ def measure_time(name: str, batch: int, repeats: int) -> dict[str, float]:
     """
     model, readout = _build(name)
     x = torch.randn(batch, 3, 224, 224)
-    samples: dict[str, list[float]] = {"forward": [], "readout": [], "forward_cpu": [], "readout_cpu": []}
+    samples: dict[str, list[float]] = {
+        "forward": [],
+        "readout": [],
+        "forward_cpu": [],
+        "readout_cpu": [],
+    }
     with torch.no_grad():
         model(x), readout(x)  # warm-up
         for repeat in range(repeats):
@@ -99,9 +110,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU, 224 px, median of {args.repeats}")
-    print("| model | batch | forward wall (ms) | readout wall (ms) | wall ratio | forward CPU (ms) | readout CPU (ms) "
-          "| CPU ratio | forward peak MB | readout peak MB | memory ratio |")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, CPU, 224 px, median of {args.repeats}"
+    )
+    print(
+        "| model | batch | forward wall (ms) | readout wall (ms) | wall ratio | forward CPU (ms) | readout CPU (ms) "
+        "| CPU ratio | forward peak MB | readout peak MB | memory ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in args.models:
@@ -113,11 +128,21 @@ def main(argv=None) -> int:
                 mem_f = _memory_in_subprocess(name, batch, "forward")
                 mem_r = _memory_in_subprocess(name, batch, "readout")
             ratio_mem = mem_r / mem_f if mem_f > 0 else float("nan")
-            rows.append(dict(model=name, batch=batch, forward_mb=mem_f, readout_mb=mem_r,
-                             **{f"{key}_ms": value * 1e3 for key, value in t.items()}))
-            print(f"| {name} | {batch} | {t['forward'] * 1e3:.1f} | {t['readout'] * 1e3:.1f} | "
-                  f"{t['readout'] / t['forward']:.3f} | {t['forward_cpu'] * 1e3:.1f} | {t['readout_cpu'] * 1e3:.1f} | "
-                  f"{t['readout_cpu'] / t['forward_cpu']:.3f} | {mem_f:.1f} | {mem_r:.1f} | {ratio_mem:.2f} |", flush=True)
+            rows.append(
+                dict(
+                    model=name,
+                    batch=batch,
+                    forward_mb=mem_f,
+                    readout_mb=mem_r,
+                    **{f"{key}_ms": value * 1e3 for key, value in t.items()},
+                )
+            )
+            print(
+                f"| {name} | {batch} | {t['forward'] * 1e3:.1f} | {t['readout'] * 1e3:.1f} | "
+                f"{t['readout'] / t['forward']:.3f} | {t['forward_cpu'] * 1e3:.1f} | {t['readout_cpu'] * 1e3:.1f} | "
+                f"{t['readout_cpu'] / t['forward_cpu']:.3f} | {mem_f:.1f} | {mem_r:.1f} | {ratio_mem:.2f} |",
+                flush=True,
+            )
     print(json.dumps(rows))
     return 0
 

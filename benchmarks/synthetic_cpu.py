@@ -31,9 +31,13 @@ def main() -> int:
     parser.add_argument("--recipe", default="cpu-resnet18")
     parser.add_argument("--out", type=Path, default=Path("runs/synthetic-cpu-resnet18"))
     parser.add_argument("--results", type=Path, default=None, help="JSON summary to write")
-    parser.add_argument("--figures", type=Path, default=None, help="folder for the curves and overlay PNGs")
+    parser.add_argument(
+        "--figures", type=Path, default=None, help="folder for the curves and overlay PNGs"
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs in this call")
+    parser.add_argument(
+        "--max-epochs", type=int, default=None, help="stop after this many epochs in this call"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
@@ -44,8 +48,10 @@ def main() -> int:
     wall = time.time() - start
     epochs = history["epochs"]
     summary = {
-        "command": "python benchmarks/synthetic_cpu.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
+        "command": "python benchmarks/synthetic_cpu.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)
+        ),
         "recipe": history["recipe"],
         "grid": history["grid"],
         "expected_top1_percent": 100 * expected_top1(),

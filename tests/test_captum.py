@@ -9,24 +9,23 @@ are checked against an independent DenseReadout computation.
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib as mpl
 
-matplotlib.use("Agg")
+mpl.use("Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import timm
+import torch
 
 pytest.importorskip("captum")
 
-from captum.attr import LayerAttribution, LayerGradCam, NoiseTunnel  # noqa: E402
-from captum.attr import visualization as viz  # noqa: E402
-from captum.metrics import infidelity, sensitivity_max  # noqa: E402
+from captum.attr import LayerAttribution, LayerGradCam, NoiseTunnel
+from captum.attr import visualization as viz
+from captum.metrics import infidelity, sensitivity_max
 
-from dense_readout import DenseReadout  # noqa: E402
-from dense_readout.captum import DenseReadoutAttribution  # noqa: E402
-from dense_readout.errors import InputError  # noqa: E402
+from dense_readout import DenseReadout
+from dense_readout.captum import DenseReadoutAttribution
+from dense_readout.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +103,9 @@ def test_convergence_delta_of_a_cls_token_vit_is_its_residual():
     ).eval()
     x = _batch(64)
     result = DenseReadout(model)(x)
-    attributions, delta = DenseReadoutAttribution(model).attribute(x, target=3, return_convergence_delta=True)
+    attributions, delta = DenseReadoutAttribution(model).attribute(
+        x, target=3, return_convergence_delta=True
+    )
     assert attributions.shape == (2, 1, 4, 4)
     assert torch.allclose(attributions[:, 0], result.class_map(3), atol=1e-5)
     expected = result.scores[:, 3].mean(dim=(1, 2)) - result.logits[:, 3]
@@ -114,7 +115,10 @@ def test_convergence_delta_of_a_cls_token_vit_is_its_residual():
 def test_swin_default_layer_and_transform():
     torch.manual_seed(0)
     model = timm.create_model(
-        "swin_tiny_patch4_window7_224", num_classes=4, embed_dim=24, depths=(1, 1, 1, 1),
+        "swin_tiny_patch4_window7_224",
+        num_classes=4,
+        embed_dim=24,
+        depths=(1, 1, 1, 1),
         num_heads=(1, 1, 1, 1),
     ).eval()
     x = _batch(224, 1)
@@ -140,7 +144,9 @@ def test_additional_forward_args_and_tuple_inputs(resnet):
 
 def test_noise_tunnel_wraps_it(explainer):
     x = _batch(64)
-    smoothed = NoiseTunnel(explainer).attribute(x, nt_type="smoothgrad", nt_samples=2, stdevs=0.1, target=3)
+    smoothed = NoiseTunnel(explainer).attribute(
+        x, nt_type="smoothgrad", nt_samples=2, stdevs=0.1, target=3
+    )
     assert smoothed.shape == (2, 1, 2, 2) and torch.isfinite(smoothed).all()
 
 
@@ -152,7 +158,9 @@ def test_captum_metrics_and_visualisation(resnet, explainer):
         return noise, inputs - noise
 
     attributions = explainer.attribute(x, target=3, expand_to_inputs=True)
-    score = infidelity(resnet, perturb, x, attributions, target=3, n_perturb_samples=2, normalize=True)
+    score = infidelity(
+        resnet, perturb, x, attributions, target=3, n_perturb_samples=2, normalize=True
+    )
     assert score.shape == (2,) and torch.isfinite(score).all()
     sensitivity = sensitivity_max(explainer.attribute, x, target=3, n_perturb_samples=2)
     assert sensitivity.shape == (2,) and torch.isfinite(sensitivity).all()
@@ -164,7 +172,10 @@ def test_captum_metrics_and_visualisation(resnet, explainer):
     upsampled = explainer.attribute(x, target=3, interpolate_to_input=True)
     image = (x[0].permute(1, 2, 0).numpy() - x.min().item()) / (x.max() - x.min()).item()
     figure, axis = viz.visualize_image_attr(
-        upsampled[0].permute(1, 2, 0).numpy(), image, method="blended_heat_map", sign="all",
+        upsampled[0].permute(1, 2, 0).numpy(),
+        image,
+        method="blended_heat_map",
+        sign="all",
         use_pyplot=False,
     )
     assert figure is not None and axis is not None

@@ -68,7 +68,9 @@ def test_demo_writes_pictures_and_json(demo_run):
         for suffix in ("_labels.png", "_heatmap.png", ".json"):
             assert (out / f"{stem}{suffix}").is_file(), stem + suffix
         with Image.open(out / f"{stem}_labels.png") as image:
-            assert image.width >= 1000 and image.height >= 800  # 224 px input drawn at 800 px + legend
+            assert (
+                image.width >= 1000 and image.height >= 800
+            )  # 224 px input drawn at 800 px + legend
     lines = stdout.strip().splitlines()
     assert len(lines) == 3
     assert lines[0].startswith("skimage.data.chelsea: top-1 Egyptian cat (")
@@ -98,7 +100,9 @@ def test_demo_json_matches_an_independent_api_run(demo_run, embedded):
     order = probs.argsort(descending=True)[:5]
     assert [e["class"] for e in record["top5"]] == order.tolist()
     assert [e["name"] for e in record["top5"]] == [names[int(c)] for c in order]
-    np.testing.assert_allclose([e["probability"] for e in record["top5"]], probs[order].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        [e["probability"] for e in record["top5"]], probs[order].numpy(), atol=1e-5
+    )
 
     h, w = result.scores.shape[-2:]
     assert record["grid_size"] == [h, w] and record["input_size"] == [224, 224]
@@ -112,7 +116,9 @@ def test_demo_json_matches_an_independent_api_run(demo_run, embedded):
         assert [e["class"] for e in cell["topk"]] == expected.tolist()
         got = [e["probability"] for e in cell["topk"]]
         np.testing.assert_allclose(got, cell_probs[expected, u, v].numpy(), atol=1e-5)
-        np.testing.assert_allclose([e["score"] for e in cell["topk"]], result.scores[0, expected, u, v], atol=1e-4)
+        np.testing.assert_allclose(
+            [e["score"] for e in cell["topk"]], result.scores[0, expected, u, v], atol=1e-4
+        )
         assert cell["box"] == [v * 224 / w, u * 224 / h, (v + 1) * 224 / w, (u + 1) * 224 / h]
 
     counts = np.bincount(np.array(record["label_grid"]).ravel(), minlength=1000)
@@ -121,7 +127,10 @@ def test_demo_json_matches_an_independent_api_run(demo_run, embedded):
     }
     assert record["exact"] is True
     assert record["residual"] <= 1e-4 * max(1.0, float(result.logits.abs().max()))
-    assert record["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and record["model"] == "tf_efficientnet_lite0"
+    assert (
+        record["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+        and record["model"] == "tf_efficientnet_lite0"
+    )
 
 
 def test_record_of_a_non_exact_model_reports_its_residual():
@@ -174,7 +183,9 @@ def photo_dir(tmp_path_factory):
     rgba.putalpha(200)
     rgba.save(root / "cat_rgba.png")
     cat.convert("CMYK").save(root / "cat_cmyk.jpg")
-    Image.fromarray((np.asarray(cat.convert("L")).astype(np.uint16) * 257)).save(root / "cat_16bit.png")
+    Image.fromarray(np.asarray(cat.convert("L")).astype(np.uint16) * 257).save(
+        root / "cat_16bit.png"
+    )
     data = (root / "cat.jpg").read_bytes()
     (root / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (root / "notes.jpg").write_text("not an image")
@@ -184,16 +195,38 @@ def photo_dir(tmp_path_factory):
 def test_explain_finishes_good_files_and_reports_each_bad_one(photo_dir, tmp_path, capsys):
     good = ["cat.jpg", "cat_gray.png", "cat_rgba.png", "cat_cmyk.jpg", "cat_16bit.png"]
     bad = ["missing.jpg", "truncated.jpg", "notes.jpg"]
-    order = ["missing.jpg", "cat.jpg", "truncated.jpg", "cat_gray.png", "notes.jpg",
-             "cat_rgba.png", "cat_cmyk.jpg", "cat_16bit.png"]
-    code = main(["explain", *[str(photo_dir / n) for n in order], "--out", str(tmp_path), "--topk", "2", "--no-png"])
+    order = [
+        "missing.jpg",
+        "cat.jpg",
+        "truncated.jpg",
+        "cat_gray.png",
+        "notes.jpg",
+        "cat_rgba.png",
+        "cat_cmyk.jpg",
+        "cat_16bit.png",
+    ]
+    code = main(
+        [
+            "explain",
+            *[str(photo_dir / n) for n in order],
+            "--out",
+            str(tmp_path),
+            "--topk",
+            "2",
+            "--no-png",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == len(bad)
-    for name, line in zip(bad, errors):
+    for name, line in zip(bad, errors, strict=False):
         assert line.startswith(f"error: {photo_dir / name}: "), line
-    assert "no such file" in errors[0] and "truncated" in errors[1] and "not a readable image" in errors[2]
+    assert (
+        "no such file" in errors[0]
+        and "truncated" in errors[1]
+        and "not a readable image" in errors[2]
+    )
     assert "3 of 8 image(s) failed" in captured.err
     assert len(captured.out.strip().splitlines()) == len(good)
     for name in good:
@@ -215,7 +248,18 @@ def test_explain_all_good_exits_zero_and_dedupes_names(photo_dir, tmp_path, caps
     Image.open(photo_dir / "cat.jpg").resize((120, 80)).save(tmp_path / "a" / "x.png")
     Image.open(photo_dir / "cat.jpg").resize((80, 120)).save(tmp_path / "b" / "x.png")
     out = tmp_path / "out"
-    assert main(["explain", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(tmp_path / "a" / "x.png"),
+                str(tmp_path / "b" / "x.png"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert load_json(out, "x")["original_size"] == [80, 120]  # [height, width]
     assert load_json(out, "x-2")["original_size"] == [120, 80]
     for stem in ("x", "x-2"):
@@ -240,8 +284,20 @@ def test_checkpoint_for_another_timm_model(photo_dir, tmp_path, capsys):
     checkpoint = tmp_path / "resnet18.pth"
     torch.save(model.state_dict(), checkpoint)
     out = tmp_path / "out"
-    code = main(["explain", str(photo_dir / "cat.jpg"), "--model", "resnet18", "--checkpoint", str(checkpoint),
-                 "--out", str(out), "--normalization", "imagenet"])
+    code = main(
+        [
+            "explain",
+            str(photo_dir / "cat.jpg"),
+            "--model",
+            "resnet18",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--normalization",
+            "imagenet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     record = load_json(out, "cat")
     assert record["model"] == "resnet18" and record["checkpoint"] == str(checkpoint)
@@ -259,22 +315,64 @@ def test_checkpoint_for_another_timm_model(photo_dir, tmp_path, capsys):
 def test_mismatched_or_missing_checkpoint(photo_dir, tmp_path, capsys):
     wrong = tmp_path / "wrong.pth"
     torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
-    assert main(["explain", str(photo_dir / "cat.jpg"), "--model", "resnet18", "--checkpoint", str(wrong),
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(photo_dir / "cat.jpg"),
+                "--model",
+                "resnet18",
+                "--checkpoint",
+                str(wrong),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "does not match" in capsys.readouterr().err
-    assert main(["explain", str(photo_dir / "cat.jpg"), "--model", "resnet18", "--checkpoint",
-                 str(tmp_path / "none.pth"), "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(photo_dir / "cat.jpg"),
+                "--model",
+                "resnet18",
+                "--checkpoint",
+                str(tmp_path / "none.pth"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
-    assert main(["explain", str(photo_dir / "cat.jpg"), "--model", "no_such_net_9", "--checkpoint", str(wrong),
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(photo_dir / "cat.jpg"),
+                "--model",
+                "no_such_net_9",
+                "--checkpoint",
+                str(wrong),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "Unknown timm model 'no_such_net_9'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--topk", "0"], "--topk must be >= 1"),
-    (["--topk", "1001"], "exceeds the model's 1000 classes"),
-    (["--crop-pct", "1.5"], "--crop-pct must be in (0, 1]"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--topk", "0"], "--topk must be >= 1"),
+        (["--topk", "1001"], "exceeds the model's 1000 classes"),
+        (["--crop-pct", "1.5"], "--crop-pct must be in (0, 1]"),
+    ],
+)
 def test_bad_options_are_reported(photo_dir, tmp_path, capsys, options, message):
     assert main(["explain", str(photo_dir / "cat.jpg"), "--out", str(tmp_path), *options]) == 2
     assert message in capsys.readouterr().err
@@ -285,15 +383,28 @@ def test_output_directory_that_is_a_file(photo_dir, tmp_path, capsys):
     blocker.write_text("a file, not a directory")
     assert main(["explain", str(photo_dir / "cat.jpg"), "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot create the output directory {blocker / 'sub'}") and "--out" in err
+    assert (
+        err.startswith(f"error: cannot create the output directory {blocker / 'sub'}")
+        and "--out" in err
+    )
 
 
 def test_console_entry_point_exit_status(tmp_path):
     """Through a real process: one line per failed file on stderr, status 1."""
     missing = tmp_path / "gone.png"
     process = subprocess.run(
-        [sys.executable, "-m", "dense_readout.cli", "explain", str(missing), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dense_readout.cli",
+            "explain",
+            str(missing),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert process.returncode == 1
     assert f"error: {missing}: no such file." in process.stderr.splitlines()

@@ -43,7 +43,9 @@ def _write_coco(root: Path) -> dict:
     images, annotations = [], []
     for image_id in (1, 2, 3):
         name = f"{image_id:012d}.jpg"
-        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(root / "val2017" / name)
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(
+            root / "val2017" / name
+        )
         images.append({"id": image_id, "file_name": name, "width": 256, "height": 256})
     blob = np.zeros((256, 256), dtype=np.uint8)
     blob[100:140, 30:70] = 1  # 1,600 px, all inside the crop
@@ -57,20 +59,62 @@ def _write_coco(root: Path) -> dict:
     counts = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
     annotations += [
         # image 1: a kept polygon (50×50), a dropped one (15×15 < 1%), a kept RLE blob
-        {"id": 10, "image_id": 1, "category_id": 18, "segmentation": _square(40, 40, 50), "iscrowd": 0,
-         "area": 2500, "bbox": [40, 40, 50, 50]},
-        {"id": 11, "image_id": 1, "category_id": 1, "segmentation": _square(150, 150, 15), "iscrowd": 0,
-         "area": 225, "bbox": [150, 150, 15, 15]},
-        {"id": 12, "image_id": 1, "category_id": 3, "segmentation": rle, "iscrowd": 0,
-         "area": int(blob.sum()), "bbox": [0, 0, 256, 140]},
+        {
+            "id": 10,
+            "image_id": 1,
+            "category_id": 18,
+            "segmentation": _square(40, 40, 50),
+            "iscrowd": 0,
+            "area": 2500,
+            "bbox": [40, 40, 50, 50],
+        },
+        {
+            "id": 11,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": _square(150, 150, 15),
+            "iscrowd": 0,
+            "area": 225,
+            "bbox": [150, 150, 15, 15],
+        },
+        {
+            "id": 12,
+            "image_id": 1,
+            "category_id": 3,
+            "segmentation": rle,
+            "iscrowd": 0,
+            "area": int(blob.sum()),
+            "bbox": [0, 0, 256, 140],
+        },
         # image 2: a crowd region (uncompressed RLE) and a polygon inside the cropped border
-        {"id": 20, "image_id": 2, "category_id": 1, "segmentation": {"counts": counts, "size": [256, 256]},
-         "iscrowd": 1, "area": 2500, "bbox": [150, 150, 50, 50]},
-        {"id": 21, "image_id": 2, "category_id": 18, "segmentation": _square(0, 0, 14), "iscrowd": 0,
-         "area": 196, "bbox": [0, 0, 14, 14]},
+        {
+            "id": 20,
+            "image_id": 2,
+            "category_id": 1,
+            "segmentation": {"counts": counts, "size": [256, 256]},
+            "iscrowd": 1,
+            "area": 2500,
+            "bbox": [150, 150, 50, 50],
+        },
+        {
+            "id": 21,
+            "image_id": 2,
+            "category_id": 18,
+            "segmentation": _square(0, 0, 14),
+            "iscrowd": 0,
+            "area": 196,
+            "bbox": [0, 0, 14, 14],
+        },
         # image 3: only a tiny instance -> the image is dropped
-        {"id": 30, "image_id": 3, "category_id": 3, "segmentation": _square(100, 100, 10), "iscrowd": 0,
-         "area": 100, "bbox": [100, 100, 10, 10]},
+        {
+            "id": 30,
+            "image_id": 3,
+            "category_id": 3,
+            "segmentation": _square(100, 100, 10),
+            "iscrowd": 0,
+            "area": 100,
+            "bbox": [100, 100, 10, 10],
+        },
     ]
     categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"}]
     payload = {"images": images, "annotations": annotations, "categories": categories}
@@ -95,10 +139,16 @@ def test_filter_keeps_instances_covering_one_percent_of_the_crop(tiny_coco):
     # RLE blob: exactly its pixels inside the crop (resize is the identity here)
     assert kept[12] == (1, int(masks["blob"][16:240, 16:240].sum())) == (1, 1600)
     assert kept[10][1] >= 0.01 * CROP
-    assert [a for a, _, _ in second.kept] == [20] and second.labels == (0,)  # crowd kept, border dropped
+    assert [a for a, _, _ in second.kept] == [20] and second.labels == (
+        0,
+    )  # crowd kept, border dropped
     assert second.kept[0][2] == int(masks["crowd"][16:240, 16:240].sum())
     stats = coco.statistics()
-    assert stats["images_kept"] == 2 and stats["instances_dropped"] == 3 and stats["multi_label_images"] == 1
+    assert (
+        stats["images_kept"] == 2
+        and stats["instances_dropped"] == 3
+        and stats["multi_label_images"] == 1
+    )
     # label masks are the kept instances only, cropped
     label_masks = coco.label_masks(first)
     assert label_masks.shape == (3, 224, 224) and not label_masks[0].any()
@@ -118,18 +168,41 @@ def test_threshold_counts_pixels_after_resize_and_crop(tmp_path):
     Image.new("RGB", (640, 480)).save(root / "val2017" / "a.jpg")
     # two squares of 45 px (≈ 24 px after resize: 576 px ≥ 1%) and 30 px (16 px: 256 px < 1%)
     annotations = [
-        {"id": 1, "image_id": 7, "category_id": 5, "segmentation": _square(300, 200, 45), "iscrowd": 0},
-        {"id": 2, "image_id": 7, "category_id": 6, "segmentation": _square(200, 200, 30), "iscrowd": 0},
+        {
+            "id": 1,
+            "image_id": 7,
+            "category_id": 5,
+            "segmentation": _square(300, 200, 45),
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 7,
+            "category_id": 6,
+            "segmentation": _square(200, 200, 30),
+            "iscrowd": 0,
+        },
         # inside the image but outside the crop (crop spans x in [~76, ~564] of the original)
-        {"id": 3, "image_id": 7, "category_id": 6, "segmentation": _square(0, 200, 60), "iscrowd": 0},
+        {
+            "id": 3,
+            "image_id": 7,
+            "category_id": 6,
+            "segmentation": _square(0, 200, 60),
+            "iscrowd": 0,
+        },
     ]
-    payload = {"images": [{"id": 7, "file_name": "a.jpg", "width": 640, "height": 480}],
-               "annotations": annotations, "categories": [{"id": 5, "name": "a"}, {"id": 6, "name": "b"}]}
+    payload = {
+        "images": [{"id": 7, "file_name": "a.jpg", "width": 640, "height": 480}],
+        "annotations": annotations,
+        "categories": [{"id": 5, "name": "a"}, {"id": 6, "name": "b"}],
+    }
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(payload))
     coco = CocoInstances(root, preprocess=PRE)
     (image,) = coco.images
     assert [a for a, _, _ in image.kept] == [1] and image.dropped == 2
-    assert abs(image.kept[0][2] - (45 * 256 / 480) ** 2) < 4 * 45 * 256 / 480  # area up to boundary pixels
+    assert (
+        abs(image.kept[0][2] - (45 * 256 / 480) ** 2) < 4 * 45 * 256 / 480
+    )  # area up to boundary pixels
 
 
 def test_positives():
@@ -175,8 +248,16 @@ def _toy_data(num=40, classes=4, dim=16, seed=0):
             presence[n, k, cell // 3, cell % 3] = True
         target[n] = int(present[0])
     fg = presence.gather(1, target.view(-1, 1, 1, 1).expand(-1, 1, 3, 3)).squeeze(1)
-    return {"grid": grid, "grid_wo_bg": grid.clone(), "grid_wo_fg": grid.clone(), "fg": fg,
-            "presence": presence, "labels": labels, "target": target, "image_ids": torch.arange(num)}
+    return {
+        "grid": grid,
+        "grid_wo_bg": grid.clone(),
+        "grid_wo_fg": grid.clone(),
+        "fg": fg,
+        "presence": presence,
+        "labels": labels,
+        "target": target,
+        "image_ids": torch.arange(num),
+    }
 
 
 def test_probe_learns_from_single_positives_and_reads_out_per_cell():
@@ -195,7 +276,9 @@ def test_probe_learns_from_single_positives_and_reads_out_per_cell():
     bg_hits = ((top == data["target"].view(-1, 1, 1)) & ~fg).flatten(1).any(1)
     assert values["bg_act"] == pytest.approx(100 * bg_hits.float().mean().item())
     logits = probe(data["grid"].mean(dim=(2, 3)))
-    assert values["top1"] == pytest.approx(100 * (logits.argmax(1) == data["target"]).float().mean().item())
+    assert values["top1"] == pytest.approx(
+        100 * (logits.argmax(1) == data["target"]).float().mean().item()
+    )
     # learnable toy problem: the prototype cells are read out as their class
     assert values["loc"] > 90 and any_class.summary()["loc"] > 90
     with pytest.raises(InputError):
@@ -237,7 +320,9 @@ def test_feature_cache_computes_once_and_matches_a_direct_readout(tiny_coco, tmp
     mask = coco.label_masks(image)[target]
     assert torch.equal(first["fg"][0], grid_occupancy(mask[None], tuple(direct.shape[-2:]))[0])
     occluded = torch.where(mask, torch.zeros(()), x[0])  # fill 'mean' = 0 after normalisation
-    assert torch.allclose(first["grid_wo_fg"][0], DenseReadout(model)(occluded[None]).features[0], atol=1e-5)
+    assert torch.allclose(
+        first["grid_wo_fg"][0], DenseReadout(model)(occluded[None]).features[0], atol=1e-5
+    )
     # a different protocol is a different cache entry
     other = FeatureCache(tmp_path / "cache", model, "resnet10t-random", Protocol(PRE, fill="black"))
     assert other.path(coco) != cache.path(coco)

@@ -8,33 +8,33 @@ map times N is the CAM's raw map.
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib as mpl
 
-matplotlib.use("Agg")
+mpl.use("Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
 
 pytest.importorskip("pytorch_grad_cam")
 pytest.importorskip("captum")
 
-from captum.attr import LayerGradCam, Saliency  # noqa: E402
-from pytorch_grad_cam import GradCAM  # noqa: E402
+from captum.attr import LayerGradCam, Saliency
+from pytorch_grad_cam import GradCAM
 
-from dense_readout import DenseReadout  # noqa: E402
-from dense_readout.captum import DenseReadoutAttribution  # noqa: E402
-from dense_readout.compare import (  # noqa: E402
+from dense_readout import DenseReadout
+from dense_readout.captum import DenseReadoutAttribution
+from dense_readout.compare import (
     SaliencyMethod,
     available_methods,
     compare,
     postprocess,
     register_method,
 )
-from dense_readout.errors import DenseReadoutError, InputError  # noqa: E402
-from dense_readout.gradcam import DenseReadoutCAM  # noqa: E402
+from dense_readout.errors import DenseReadoutError, InputError
+from dense_readout.gradcam import DenseReadoutCAM
 
 
 class TinyNet(nn.Module):
@@ -42,8 +42,12 @@ class TinyNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 5, stride=4, padding=2), nn.ReLU(),
-                                      nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 5, stride=4, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(8, 5)
         self.num_classes = 5
 
@@ -62,8 +66,21 @@ def _batch(count: int = 2, size: int = 48) -> torch.Tensor:
     return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(4))
 
 
-BUILT_IN = ["dense-readout", "cam", "dense-readout-cam", "gradcam", "hirescam", "gradcam++", "xgradcam",
-            "layercam", "eigencam", "eigengradcam", "scorecam", "ablationcam", "layergradcam"]
+BUILT_IN = [
+    "dense-readout",
+    "cam",
+    "dense-readout-cam",
+    "gradcam",
+    "hirescam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "eigencam",
+    "eigengradcam",
+    "scorecam",
+    "ablationcam",
+    "layergradcam",
+]
 
 
 def test_every_built_in_method_runs_with_the_same_post_processing(tiny):
@@ -88,7 +105,9 @@ def test_every_built_in_method_runs_with_the_same_post_processing(tiny):
 def test_raw_maps_are_the_methods_own_signed_maps(tiny):
     model, readout = tiny
     x = _batch()
-    result = compare(model, x, [2, 4], methods=["dense-readout", "cam", "layergradcam"], readout=readout)
+    result = compare(
+        model, x, [2, 4], methods=["dense-readout", "cam", "layergradcam"], readout=readout
+    )
     reference = readout(x)
     raw = result.results["dense-readout"].raw
     assert torch.allclose(raw, reference.class_map([2, 4]), atol=1e-6)
@@ -116,14 +135,32 @@ def test_methods_by_class_callable_label_and_registry(tiny):
     def _flat(context):
         return Flat()
 
-    methods = [GradCAM, DenseReadoutCAM, LayerGradCam, DenseReadoutAttribution, Saliency, centre,
-               ("my label", "gradcam"), "test-flat"]
+    methods = [
+        GradCAM,
+        DenseReadoutCAM,
+        LayerGradCam,
+        DenseReadoutAttribution,
+        Saliency,
+        centre,
+        ("my label", "gradcam"),
+        "test-flat",
+    ]
     result = compare(model, x, 1, methods=methods, readout=readout)
     assert result.failures == {}
-    assert list(result.maps) == ["GradCAM", "DenseReadoutCAM", "LayerGradCam", "DenseReadoutAttribution",
-                                 "Saliency", "centre", "my label", "flat"]
+    assert list(result.maps) == [
+        "GradCAM",
+        "DenseReadoutCAM",
+        "LayerGradCam",
+        "DenseReadoutAttribution",
+        "Saliency",
+        "centre",
+        "my label",
+        "flat",
+    ]
     assert torch.allclose(result.maps["GradCAM"], result.maps["my label"])
-    assert torch.allclose(result.maps["DenseReadoutAttribution"], result.maps["DenseReadoutCAM"], atol=1e-6)
+    assert torch.allclose(
+        result.maps["DenseReadoutAttribution"], result.maps["DenseReadoutCAM"], atol=1e-6
+    )
     assert result.results["DenseReadoutAttribution"].classes_per_call == 5
     assert result.results["Saliency"].raw.shape == (2, 48, 48)  # input attribution, channels summed
     assert float(result.maps["flat"].abs().max()) == 0.0  # constant map -> zeros
@@ -145,8 +182,13 @@ def test_a_failing_method_is_reported_not_fatal(tiny):
 
 def test_layergradcam_on_a_channels_last_model_is_reported():
     torch.manual_seed(0)
-    swin = timm.create_model("swin_tiny_patch4_window7_224", num_classes=4, embed_dim=24,
-                             depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)).eval()
+    swin = timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        num_classes=4,
+        embed_dim=24,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+    ).eval()
     result = compare(swin, _batch(1, 224), 2, methods=["dense-readout", "gradcam", "layergradcam"])
     assert set(result.maps) == {"dense-readout", "gradcam"}
     assert "channels-first" in result.failures["layergradcam"]
@@ -156,8 +198,13 @@ def test_gradient_methods_in_inference_mode_are_reported_clearly(tiny):
     model, readout = tiny
     x = _batch()
     with torch.inference_mode():
-        result = compare(model, x, 1, methods=["dense-readout", "eigencam", "gradcam", "layergradcam"],
-                         readout=readout)
+        result = compare(
+            model,
+            x,
+            1,
+            methods=["dense-readout", "eigencam", "gradcam", "layergradcam"],
+            readout=readout,
+        )
         assert set(result.maps) == {"dense-readout", "eigencam"}
         assert set(result.failures) == {"gradcam", "layergradcam"}
         assert "inference_mode" in result.failures["gradcam"]
@@ -195,7 +242,9 @@ def test_targets_none_uses_the_top_class_and_sign_options(tiny):
     assert raw.min() < 0 < raw.max()
     signed = compare(model, x, [2, 4], methods=["dense-readout"], readout=readout, sign="all")
     assert torch.allclose(signed.maps["dense-readout"], postprocess(raw, (48, 48), "all"))
-    assert torch.allclose(positive.maps["dense-readout"], postprocess(raw.clamp(min=0), (48, 48), "all"))
+    assert torch.allclose(
+        positive.maps["dense-readout"], postprocess(raw.clamp(min=0), (48, 48), "all")
+    )
     assert not torch.allclose(signed.maps["dense-readout"], positive.maps["dense-readout"])
     absolute = postprocess(raw, (48, 48), "absolute")
     assert torch.allclose(absolute, postprocess(raw.abs(), (48, 48), "positive"))
@@ -206,16 +255,26 @@ def test_postprocess_resizes_and_normalises():
     maps = postprocess(raw, (8, 8))
     assert maps.shape == (1, 8, 8) and float(maps.min()) == 0.0 and float(maps.max()) == 1.0
     # bilinear with align_corners=False keeps the corner pixels at the corner cells' values
-    assert float(maps[0, -1, 0]) == pytest.approx(1.0) and float(maps[0, 0, 0]) == pytest.approx(0.0)
+    assert float(maps[0, -1, 0]) == pytest.approx(1.0) and float(maps[0, 0, 0]) == pytest.approx(
+        0.0
+    )
 
 
 def test_figure_has_the_image_then_one_panel_per_method(tiny, tmp_path):
     model, readout = tiny
-    result = compare(model, _batch(), [1, 2], methods=["dense-readout", "gradcam"], readout=readout,
-                     display=torch.rand(2, 3, 48, 48))
+    result = compare(
+        model,
+        _batch(),
+        [1, 2],
+        methods=["dense-readout", "gradcam"],
+        readout=readout,
+        display=torch.rand(2, 3, 48, 48),
+    )
     figure = result.figure(class_names=[f"c{i}" for i in range(5)])
     assert len(figure.axes) == 2 * 3
-    assert figure.axes[0].get_title() == "c1" and figure.axes[1].get_title().startswith("dense-readout")
+    assert figure.axes[0].get_title() == "c1" and figure.axes[1].get_title().startswith(
+        "dense-readout"
+    )
     path = tmp_path / "side_by_side.png"
     result.save_figure(str(path))
     assert path.stat().st_size > 1000

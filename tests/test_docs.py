@@ -35,5 +35,5 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
         if block.startswith("# needs-data") and not DATA_ROOT.is_dir():
             continue
         code = compile(block, f"{page.name}[python block {index + 1}]", "exec")
-        exec(code, namespace)  # noqa: S102 - running our own documentation
+        exec(code, namespace)
     os.chdir(REPO)

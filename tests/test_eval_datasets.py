@@ -10,14 +10,16 @@ from PIL import Image
 
 import test_eval_fixtures as fx
 from dense_readout.errors import DatasetError, ImageLoadError
-from dense_readout.evaluation.datasets import ILSVRCBoxes, ImageNetA, detect_layout, fit_boxes
 from dense_readout.evaluation._imagenet_a_wnids import IMAGENET_A_WNIDS
+from dense_readout.evaluation.datasets import ILSVRCBoxes, ImageNetA, detect_layout, fit_boxes
 from dense_readout.imagenet import imagenet_wnids
 
 
 def _records(dataset):
-    return [(s.path.name, s.label, s.boxes.tolist(), s.real, s.image_size) for s in
-            (dataset[i] for i in range(len(dataset)))]
+    return [
+        (s.path.name, s.label, s.boxes.tolist(), s.real, s.image_size)
+        for s in (dataset[i] for i in range(len(dataset)))
+    ]
 
 
 @pytest.fixture()
@@ -26,7 +28,9 @@ def all_layouts(tmp_path):
 
 
 def test_three_layouts_agree_with_the_fixture(all_layouts):
-    datasets = {layout: ILSVRCBoxes(all_layouts, layout=layout) for layout in ("voc", "kaggle", "wsol")}
+    datasets = {
+        layout: ILSVRCBoxes(all_layouts, layout=layout) for layout in ("voc", "kaggle", "wsol")
+    }
     records = {layout: _records(ds) for layout, ds in datasets.items()}
     assert records["voc"] == records["kaggle"] == records["wsol"]
     expected = [
@@ -156,7 +160,9 @@ def test_real_file_faults(tmp_path):
 
 
 def test_fit_boxes_scales_then_clips():
-    boxes, clipped = fit_boxes(np.array([[10, 10, 50, 50], [90, 90, 300, 300]]), (100, 100), (200, 100))
+    boxes, clipped = fit_boxes(
+        np.array([[10, 10, 50, 50], [90, 90, 300, 300]]), (100, 100), (200, 100)
+    )
     assert boxes.tolist() == [[20.0, 10.0, 100.0, 50.0], [180.0, 90.0, 199.0, 99.0]]
     assert clipped == 1
 
@@ -173,7 +179,9 @@ def test_imagenet_a_layout(tmp_path):
         Image.new("RGB", (30, 20)).save(tmp_path / wnid / "a.jpg")
     dataset = ImageNetA(tmp_path)
     assert len(dataset) == 2 and len(dataset.class_indices) == 200
-    assert [dataset[i].label for i in range(2)] == [imagenet_wnids().index(w) for w in IMAGENET_A_WNIDS[:2]]
+    assert [dataset[i].label for i in range(2)] == [
+        imagenet_wnids().index(w) for w in IMAGENET_A_WNIDS[:2]
+    ]
     (tmp_path / "n01440764").mkdir()  # tench is not an ImageNet-A class
     with pytest.raises(DatasetError, match="not ImageNet-A WordNet ids"):
         ImageNetA(tmp_path)

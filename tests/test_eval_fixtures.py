@@ -88,8 +88,12 @@ def write_wsol(root: Path) -> Path:
         labels.append(f"{name},{label}")
         sizes.append(f"{name},{size[0]},{size[1]}")
         boxes_lines += [f"{name},{b[0]},{b[1]},{b[2]},{b[3]}" for b in boxes]
-    for file, rows in (("image_ids.txt", ids), ("class_labels.txt", labels),
-                       ("image_sizes.txt", sizes), ("localization.txt", boxes_lines)):
+    for file, rows in (
+        ("image_ids.txt", ids),
+        ("class_labels.txt", labels),
+        ("image_sizes.txt", sizes),
+        ("localization.txt", boxes_lines),
+    ):
         (folder / file).write_text("\n".join(rows) + "\n")
     return folder
 
@@ -135,14 +139,20 @@ def build_many(root: Path, count: int, seed: int = 1) -> Path:
         array = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
         for _ in range(4):  # flat coloured patches give the cells different features
             x0, y0 = int(rng.integers(0, width - 20)), int(rng.integers(0, height - 20))
-            array[y0:y0 + int(rng.integers(20, 120)), x0:x0 + int(rng.integers(20, 120))] = rng.integers(0, 256, 3)
+            array[y0 : y0 + int(rng.integers(20, 120)), x0 : x0 + int(rng.integers(20, 120))] = (
+                rng.integers(0, 256, 3)
+            )
         Image.fromarray(array).save(images / image_name(number), quality=85)
         label = int(rng.integers(0, 10))
         boxes = []
         for _ in range(int(rng.integers(1, 4))):
             x0, y0 = int(rng.integers(0, width - 10)), int(rng.integers(0, height - 10))
-            boxes.append([x0, y0, int(rng.integers(x0 + 5, width)), int(rng.integers(y0 + 5, height))])
-        (boxes_dir / f"{image_name(number)[:-5]}.xml").write_text(voc_xml(number, (width, height), label, boxes))
+            boxes.append(
+                [x0, y0, int(rng.integers(x0 + 5, width)), int(rng.integers(y0 + 5, height))]
+            )
+        (boxes_dir / f"{image_name(number)[:-5]}.xml").write_text(
+            voc_xml(number, (width, height), label, boxes)
+        )
         real[number - 1] = sorted({label, int(rng.integers(0, 10))}) if rng.random() > 0.2 else []
     (root / "real.json").write_text(json.dumps(real))
     return root
@@ -159,7 +169,9 @@ def tiny_model(seed: int = 0):
         model.fc.weight.zero_()
         model.fc.weight[:10].normal_(0, 3.0)
         # remove the direction of the average feature vector: cells then differ in their top-1
-        mean = model.forward_features(torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(seed)))
+        mean = model.forward_features(
+            torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+        )
         mean = mean.mean(dim=(0, 2, 3))
         weight = model.fc.weight[:10]
         weight -= (weight @ mean).unsqueeze(1) * mean / mean.dot(mean)

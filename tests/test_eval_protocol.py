@@ -10,7 +10,12 @@ import torch
 from PIL import Image
 
 from dense_readout.errors import InputError
-from dense_readout.evaluation.protocol import Protocol, boxes_to_mask, grid_occupancy, paper_preprocess
+from dense_readout.evaluation.protocol import (
+    Protocol,
+    boxes_to_mask,
+    grid_occupancy,
+    paper_preprocess,
+)
 from dense_readout.preprocessing import Preprocess
 
 PRE = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -24,15 +29,23 @@ def test_boxes_are_inclusive_pixel_ranges_and_unioned():
     assert (mask == expected).all()
 
 
-@pytest.mark.parametrize("size,box,rows,cols", [
-    ((256, 256), [16, 16, 47, 47], (0, 32), (0, 32)),      # no resize, crop offset 16
-    ((128, 128), [8, 8, 23, 23], (0, 32), (0, 32)),        # exact 2x upsampling
-    ((512, 256), [144, 100, 155, 109], (84, 94), (0, 12)),  # wide: crop offset 144 in x, 16 in y
-])
+@pytest.mark.parametrize(
+    "size,box,rows,cols",
+    [
+        ((256, 256), [16, 16, 47, 47], (0, 32), (0, 32)),  # no resize, crop offset 16
+        ((128, 128), [8, 8, 23, 23], (0, 32), (0, 32)),  # exact 2x upsampling
+        (
+            (512, 256),
+            [144, 100, 155, 109],
+            (84, 94),
+            (0, 12),
+        ),  # wide: crop offset 144 in x, 16 in y
+    ],
+)
 def test_mask_follows_resize_and_centre_crop(size, box, rows, cols):
     mask = Protocol(PRE).mask(size, np.array([box])).numpy()
     expected = np.zeros((224, 224), bool)
-    expected[rows[0]:rows[1], cols[0]:cols[1]] = True
+    expected[rows[0] : rows[1], cols[0] : cols[1]] = True
     assert mask.shape == (224, 224) and (mask == expected).all()
 
 
@@ -47,12 +60,14 @@ def _brute_force_occupancy(mask: np.ndarray, grid):
     return out
 
 
-@pytest.mark.parametrize("shape,grid", [((224, 224), (7, 7)), ((224, 224), (14, 14)), ((10, 10), (3, 3))])
+@pytest.mark.parametrize(
+    "shape,grid", [((224, 224), (7, 7)), ((224, 224), (14, 14)), ((10, 10), (3, 3))]
+)
 def test_any_pixel_occupancy_matches_brute_force(shape, grid):
     generator = torch.Generator().manual_seed(0)
     masks = torch.rand((5, *shape), generator=generator) > 0.995
     cells = grid_occupancy(masks, grid)
-    for mask, cell in zip(masks, cells):
+    for mask, cell in zip(masks, cells, strict=False):
         assert (cell.numpy() == _brute_force_occupancy(mask.numpy(), grid)).all()
 
 
@@ -103,9 +118,11 @@ def test_real_sample_masks_cover_the_boxes(data_root):
     protocol = Protocol(PRE)
     sample = dataset[0]  # 500x400, box 151..478 x 59..390
     image = Image.open(sample.path).convert("RGB")
-    x, mask = protocol.transform(image, sample.boxes)
+    _x, mask = protocol.transform(image, sample.boxes)
     # scale 256/400 = 0.64: x 151*0.64=96.6 -> 96.6-(320-224)/2 = 48.6; y 59*.64=37.8-16=21.8
     cols = mask.any(dim=0).nonzero().flatten()
     rows = mask.any(dim=1).nonzero().flatten()
     assert abs(int(cols[0]) - 48.6) <= 1 and int(cols[-1]) == 223
-    assert abs(int(rows[0]) - 21.8) <= 1 and int(rows[-1]) == 223  # 390*0.64-16 = 233.6: cut by the crop
+    assert (
+        abs(int(rows[0]) - 21.8) <= 1 and int(rows[-1]) == 223
+    )  # 390*0.64-16 = 233.6: cut by the crop

@@ -22,9 +22,27 @@ VOLATILE = ("speed", "resumed_from", "settings", "world_size")
 
 def _args(root: Path, out: Path, model: Path, batch: int = 1) -> list[str]:
     return [
-        "bench", "ilsvrc", "--root", str(root), "--out", str(out), "--model", "test_resnet",
-        "--checkpoint", str(model), "--batch-size", str(batch), "--workers", "0", "--checkpoint-every", "1",
-        "--no-progress", "--taus", "0,0.3,0.6,0.9", "--crop", "128",  # 4×4 grid: small and quick
+        "bench",
+        "ilsvrc",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--model",
+        "test_resnet",
+        "--checkpoint",
+        str(model),
+        "--batch-size",
+        str(batch),
+        "--workers",
+        "0",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+        "--taus",
+        "0,0.3,0.6,0.9",
+        "--crop",
+        "128",  # 4×4 grid: small and quick
     ]
 
 
@@ -43,13 +61,15 @@ def _stable(out: Path) -> dict:
 def _checkpoint_state(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=False)["state"]
-    except Exception:  # noqa: BLE001 - not written yet
+    except Exception:
         return None
 
 
 def _run_until(cmd: list[str], checkpoint: Path, ready, timeout: float = 120.0) -> bool:
     """Start ``cmd``; SIGKILL it as soon as ``ready(state)`` holds. True if it was killed mid-run."""
-    process = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + timeout
     try:
         while process.poll() is None and time.time() < deadline:
@@ -95,13 +115,18 @@ def test_sigkill_twice_then_resume_equals_clean_run(setup):
 
 
 def test_rerun_of_a_finished_run_changes_nothing(setup):
-    base, root, model, clean = setup
+    _base, root, model, clean = setup
     before = _stable(clean)
     speed = json.loads((clean / "results.json").read_text())["speed"]
     assert main(_args(root, clean, model)) == 0
     assert _stable(clean) == before
-    kept = json.loads((clean / "results.json").read_text())["speed"]  # nothing left to time: keep the last
-    assert kept["ratio_to_forward_bound"] == speed["ratio_to_forward_bound"] and "earlier session" in kept["note"]
+    kept = json.loads((clean / "results.json").read_text())[
+        "speed"
+    ]  # nothing left to time: keep the last
+    assert (
+        kept["ratio_to_forward_bound"] == speed["ratio_to_forward_bound"]
+        and "earlier session" in kept["note"]
+    )
 
 
 def _free_port() -> int:
@@ -115,12 +140,24 @@ def test_two_gloo_processes_equal_one_process(setup):
     base, root, model, clean = setup
     out = base / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), "-m", "dense_readout.cli", *_args(root, out, model),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "dense_readout.cli",
+        *_args(root, out, model),
     ]
     completed = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert sorted(p.name for p in (out / "checkpoint").glob("*.pt")) == ["rank0-of-2.pt", "rank1-of-2.pt"]
+    assert sorted(p.name for p in (out / "checkpoint").glob("*.pt")) == [
+        "rank0-of-2.pt",
+        "rank1-of-2.pt",
+    ]
     shards = [_checkpoint_state(out / "checkpoint" / f"rank{r}-of-2.pt") for r in range(2)]
     assert [int(s["seen"]) for s in shards] == [3, 3]  # disjoint halves of 6 images
     results = json.loads((out / "results.json").read_text())

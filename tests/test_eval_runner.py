@@ -16,20 +16,32 @@ from dense_readout.evaluation.datasets import ILSVRCBoxes, ImageNetA
 from dense_readout.evaluation.protocol import Protocol, paper_preprocess
 from dense_readout.evaluation.runner import RunConfig, run_benchmark
 
-QUIET = dict(progress=False, workers=0)
+QUIET = {"progress": False, "workers": 0}
 
 
 def _oracle(dataset, model, protocol):
     """The metrics recomputed image by image with plain loops (no accumulators, no batching)."""
     readout = DenseReadout(model)
-    rows = {k: [] for k in ("top1", "top5", "fg_det", "loc", "loc_wo_bg", "bg_act", "bg_act_wo_fg",
-                            "real_acc", "real_rec")}
+    rows = {
+        k: []
+        for k in (
+            "top1",
+            "top5",
+            "fg_det",
+            "loc",
+            "loc_wo_bg",
+            "bg_act",
+            "bg_act_wo_fg",
+            "real_acc",
+            "real_rec",
+        )
+    }
     pooled = [0, 0]
     for index in range(len(dataset)):
         try:
             sample = dataset[index]
             image = load_image(sample.path)
-        except Exception:  # noqa: BLE001 - skipped items
+        except Exception:
             continue
         x, mask = protocol.transform(image, sample.boxes)
         fill = protocol.fill_value().view(3, 1, 1)
@@ -42,7 +54,9 @@ def _oracle(dataset, model, protocol):
         fg = np.zeros((h, w), bool)
         for u in range(h):
             for v in range(w):
-                fg[u, v] = pixel[u * size // h:(u + 1) * size // h, v * size // w:(v + 1) * size // w].any()
+                fg[u, v] = pixel[
+                    u * size // h : (u + 1) * size // h, v * size // w : (v + 1) * size // w
+                ].any()
         t = sample.label
         logits = results[0].logits[0]
         rows["top1"].append(int(logits.argmax()) == t)
@@ -77,7 +91,9 @@ def test_runner_equals_per_image_oracle_and_counts_faults(tmp_path, tiny):
     (root / "val" / fx.image_name(7)).write_bytes(b"\xff\xd8\xff garbage")
     dataset = ILSVRCBoxes(root)
     protocol = Protocol(paper_preprocess(tiny), fill="gray")
-    results = run_benchmark(dataset, tiny, protocol, tmp_path / "out", RunConfig(batch_size=3, **QUIET))
+    results = run_benchmark(
+        dataset, tiny, protocol, tmp_path / "out", RunConfig(batch_size=3, **QUIET)
+    )
     oracle = _oracle(dataset, tiny, protocol)
     for name, value in oracle.items():
         if not name.startswith("_"):
@@ -108,8 +124,13 @@ def test_threshold_sweep_below_every_score_reproduces_loc_and_bg_act(tmp_path, t
 
 def test_edge_cases_are_reported(tmp_path, tiny):
     root = fx.build(tmp_path / "data", ("voc",))  # item 2 covers everything, item 4 is cropped away
-    results = run_benchmark(ILSVRCBoxes(root), tiny, Protocol(paper_preprocess(tiny)), tmp_path / "out",
-                            RunConfig(batch_size=6, thresholds=(), **QUIET))
+    results = run_benchmark(
+        ILSVRCBoxes(root),
+        tiny,
+        Protocol(paper_preprocess(tiny)),
+        tmp_path / "out",
+        RunConfig(batch_size=6, thresholds=(), **QUIET),
+    )
     assert results["edge_cases"]["no_fg_cell"] == 1
     assert results["edge_cases"]["no_bg_cell"] >= 1
     assert results["edge_cases"]["empty_real_set"] == 1
@@ -121,17 +142,29 @@ def test_on_error_stop_raises_with_the_item(tmp_path, tiny):
     root = fx.build(tmp_path / "data", ("voc",))
     (root / "bbox_val" / "ILSVRC2012_val_00000002.xml").unlink()
     with pytest.raises(DatasetError, match="ILSVRC2012_val_00000002.*missing_annotation"):
-        run_benchmark(ILSVRCBoxes(root), tiny, Protocol(paper_preprocess(tiny)), tmp_path / "out",
-                      RunConfig(on_error="stop", thresholds=(), **QUIET))
+        run_benchmark(
+            ILSVRCBoxes(root),
+            tiny,
+            Protocol(paper_preprocess(tiny)),
+            tmp_path / "out",
+            RunConfig(on_error="stop", thresholds=(), **QUIET),
+        )
 
 
 def test_checkpoint_of_other_settings_is_refused(tmp_path, tiny):
     root = fx.build(tmp_path / "data", ("voc",))
     protocol = Protocol(paper_preprocess(tiny))
-    run_benchmark(ILSVRCBoxes(root), tiny, protocol, tmp_path / "out", RunConfig(thresholds=(), **QUIET))
+    run_benchmark(
+        ILSVRCBoxes(root), tiny, protocol, tmp_path / "out", RunConfig(thresholds=(), **QUIET)
+    )
     with pytest.raises(DenseReadoutError, match="other settings"):
-        run_benchmark(ILSVRCBoxes(root), tiny, Protocol(protocol.preprocess, fill="black"), tmp_path / "out",
-                      RunConfig(thresholds=(), **QUIET))
+        run_benchmark(
+            ILSVRCBoxes(root),
+            tiny,
+            Protocol(protocol.preprocess, fill="black"),
+            tmp_path / "out",
+            RunConfig(thresholds=(), **QUIET),
+        )
 
 
 def test_imagenet_a_restricts_logits_to_its_classes(tmp_path, tiny):
@@ -143,15 +176,27 @@ def test_imagenet_a_restricts_logits_to_its_classes(tmp_path, tiny):
     for wnid in wnids:
         (tmp_path / "a" / wnid).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(rng.integers(0, 256, (100, 130, 3), dtype=np.uint8)).save(tmp_path / "a" / wnid / f"{i}.jpg")
+            Image.fromarray(rng.integers(0, 256, (100, 130, 3), dtype=np.uint8)).save(
+                tmp_path / "a" / wnid / f"{i}.jpg"
+            )
     dataset = ImageNetA(tmp_path / "a")
-    with torch.no_grad():  # make a non-ImageNet-A class (0 = tench) win every unrestricted prediction
+    with (
+        torch.no_grad()
+    ):  # make a non-ImageNet-A class (0 = tench) win every unrestricted prediction
         tiny_a = fx.tiny_model()
-        tiny_a.fc.bias.add_(torch.randn(1000, generator=torch.Generator().manual_seed(0)))  # no ties
+        tiny_a.fc.bias.add_(
+            torch.randn(1000, generator=torch.Generator().manual_seed(0))
+        )  # no ties
         tiny_a.fc.bias[0] = 1000.0
     protocol = Protocol(paper_preprocess(tiny_a))
-    results = run_benchmark(dataset, tiny_a, protocol, tmp_path / "out", RunConfig(batch_size=4, **QUIET),
-                            kind="imagenet-a")
+    results = run_benchmark(
+        dataset,
+        tiny_a,
+        protocol,
+        tmp_path / "out",
+        RunConfig(batch_size=4, **QUIET),
+        kind="imagenet-a",
+    )
     keep = torch.tensor(dataset.class_indices)
     readout = DenseReadout(tiny_a)
     hits = {"a_acc_top1": [], "a_acc_top5": [], "a_det_top1": [], "a_det_top5": []}

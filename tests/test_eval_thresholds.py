@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -17,14 +18,18 @@ def test_confidence_scores_by_hand():
     softmax = CELL_SCORES["max_softmax"](scores, None, {})
     entropy = CELL_SCORES["entropy"](scores, None, {})
     assert softmax[0, 0, 0] == pytest.approx(0.25) and softmax[0, 0, 1] == pytest.approx(1.0)
-    assert entropy[0, 0, 0] == pytest.approx(0.0, abs=1e-6) and entropy[0, 0, 1] == pytest.approx(1.0, abs=1e-6)
+    assert entropy[0, 0, 0] == pytest.approx(0.0, abs=1e-6) and entropy[0, 0, 1] == pytest.approx(
+        1.0, abs=1e-6
+    )
     # two classes at 1/2 each among K=4: H = log 2, confidence 1 - log2/log4 = 0.5
     scores[0, :, 0, 0] = torch.tensor([0.0, 0.0, -1e4, -1e4])
     assert CELL_SCORES["entropy"](scores, None, {})[0, 0, 0] == pytest.approx(0.5, abs=1e-5)
 
 
 def test_prototype_is_the_mean_of_correct_foreground_cells():
-    features = torch.tensor([[[[1.0, 3.0]], [[0.0, 2.0]]]])  # B=1, C=2, 1×2 grid: cells (1,0) and (3,2)
+    features = torch.tensor(
+        [[[[1.0, 3.0]], [[0.0, 2.0]]]]
+    )  # B=1, C=2, 1×2 grid: cells (1,0) and (3,2)
     scores = torch.zeros(1, 3, 1, 2)
     scores[0, 1] = torch.tensor([[5.0, 5.0]])  # both cells predict class 1
     accumulator = PrototypeAccumulator(2, 3)
@@ -43,8 +48,11 @@ def test_prototype_is_the_mean_of_correct_foreground_cells():
 
 def test_class_prototype_score_uses_the_cells_top1_class():
     # class 0 prototype = (1, 0), class 1 prototype = (0, 1); class 2 has none
-    prototypes = {"features": torch.tensor([[1.0, 0.0], [0.0, 1.0], [float("nan")] * 2]),
-                  "present": torch.tensor([True, True, False]), "features_global": torch.tensor([-1.0, 0.0])}
+    prototypes = {
+        "features": torch.tensor([[1.0, 0.0], [0.0, 1.0], [float("nan")] * 2]),
+        "present": torch.tensor([True, True, False]),
+        "features_global": torch.tensor([-1.0, 0.0]),
+    }
     features = torch.tensor([[[[1.0, 1.0, 1.0]], [[0.0, 1.0, 0.0]]]])  # cells (1,0), (1,1), (1,0)
     scores = torch.zeros(1, 3, 1, 3)
     scores[0, 0, 0, 0] = scores[0, 1, 0, 1] = scores[0, 2, 0, 2] = 1.0  # top-1: 0, 1, 2
@@ -69,8 +77,13 @@ def _batch(seed):
 
 def test_sweep_is_monotone_and_merges_exactly():
     taus = [0.0, 0.2, 0.4, 0.6, 0.8]
-    prototypes = {"features": torch.randn(5, 4), "logits": torch.randn(5, 5), "present": torch.ones(5, dtype=torch.bool),
-                  "features_global": torch.ones(4), "logits_global": torch.ones(5)}
+    prototypes = {
+        "features": torch.randn(5, 4),
+        "logits": torch.randn(5, 5),
+        "present": torch.ones(5, dtype=torch.bool),
+        "features_global": torch.ones(4),
+        "logits_global": torch.ones(5),
+    }
     whole = ThresholdSweep(list(CELL_SCORES), taus)
     parts = [ThresholdSweep(list(CELL_SCORES), taus) for _ in range(2)]
     for sweep in (whole, *parts):
@@ -82,8 +95,10 @@ def test_sweep_is_monotone_and_merges_exactly():
     assert parts[1].curves() == whole.curves()
     for curve in whole.curves().values():
         loc = curve["loc"]
-        assert all(a >= b for a, b in zip(loc, loc[1:]))
-        assert all(a >= b for a, b in zip(curve["kept_fg_cells"], curve["kept_fg_cells"][1:]))
+        assert all(a >= b for a, b in itertools.pairwise(loc))
+        assert all(
+            a >= b for a, b in zip(curve["kept_fg_cells"], curve["kept_fg_cells"][1:], strict=False)
+        )
 
 
 def test_missing_prototype_gives_undefined_curves():

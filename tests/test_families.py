@@ -33,7 +33,11 @@ TIMM_FAMILIES = {
     "deit_tiny_patch16_224": ({}, (14, 14), False),
     "deit_tiny_distilled_patch16_224": ({}, (14, 14), False),  # cls + dist tokens
     "vit_small_patch14_reg4_dinov2": ({"img_size": 224, "num_classes": 1000}, (16, 16), False),
-    "vit_small_patch32_224": ({"class_token": False, "global_pool": "avg", "fc_norm": False}, (7, 7), True),
+    "vit_small_patch32_224": (
+        {"class_token": False, "global_pool": "avg", "fc_norm": False},
+        (7, 7),
+        True,
+    ),
     "beit_base_patch16_224": ({}, (14, 14), False),  # avg → fc_norm LayerNorm
 }
 
@@ -54,7 +58,9 @@ def _tolerance(logits: torch.Tensor) -> float:
     return 1e-4 * max(1.0, float(logits.abs().max()))
 
 
-def _timm_pointwise_oracle(model, native: torch.Tensor, u: int, v: int, prefix: int) -> torch.Tensor:
+def _timm_pointwise_oracle(
+    model, native: torch.Tensor, u: int, v: int, prefix: int
+) -> torch.Tensor:
     """The model's own forward_head on a map/sequence filled with one cell's vector."""
     if native.dim() == 4:
         if getattr(model, "output_fmt", "NCHW") == "NHWC":
@@ -102,7 +108,9 @@ def _torchvision_pointwise_oracle(name, model, grid: torch.Tensor, u: int, v: in
     if name in ("resnet50", "regnet_y_400mf"):
         return model.fc(torch.flatten(model.avgpool(filled), 1))
     if name in ("mobilenet_v2", "densenet121"):
-        return model.classifier(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(filled, 1), 1))
+        return model.classifier(
+            torch.flatten(torch.nn.functional.adaptive_avg_pool2d(filled, 1), 1)
+        )
     if name == "swin_t":
         return model.head(model.flatten(model.avgpool(filled)))
     pooled = model.avgpool(filled)

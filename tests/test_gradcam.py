@@ -15,20 +15,20 @@ import torch
 
 pytest.importorskip("pytorch_grad_cam")
 
-from pytorch_grad_cam import FinerCAM, GradCAM, HiResCAM  # noqa: E402
-from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange  # noqa: E402
-from pytorch_grad_cam.metrics.road import ROADMostRelevantFirst  # noqa: E402
-from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import (  # noqa: E402
+from pytorch_grad_cam import FinerCAM, GradCAM, HiResCAM
+from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
+from pytorch_grad_cam.metrics.road import ROADMostRelevantFirst
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import (
     ClassifierOutputReST,
     ClassifierOutputSoftmaxTarget,
     ClassifierOutputTarget,
     RawScoresOutputTarget,
 )
 
-from dense_readout import DenseReadout  # noqa: E402
-from dense_readout.errors import InputError  # noqa: E402
-from dense_readout.gradcam import DenseReadoutCAM  # noqa: E402
+from dense_readout import DenseReadout
+from dense_readout.errors import InputError
+from dense_readout.gradcam import DenseReadoutCAM
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,10 @@ def embedded_readout(embedded):
 def swin():
     torch.manual_seed(0)
     return timm.create_model(
-        "swin_tiny_patch4_window7_224", num_classes=7, embed_dim=24, depths=(1, 1, 1, 1),
+        "swin_tiny_patch4_window7_224",
+        num_classes=7,
+        embed_dim=24,
+        depths=(1, 1, 1, 1),
         num_heads=(1, 1, 1, 1),
     ).eval()
 
@@ -60,7 +63,13 @@ def swin():
 def _vit(**kwargs):
     torch.manual_seed(0)
     return timm.create_model(
-        "vit_tiny_patch16_224", num_classes=6, img_size=64, depth=2, embed_dim=48, num_heads=2, **kwargs
+        "vit_tiny_patch16_224",
+        num_classes=6,
+        img_size=64,
+        depth=2,
+        embed_dim=48,
+        num_heads=2,
+        **kwargs,
     ).eval()
 
 
@@ -103,9 +112,10 @@ def test_bias_is_the_only_difference_on_the_embedded_model(embedded, embedded_re
     model = embedded.model
     x = _batch(160, 1)
     target = [ClassifierOutputTarget(285)]
-    with DenseReadoutCAM(model, readout=embedded_readout) as with_bias, DenseReadoutCAM(
-        model, include_bias=False, readout=embedded_readout
-    ) as without:
+    with (
+        DenseReadoutCAM(model, readout=embedded_readout) as with_bias,
+        DenseReadoutCAM(model, include_bias=False, readout=embedded_readout) as without,
+    ):
         raw_with = (with_bias(x, target), with_bias.last_raw_cams)[1]
         raw_without = (without(x, target), without.last_raw_cams)[1]
     bias = model.classifier.bias[target[0].category]
@@ -205,7 +215,9 @@ def test_visualisation_and_metrics_accept_the_maps(resnet, resnet_readout):
 
 def test_finercam_can_wrap_it(resnet, resnet_readout):
     x = _batch(64)
-    cam = FinerCAM(resnet, [resnet_readout.adapter.target_layer()], None, base_method=DenseReadoutCAM)
+    cam = FinerCAM(
+        resnet, [resnet_readout.adapter.target_layer()], None, base_method=DenseReadoutCAM
+    )
     maps = cam(x, None)
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()
 

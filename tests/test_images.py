@@ -38,7 +38,10 @@ def write_png16(path: Path, array: np.ndarray) -> Path:
 
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
     )
     return path
 
@@ -70,7 +73,7 @@ def test_truncated_file(tmp_path, suffix):
     data = whole.read_bytes()
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ImageLoadError, match=r"cut\%s: cannot decode image.*truncated" % suffix):
+    with pytest.raises(ImageLoadError, match=rf"cut\{suffix}: cannot decode image.*truncated"):
         load_image(cut)
 
 
@@ -104,7 +107,7 @@ def test_grayscale_is_replicated(tmp_path, suffix):
     Image.fromarray(gray).save(path, **({"quality": 100} if suffix == ".jpg" else {}))
     image = load_image(path)
     out = np.asarray(image)
-    assert image.mode == "RGB" and out.shape == gray.shape + (3,)
+    assert image.mode == "RGB" and out.shape == (*gray.shape, 3)
     assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
     tolerance = 0 if suffix == ".png" else 3  # JPEG is lossy
     assert np.abs(out[..., 0].astype(int) - gray.astype(int)).max() <= tolerance
@@ -192,7 +195,9 @@ def test_16bit_tiff(tmp_path):
     np.testing.assert_array_equal(out[..., 0], np.round(gray / 65535 * 255).astype(np.uint8))
     colour = RNG.integers(0, 65536, (24, 32, 3)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "rgb16.tif", colour)
-    np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "rgb16.tif")), (colour >> 8).astype(np.uint8))
+    np.testing.assert_array_equal(
+        np.asarray(load_image(tmp_path / "rgb16.tif")), (colour >> 8).astype(np.uint8)
+    )
 
 
 def test_float_tiff_in_unit_range_and_outside(tmp_path):
@@ -200,7 +205,9 @@ def test_float_tiff_in_unit_range_and_outside(tmp_path):
     unit = RNG.random((24, 32)).astype(np.float32)
     tifffile.imwrite(tmp_path / "unit.tif", unit)
     out = np.asarray(load_image(tmp_path / "unit.tif"))
-    np.testing.assert_array_equal(out[..., 0], np.round(unit.astype(np.float64) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(
+        out[..., 0], np.round(unit.astype(np.float64) * 255).astype(np.uint8)
+    )
     wide = (unit * 40 - 7).astype(np.float32)  # not in [0, 1]: min–max
     tifffile.imwrite(tmp_path / "wide.tif", wide)
     out = np.asarray(load_image(tmp_path / "wide.tif")).astype(int)
@@ -240,7 +247,9 @@ def test_exif_orientation_is_applied(tmp_path):
 
 def test_animated_gif_gives_the_first_frame(tmp_path):
     first, second = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)
-    Image.fromarray(first).save(tmp_path / "anim.gif", save_all=True, append_images=[Image.fromarray(second)])
+    Image.fromarray(first).save(
+        tmp_path / "anim.gif", save_all=True, append_images=[Image.fromarray(second)]
+    )
     assert (np.asarray(load_image(tmp_path / "anim.gif")) == 0).all()
 
 
@@ -248,9 +257,12 @@ def test_every_mode_reaches_the_model_as_a_finite_rgb_tensor(tmp_path):
     """Grayscale, RGBA, CMYK and 16-bit files all preprocess to 3×224×224 finite tensors."""
     base = rgb_array(60, 80)
     paths = []
-    Image.fromarray(base[..., 0]).save(p := tmp_path / "g.png"); paths.append(p)
-    Image.fromarray(np.dstack([base, base[..., 0]])).save(p := tmp_path / "a.png"); paths.append(p)
-    Image.fromarray(base).convert("CMYK").save(p := tmp_path / "c.jpg"); paths.append(p)
+    Image.fromarray(base[..., 0]).save(p := tmp_path / "g.png")
+    paths.append(p)
+    Image.fromarray(np.dstack([base, base[..., 0]])).save(p := tmp_path / "a.png")
+    paths.append(p)
+    Image.fromarray(base).convert("CMYK").save(p := tmp_path / "c.jpg")
+    paths.append(p)
     paths.append(write_png16(tmp_path / "s.png", base[..., 0].astype(np.uint16) * 257))
     preprocess = Preprocess()
     for path in paths:

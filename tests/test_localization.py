@@ -86,7 +86,12 @@ def test_score_masks_runs_the_registry_on_a_batch_of_tensors():
     shifted = [_square(), _square(top=15, left=15), _square(top=25)]  # overlap 100, 25, 0 px
     saliency = torch.stack([torch.from_numpy(one) for one in shifted])
     scores = score_masks(saliency, torch.from_numpy(_mask()))
-    assert set(scores) >= {"pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank"}
+    assert set(scores) >= {
+        "pointing_game",
+        "energy_pointing_game",
+        "relevance_mass",
+        "relevance_rank",
+    }
     assert scores["pointing_game"].tolist() == [1.0, 1.0, 0.0]  # any maximal pixel inside
     assert scores["energy_pointing_game"].tolist() == pytest.approx([1.0, 0.25, 0.0])
     assert scores["relevance_rank"].tolist() == pytest.approx([1.0, 0.25, 0.0])
@@ -97,7 +102,9 @@ def test_score_masks_runs_the_registry_on_a_batch_of_tensors():
 
 def test_box_iou_counts_pixels():
     assert box_iou(np.array([[0, 0, 9, 9]]), np.array([[0, 0, 9, 9]]))[0, 0] == 1.0
-    assert box_iou(np.array([[0, 0, 9, 9]]), np.array([[5, 0, 14, 9]]))[0, 0] == pytest.approx(50 / 150)
+    assert box_iou(np.array([[0, 0, 9, 9]]), np.array([[5, 0, 14, 9]]))[0, 0] == pytest.approx(
+        50 / 150
+    )
     assert box_iou(np.array([[0, 0, 4, 4]]), np.array([[10, 10, 12, 12]]))[0, 0] == 0.0
 
 

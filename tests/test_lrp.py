@@ -29,8 +29,8 @@ from dense_readout.lrp import (
     window_share,
 )
 
-
 # -- small networks ------------------------------------------------------------------
+
 
 class TinyCNN(nn.Module):
     """conv-ReLU-conv-ReLU grid (stride 4 overall) + linear head after GAP."""
@@ -38,8 +38,10 @@ class TinyCNN(nn.Module):
     def __init__(self, bias: bool, classes: int = 4) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=bias), nn.ReLU(),
-            nn.Conv2d(8, 12, 3, stride=2, padding=1, bias=bias), nn.ReLU(),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=bias),
+            nn.ReLU(),
+            nn.Conv2d(8, 12, 3, stride=2, padding=1, bias=bias),
+            nn.ReLU(),
         )
         self.head = nn.Linear(12, classes, bias=bias)
 
@@ -59,10 +61,14 @@ def tiny(bias: bool, seed: int = 0) -> TinyCNN:
 
 
 def tiny_lrp(model: TinyCNN, composite: str = "epsilon", **options) -> LRPReadout:
-    return LRPReadout(model, composite, features=model.features, head=model.head, composite_options=options)
+    return LRPReadout(
+        model, composite, features=model.features, head=model.head, composite_options=options
+    )
 
 
-def manual_lrp_epsilon(model: TinyCNN, x: torch.Tensor, k: int, u: int, v: int, eps: float) -> torch.Tensor:
+def manual_lrp_epsilon(
+    model: TinyCNN, x: torch.Tensor, k: int, u: int, v: int, eps: float
+) -> torch.Tensor:
     """LRP-epsilon written out layer by layer, no zennit, no hooks: relevance of Z[k,u,v]."""
 
     def stab(z):
@@ -83,10 +89,15 @@ def manual_lrp_epsilon(model: TinyCNN, x: torch.Tensor, k: int, u: int, v: int, 
 
     def through(conv, a_in, z_out, r_out):
         a_in = a_in.clone().requires_grad_(True)
-        out = nn.functional.conv2d(a_in, conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None,
-                                   conv.stride, conv.padding)
+        out = nn.functional.conv2d(
+            a_in,
+            conv.weight.detach(),
+            conv.bias.detach() if conv.bias is not None else None,
+            conv.stride,
+            conv.padding,
+        )
         s = (r_out / stab(z_out)).detach()
-        grad, = torch.autograd.grad((out * s).sum(), a_in)
+        (grad,) = torch.autograd.grad((out * s).sum(), a_in)
         return (a_in * grad).detach()
 
     r1 = through(conv2, a1, z2, r2)  # ReLU passes relevance unchanged
@@ -94,6 +105,7 @@ def manual_lrp_epsilon(model: TinyCNN, x: torch.Tensor, k: int, u: int, v: int, 
 
 
 # -- conservation ---------------------------------------------------------------------
+
 
 def test_bias_free_relu_cnn_conserves_each_cell_within_one_percent():
     model = tiny(bias=False)
@@ -122,12 +134,15 @@ def test_with_biases_matches_independent_lrp_and_deviation_is_the_bias_share():
     result = tiny_lrp(model, "epsilon", epsilon=eps).cell(x, cell=(1, 2))
     k = int(result.targets[0])
     expected = manual_lrp_epsilon(model, x, k, 1, 2, eps)
-    assert torch.allclose(result.input_relevance, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert torch.allclose(
+        result.input_relevance, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max())
+    )
     # biases absorb relevance: the documented deviation is measurable here, not zero
     assert abs(float(result.conservation[0]) - 1) > 0.02
 
 
 # -- timm families: canonizers ------------------------------------------------------------
+
 
 def _zero_biases(model: nn.Module) -> nn.Module:
     with torch.no_grad():
@@ -141,7 +156,9 @@ def _zero_biases(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet26", "efficientnet_b0", "tf_efficientnet_lite0", "convnext_atto"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "resnet26", "efficientnet_b0", "tf_efficientnet_lite0", "convnext_atto"]
+)
 def test_canonized_timm_blocks_conserve_relevance(name):
     torch.manual_seed(0)
     model = _zero_biases(timm.create_model(name, num_classes=5).eval())
@@ -163,6 +180,7 @@ def test_without_canonizers_timm_residuals_break_conservation():
 
 
 # -- the model is left unchanged ------------------------------------------------------------
+
 
 def _snapshot(model: nn.Module):
     return (
@@ -210,6 +228,7 @@ def test_model_unchanged_after_every_call_and_after_errors(name):
 
 # -- batching and linearity -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def resnet_setup():
     torch.manual_seed(1)
@@ -219,7 +238,7 @@ def resnet_setup():
 
 @pytest.mark.parametrize("strategy", ["expand", "vmap"])
 def test_batched_cells_equal_one_cell_at_a_time(resnet_setup, strategy):
-    model, lrp, x = resnet_setup
+    _model, lrp, x = resnet_setup
     cells = lrp.cells(x, strategy=strategy)
     assert cells.relevance.shape == (2, 2, 2, 64, 64)
     for u, v in [(0, 0), (1, 0), (1, 1)]:
@@ -231,7 +250,7 @@ def test_batched_cells_equal_one_cell_at_a_time(resnet_setup, strategy):
 
 
 def test_class_map_is_the_sum_of_its_cells(resnet_setup):
-    model, lrp, x = resnet_setup
+    _model, lrp, x = resnet_setup
     k = 3
     whole = lrp.class_map(x, target=k)
     parts = lrp.cells(x, target=k)
@@ -241,7 +260,7 @@ def test_class_map_is_the_sum_of_its_cells(resnet_setup):
 
 
 def test_label_map_groups_cells_by_their_top1_class(resnet_setup):
-    model, lrp, x = resnet_setup
+    _model, lrp, x = resnet_setup
     labels = lrp.label_map(x)
     cells = lrp.cells(x)
     assert labels.labels.shape == (2, 64, 64)
@@ -250,14 +269,19 @@ def test_label_map_groups_cells_by_their_top1_class(resnet_setup):
         for g, k in enumerate(labels.classes[b].tolist()):
             if k < 0:
                 continue
-            grouped = (cells.relevance[b] * (cells.classes[b] == k).view(2, 2, 1, 1)).sum(dim=(0, 1))
-            assert torch.allclose(labels.relevance[b, g], grouped, atol=1e-4 * float(grouped.abs().max()))
+            grouped = (cells.relevance[b] * (cells.classes[b] == k).view(2, 2, 1, 1)).sum(
+                dim=(0, 1)
+            )
+            assert torch.allclose(
+                labels.relevance[b, g], grouped, atol=1e-4 * float(grouped.abs().max())
+            )
         # every pixel label is one of the grid's classes, the one with the largest relevance
         present = set(labels.classes[b][labels.classes[b] >= 0].tolist())
         assert set(labels.labels[b].unique().tolist()) <= present
 
 
 # -- unsupported models and bad input -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"])
 def test_attention_models_are_refused_with_the_reason(name):
@@ -293,6 +317,7 @@ def test_registered_composites_include_zennits():
 
 # -- diagnostics ---------------------------------------------------------------------------------
 
+
 def test_patches_tile_the_image_and_shares_have_exact_values():
     masks = cell_patch_masks((3, 5), (30, 47))
     assert torch.equal(masks.sum(dim=(0, 1)), torch.ones(30, 47, dtype=torch.long))
@@ -303,12 +328,14 @@ def test_patches_tile_the_image_and_shares_have_exact_values():
     uniform = torch.ones(1, 3, 5, 30, 47)
     area = masks.float().mean(dim=(-2, -1))
     assert torch.allclose(outside_share(uniform)[0], 1 - area, atol=1e-6)
-    assert torch.allclose(window_share(uniform, radius=1)[0], uniform_window_share((3, 5), (30, 47), 1), atol=1e-6)
+    assert torch.allclose(
+        window_share(uniform, radius=1)[0], uniform_window_share((3, 5), (30, 47), 1), atol=1e-6
+    )
 
 
 def test_relevance_concentrates_near_its_cell_on_the_embedded_model(embedded):
-    from skimage import data as skdata
     from PIL import Image
+    from skimage import data as skdata
 
     model, preprocess = embedded.model, embedded.preprocess
     x = preprocess(Image.fromarray(skdata.chelsea())).unsqueeze(0)
@@ -325,8 +352,9 @@ def test_relevance_concentrates_near_its_cell_on_the_embedded_model(embedded):
 
 # -- integrations -------------------------------------------------------------------------------
 
+
 def test_captum_attribution_matches_the_class_map_and_reports_delta(resnet_setup):
-    model, lrp, x = resnet_setup
+    _model, lrp, x = resnet_setup
     attribution = LRPReadoutAttribution(lrp)
     maps, delta = attribution.attribute(x, target=[1, 4], return_convergence_delta=True)
     direct = lrp.class_map(x, target=[1, 4])
@@ -371,17 +399,26 @@ def test_compare_registry_has_lrp(resnet_setup):
 
 
 def test_fig8_plot_has_two_panels_and_checks_shapes():
-    fig = plot_cell_relevance(torch.rand(3, 32, 32), torch.tensor([[1, 2], [2, 2]]), torch.randn(32, 32), (1, 0),
-                              class_names=["a", "b", "c"])
+    fig = plot_cell_relevance(
+        torch.rand(3, 32, 32),
+        torch.tensor([[1, 2], [2, 2]]),
+        torch.randn(32, 32),
+        (1, 0),
+        class_names=["a", "b", "c"],
+    )
     assert len(fig.axes) == 3  # two panels and the colour bar
     with pytest.raises(InputError, match="must match"):
-        plot_cell_relevance(torch.rand(3, 32, 32), torch.zeros(2, 2, dtype=torch.long), torch.randn(16, 16), (0, 0))
+        plot_cell_relevance(
+            torch.rand(3, 32, 32), torch.zeros(2, 2, dtype=torch.long), torch.randn(16, 16), (0, 0)
+        )
     with pytest.raises(InputError, match="outside"):
-        plot_cell_relevance(torch.rand(3, 32, 32), torch.zeros(2, 2, dtype=torch.long), torch.randn(32, 32), (2, 0))
+        plot_cell_relevance(
+            torch.rand(3, 32, 32), torch.zeros(2, 2, dtype=torch.long), torch.randn(32, 32), (2, 0)
+        )
 
 
 def test_single_cell_outside_share_agrees_with_the_cells_diagnostic(resnet_setup):
-    model, lrp, x = resnet_setup
+    _model, lrp, x = resnet_setup
     one = lrp.cell(x, cell=(1, 0))
     cells = lrp.cells(x, which=[(1, 0)])
     assert torch.allclose(one.outside_share(), outside_share(cells.relevance)[:, 1, 0], atol=1e-5)
@@ -393,7 +430,9 @@ def test_cli_lrp_writes_the_figure_and_reports(tmp_path, capsys):
     from dense_readout.cli import main
 
     assert main(["lrp", "no/such/file.jpg", "--out", str(tmp_path)]) == 1
-    assert main(["lrp", "skimage:chelsea", "--cell", "9", "9", "--out", str(tmp_path)]) == 2  # outside the grid
+    assert (
+        main(["lrp", "skimage:chelsea", "--cell", "9", "9", "--out", str(tmp_path)]) == 2
+    )  # outside the grid
     assert main(["lrp", "skimage:chelsea", "--cell", "3", "3", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "cell (3, 3)" in out and "conservation=" in out

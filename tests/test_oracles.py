@@ -52,7 +52,9 @@ def test_layer_gradcam_is_readout_minus_bias_over_n(cases, name):
     model, readout, result, x = cases[name]
     layer = readout.adapter.target_layer()
     targets = [3, 17]
-    attribution = captum_attr.LayerGradCam(model, layer).attribute(x, target=targets, relu_attributions=False)
+    attribution = captum_attr.LayerGradCam(model, layer).attribute(
+        x, target=targets, relu_attributions=False
+    )
     n = result.grid_size[0] * result.grid_size[1]
     expected = (result.class_map(targets) - _bias(model)[targets].view(-1, 1, 1)) / n
     torch.testing.assert_close(attribution.squeeze(1), expected, atol=1e-5, rtol=1e-4)

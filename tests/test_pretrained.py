@@ -11,7 +11,12 @@ import torch
 from PIL import Image
 
 from dense_readout import CheckpointError, DenseReadout, load_pretrained
-from dense_readout.pretrained import EMBEDDED_WEIGHTS, _embedded_path, _load_by_position, _read_state_dict
+from dense_readout.pretrained import (
+    EMBEDDED_WEIGHTS,
+    _embedded_path,
+    _load_by_position,
+    _read_state_dict,
+)
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -21,7 +26,7 @@ def test_embedded_weights_map_by_position(embedded):
     source = _read_state_dict(_embedded_path(EMBEDDED_WEIGHTS["tf_efficientnet_lite0"]))
     target = embedded.model.state_dict()
     assert len(source) == len(target) == 296
-    for (name, mine), theirs in zip(target.items(), source.values()):
+    for (name, mine), theirs in zip(target.items(), source.values(), strict=False):
         assert torch.equal(mine, theirs.to(mine.dtype)), name
 
 
@@ -90,7 +95,9 @@ def test_checkpoint_errors(tmp_path):
 
 def test_positional_mapping_checks_shapes():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
-    good = OrderedDict((f"x{i}", torch.zeros_like(t)) for i, t in enumerate(model.state_dict().values()))
+    good = OrderedDict(
+        (f"x{i}", torch.zeros_like(t)) for i, t in enumerate(model.state_dict().values())
+    )
     _load_by_position(model, good, "mem")
     assert all(float(t.abs().sum()) == 0 for t in model.state_dict().values())
     bad = OrderedDict(good)

@@ -16,7 +16,7 @@ from dense_readout import (
     register_adapter,
 )
 from dense_readout.adapters import registered_adapters
-from dense_readout.adapters.base import _REGISTRY
+from dense_readout.adapters.base import ADAPTERS
 from dense_readout.aggregation import aggregate
 
 
@@ -71,10 +71,16 @@ def test_aggregation_rules_against_definitions(result):
     torch.testing.assert_close(result.aggregate("topk", k=1), flat.max(dim=2).values)
     torch.testing.assert_close(result.aggregate("topk", k=flat.shape[2]), flat.mean(dim=2))
     sorted_cells = flat.sort(dim=2, descending=True).values
-    torch.testing.assert_close(result.aggregate("topk", fraction=0.25), sorted_cells[..., :5].mean(2))
+    torch.testing.assert_close(
+        result.aggregate("topk", fraction=0.25), sorted_cells[..., :5].mean(2)
+    )
     # log-mean-exp interpolates between the mean (r→0) and the max (r→∞)
-    torch.testing.assert_close(result.aggregate("lse", temperature=1e-4), flat.mean(2), atol=1e-3, rtol=0)
-    torch.testing.assert_close(result.aggregate("lse", temperature=1e4), flat.max(2).values, atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        result.aggregate("lse", temperature=1e-4), flat.mean(2), atol=1e-3, rtol=0
+    )
+    torch.testing.assert_close(
+        result.aggregate("lse", temperature=1e4), flat.max(2).values, atol=1e-3, rtol=0
+    )
     lse = result.aggregate("lse", temperature=1.0)
     assert (lse >= flat.mean(2) - 1e-5).all() and (lse <= flat.max(2).values + 1e-5).all()
 
@@ -95,7 +101,11 @@ def test_aggregation_errors():
 class TinyNet(nn.Module):
     def __init__(self, head: nn.Module):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 6, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(6, 8, 3, stride=2, padding=1),
+        )
         self.head = head
 
     def forward(self, x):
@@ -179,7 +189,7 @@ def test_registered_adapter_is_used():
         with torch.no_grad():
             torch.testing.assert_close(result.scores.mean(dim=(2, 3)), model(x))
     finally:
-        _REGISTRY.remove(DoublerAdapter)
+        ADAPTERS.unregister("doubler")
 
 
 # -- refusals -----------------------------------------------------------------------
@@ -227,7 +237,13 @@ def test_bad_input_is_rejected_clearly(resnet, bad, fragment):
 
 @pytest.mark.parametrize(
     "target, fragment",
-    [(10, "out of range"), (-1, "out of range"), ([1, 2], "2 targets for a batch of 3"), (1.5, "integer class"), (None, "required")],
+    [
+        (10, "out of range"),
+        (-1, "out of range"),
+        ([1, 2], "2 targets for a batch of 3"),
+        (1.5, "integer class"),
+        (None, "required"),
+    ],
 )
 def test_bad_targets(result, target, fragment):
     with pytest.raises(InputError, match=fragment):

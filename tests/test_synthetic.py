@@ -81,7 +81,9 @@ def test_bboxes_and_scales_agree_with_masks(scenes):
             # every pixel lies inside the circumscribed circle of diameter `scale`
             cx, cy = obj["center"]
             distance = np.hypot(xs - cx, ys - cy)  # PIL samples pixel (x, y) at (x, y)
-            assert distance.max() <= obj["scale"] / 2 + 1.5  # rasterisation: vertices rounded, edges inclusive
+            assert (
+                distance.max() <= obj["scale"] / 2 + 1.5
+            )  # rasterisation: vertices rounded, edges inclusive
             if obj["visible_area"] == obj["area"]:
                 # an unoccluded shape reaches its circumradius (all outlines touch the unit circle)
                 unoccluded += 1
@@ -165,7 +167,9 @@ def test_contact_sheet_shows_twenty_distinct_classes(tmp_path):
     # classes k and k+10 share the outline: same union of body and pattern pixels
     for k in range(10):
         background = np.array([235, 235, 235], dtype=np.uint8)
-        assert np.array_equal((tiles[k] != background).any(-1), (tiles[k + 10] != background).any(-1))
+        assert np.array_equal(
+            (tiles[k] != background).any(-1), (tiles[k + 10] != background).any(-1)
+        )
     sheet = contact_sheet(tmp_path / "sheet.png", tile=48)
     assert (tmp_path / "sheet.png").is_file() and sheet.size == (480, 2 * (48 + 16))
     assert class_name(13) == "pentagon+cross"
@@ -235,7 +239,9 @@ def test_loc_counts_any_class_present_in_the_cell():
     summary = metrics.summary()
     assert summary["loc"] == pytest.approx(100 * hits / cells)
     assert summary["loc_per_image"] == pytest.approx(100 * np.mean(per_image))
-    assert summary["top1"] == pytest.approx(100 * float((logits.argmax(1) == targets).float().mean()))
+    assert summary["top1"] == pytest.approx(
+        100 * float((logits.argmax(1) == targets).float().mean())
+    )
     # a readout naming a present class in every FG cell is perfect
     perfect = SyntheticMetrics()
     perfect.update(logits, presence.float().argmax(1), targets, presence)
@@ -247,7 +253,7 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     steps = 10
     values = [lr_at(recipe, s, steps) for s in range(4 * steps)]
     assert values[0] == pytest.approx(0.01) and values[steps - 1] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(values[steps:], values[steps + 1:]))
+    assert all(a >= b for a, b in zip(values[steps:], values[steps + 1 :], strict=False))
     assert lr_at(recipe, 4 * steps, steps) == pytest.approx(0.001)
 
 
@@ -255,7 +261,14 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
 
 
 def _tiny(**overrides):
-    base = dict(train_size=32, val_size=8, epochs=2, batch_size=16, input_size=32, eval_batch_size=8)
+    base = {
+        "train_size": 32,
+        "val_size": 8,
+        "epochs": 2,
+        "batch_size": 16,
+        "input_size": 32,
+        "eval_batch_size": 8,
+    }
     base.update(overrides)
     return get_recipe("cpu-resnet18", **base)
 
@@ -264,7 +277,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     torch.set_num_threads(1)  # bitwise-reproducible kernels for the comparison
     try:
         recipe = _tiny()
-        quiet = dict(progress=False, log=lambda message: None)
+        quiet = {"progress": False, "log": lambda message: None}
         straight = train(recipe, tmp_path / "a", **quiet)
         train(recipe, tmp_path / "b", max_epochs=1, **quiet)
         resumed = train(recipe, tmp_path / "b", **quiet)
@@ -273,7 +286,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     assert len(straight["epochs"]) == len(resumed["epochs"]) == 2
     a, _, _ = load_checkpoint(tmp_path / "a" / "last.pt")
     b, _, payload = load_checkpoint(tmp_path / "b" / "last.pt")
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=False):
         assert torch.equal(x, y), name
     assert payload["epoch"] == 2 and payload["step"] == 4
     assert straight["epochs"][-1]["val_loc"] == resumed["epochs"][-1]["val_loc"]
@@ -291,8 +304,14 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 def test_cli_generate_sheet_and_bad_recipe(tmp_path, capsys):
     from dense_readout.cli import main
 
-    assert main(["synthetic", "generate", str(tmp_path / "scenes"), "--count", "2", "--split", "test"]) == 0
-    assert read_scene(tmp_path / "scenes" / "test", 1).image.tobytes() == SceneGenerator(split="test")(1).image.tobytes()
+    assert (
+        main(["synthetic", "generate", str(tmp_path / "scenes"), "--count", "2", "--split", "test"])
+        == 0
+    )
+    assert (
+        read_scene(tmp_path / "scenes" / "test", 1).image.tobytes()
+        == SceneGenerator(split="test")(1).image.tobytes()
+    )
     assert main(["synthetic", "sheet", str(tmp_path / "sheet.png"), "--tile", "32"]) == 0
     assert (tmp_path / "sheet.png").is_file()
     assert main(["synthetic", "train", "--out", str(tmp_path / "run"), "--set", "epoch=1"]) == 2
@@ -300,8 +319,15 @@ def test_cli_generate_sheet_and_bad_recipe(tmp_path, capsys):
     assert main(["synthetic", "figures", str(tmp_path / "nothing")]) == 2
 
 
-@pytest.mark.parametrize("name, grid", [("cpu-resnet18", (6, 6)), ("cpu-vit-s32", (6, 6)),
-                                        ("paper-resnet18", (7, 7)), ("paper-vit-s32", (7, 7))])
+@pytest.mark.parametrize(
+    "name, grid",
+    [
+        ("cpu-resnet18", (6, 6)),
+        ("cpu-vit-s32", (6, 6)),
+        ("paper-resnet18", (7, 7)),
+        ("paper-vit-s32", (7, 7)),
+    ],
+)
 def test_recipes_build_exact_gap_classifiers_with_the_intended_grid(name, grid):
     from dense_readout import DenseReadout
     from dense_readout.experiments.synthetic_train import build_model, grid_size_of
@@ -310,7 +336,9 @@ def test_recipes_build_exact_gap_classifiers_with_the_intended_grid(name, grid):
     model = build_model(recipe).eval()
     assert grid_size_of(model, recipe.input_size) == grid
     readout = DenseReadout(model)
-    assert readout.exact, readout.adapter.exactness_note()  # ViT: fc_norm=False keeps the head affine
+    assert readout.exact, (
+        readout.adapter.exactness_note()
+    )  # ViT: fc_norm=False keeps the head affine
     if recipe.model.startswith("vit"):
         assert not model.has_class_token and model.global_pool == "avg"
     result = readout(torch.randn(1, 3, recipe.input_size, recipe.input_size))
@@ -318,30 +346,44 @@ def test_recipes_build_exact_gap_classifiers_with_the_intended_grid(name, grid):
 
 
 def test_streaming_and_in_memory_sources_give_the_same_batches():
-    from dense_readout.experiments.synthetic_train import StreamingScenes, SyntheticDataset, materialize
+    from dense_readout.experiments.synthetic_train import (
+        StreamingScenes,
+        SyntheticDataset,
+        materialize,
+    )
 
     dataset = SyntheticDataset(SceneGenerator(seed=2, split="val"), 10, 32, (2, 2))
     memory, stream = materialize(dataset), StreamingScenes(dataset, workers=0)
-    for a, b in zip(memory.train_batches(4, seed=1, epoch=3), stream.train_batches(4, seed=1, epoch=3), strict=True):
-        for x, y in zip(a, b):
+    for a, b in zip(
+        memory.train_batches(4, seed=1, epoch=3),
+        stream.train_batches(4, seed=1, epoch=3),
+        strict=True,
+    ):
+        for x, y in zip(a, b, strict=False):
             assert torch.equal(x, y)
     for a, b in zip(memory.eval_batches(4), stream.eval_batches(4), strict=True):
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=False):
             assert torch.equal(x, y)
     first = [t.clone() for t, _, _ in memory.train_batches(4, seed=1, epoch=0)]
     other = [t for t, _, _ in memory.train_batches(4, seed=1, epoch=1)]
-    assert len(first) == 2 and not all(torch.equal(x, y) for x, y in zip(first, other))  # reshuffled per epoch
+    assert len(first) == 2 and not all(
+        torch.equal(x, y) for x, y in zip(first, other, strict=False)
+    )  # reshuffled per epoch
 
 
 def test_committed_cpu_run_used_the_registered_recipe():
     from dataclasses import asdict
     from pathlib import Path
 
-    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "synthetic_cpu_resnet18.json"
+    results = (
+        Path(__file__).resolve().parents[1] / "docs" / "results" / "synthetic_cpu_resnet18.json"
+    )
     if not results.is_file():
         pytest.skip("no committed run")
     record = json.loads(results.read_text())
-    assert record["recipe"] == asdict(get_recipe("cpu-resnet18")), "recipe changed: rerun benchmarks/synthetic_cpu.py"
+    assert record["recipe"] == asdict(get_recipe("cpu-resnet18")), (
+        "recipe changed: rerun benchmarks/synthetic_cpu.py"
+    )
     epochs = record["history"]
     assert len(epochs) == record["recipe"]["epochs"] and record["final"] == epochs[-1]
     assert record["expected_top1_percent"] == pytest.approx(100 * expected_top1())

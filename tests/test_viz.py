@@ -37,7 +37,7 @@ def cell_pixel(box, grid, u, v, fu=0.5, fv=0.5):
     rows, cols = grid
     y = top + (u + fu) * (bottom - top) / rows
     x = left + (v + fv) * (right - left) / cols
-    return int(round(y)), int(round(x))
+    return round(y), round(x)
 
 
 def texts_of(axes):
@@ -75,7 +75,10 @@ def test_cells_are_tinted_by_class_colour_ranked_by_count():
     figure = plot_label_grid(np.full((96, 96, 3), GRAY), labels, cell_text="none", alpha=1.0)
     box = panel_box(figure)
     pixels = figure_to_array(figure).astype(int)
-    palette = {c: np.round(np.array(colour) * 255) for c, colour in zip([5, 9, 2], class_palette(3))}
+    palette = {
+        c: np.round(np.array(colour) * 255)
+        for c, colour in zip([5, 9, 2], class_palette(3), strict=False)
+    }
     for u in range(3):
         for v in range(3):
             got = pixels[cell_pixel(box, (3, 3), u, v, 0.3, 0.3)]
@@ -152,7 +155,12 @@ def test_probabilities_are_printed_under_names():
 
 def test_text_is_legible_at_224px_input():
     """7×7 grid from a 224 px input: every cell label is at least 7.5 pt at 100 dpi."""
-    names = ["dial telephone, dial phone", "French loaf", "espresso maker", "punching bag, punch bag"]
+    names = [
+        "dial telephone, dial phone",
+        "French loaf",
+        "espresso maker",
+        "punching bag, punch bag",
+    ]
     labels = np.arange(49).reshape(7, 7) % 4
     figure = plot_label_grid(np.zeros((224, 224, 3)), labels, names)
     sizes = [t.get_fontsize() for t in figure.axes[0].texts]
@@ -164,7 +172,9 @@ def test_text_is_legible_at_224px_input():
     width, height = figure.canvas.get_width_height()
     for text in figure.texts + figure.axes[0].texts + figure.axes[1].texts:
         extent = text.get_window_extent(renderer)
-        assert extent.x0 >= 0 and extent.y0 >= 0 and extent.x1 <= width and extent.y1 <= height, text.get_text()
+        assert extent.x0 >= 0 and extent.y0 >= 0 and extent.x1 <= width and extent.y1 <= height, (
+            text.get_text()
+        )
 
 
 def test_cell_labels_fit_inside_their_cells():
@@ -173,7 +183,7 @@ def test_cell_labels_fit_inside_their_cells():
     figure = plot_label_grid(np.zeros((224, 224, 3)), labels, names)
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
-    left, top, right, bottom = panel_box(figure)
+    left, _top, right, _bottom = panel_box(figure)
     cell = (right - left) / 7
     for text in figure.axes[0].texts:
         assert text.get_window_extent(renderer).width < cell, text.get_text()
@@ -197,7 +207,10 @@ def test_very_dense_grids_drop_cell_text_but_keep_colours():
     assert texts_of(figure.axes[0]) == []
     box = panel_box(figure)
     pixels = figure_to_array(figure).astype(int)
-    palette = {c: np.round(np.array(colour) * 255) for c, colour in zip([0, 1, 2], class_palette(3))}
+    palette = {
+        c: np.round(np.array(colour) * 255)
+        for c, colour in zip([0, 1, 2], class_palette(3), strict=False)
+    }
     for u in (0, 1, 2, 30, 63):
         got = pixels[cell_pixel(box, (64, 64), u, 10)]
         assert np.abs(got - palette[int(labels[u, 10])]).max() <= 12, (u, got)
@@ -205,7 +218,9 @@ def test_very_dense_grids_drop_cell_text_but_keep_colours():
 
 def test_classes_beyond_the_legend_are_grouped():
     labels = np.arange(25).reshape(5, 5)
-    figure = plot_label_grid(np.zeros((64, 64, 3)), labels, max_legend=5, cell_text="none", alpha=1.0)
+    figure = plot_label_grid(
+        np.zeros((64, 64, 3)), labels, max_legend=5, cell_text="none", alpha=1.0
+    )
     legend = texts_of(figure.axes[1])
     assert "20 other classes: 20" in legend
     assert sum(t.endswith(": 1") for t in legend) == 5
@@ -226,7 +241,9 @@ def test_accepts_pil_uint8_and_tensor_images():
     labels = np.zeros((2, 3), dtype=int)
     reference = figure_to_array(plot_label_grid(array, labels, cell_text="none"))
     for image in (Image.fromarray(array), torch.from_numpy(array).permute(2, 0, 1).float() / 255):
-        assert np.array_equal(figure_to_array(plot_label_grid(image, labels, cell_text="none")), reference)
+        assert np.array_equal(
+            figure_to_array(plot_label_grid(image, labels, cell_text="none")), reference
+        )
 
 
 @pytest.mark.parametrize(
@@ -260,7 +277,9 @@ def test_bad_options():
 def test_save_png_writes_what_is_rendered(tmp_path):
     labels = np.array([[0, 1], [1, 0]])
     expected = figure_to_array(plot_label_grid(np.zeros((64, 64, 3)), labels, ["a", "b"]))
-    path = save_png(plot_label_grid(np.zeros((64, 64, 3)), labels, ["a", "b"]), tmp_path / "sub" / "grid.png")
+    path = save_png(
+        plot_label_grid(np.zeros((64, 64, 3)), labels, ["a", "b"]), tmp_path / "sub" / "grid.png"
+    )
     written = np.asarray(Image.open(path).convert("RGB"))
     assert written.shape == expected.shape
     assert np.abs(written.astype(int) - expected.astype(int)).max() <= 1
@@ -275,12 +294,16 @@ def test_readout_figures_from_a_result():
     grid, heat = readout_figures(result, x[1], names, index=1, name="pic")
     top = int(result.logits[1].argmax())
     assert grid.texts[0].get_text().startswith(f"pic · image top-1: thing {top} (")
-    cell_texts = [t.get_text().replace("\n", " ") for t in grid.axes[0].texts if not t.get_text().endswith("%")]
+    cell_texts = [
+        t.get_text().replace("\n", " ")
+        for t in grid.axes[0].texts
+        if not t.get_text().endswith("%")
+    ]
     assert cell_texts == [f"thing {int(c)}" for c in result.labels()[1].flatten()]
     shown = heat.axes[0].images[1].get_array()
     # The heat layer is the bilinear upsampling of Z[top] of image 1.
     expected = torch.nn.functional.interpolate(
-        result.scores[1:2, top:top + 1], size=shown.shape, mode="bilinear", align_corners=False
+        result.scores[1:2, top : top + 1], size=shown.shape, mode="bilinear", align_corners=False
     )[0, 0].numpy()
     assert np.abs(np.asarray(shown) - expected).max() < 1e-4
     with pytest.raises(InputError, match="index"):

@@ -9,6 +9,8 @@ Example:
     torch.Size([1, 10, 7, 7])
 """
 
+from .adapters import ModelAdapter, register_adapter
+from .aggregation import aggregate, register_aggregation
 from .errors import (
     CheckpointError,
     DatasetError,
@@ -18,29 +20,27 @@ from .errors import (
     UnsupportedModelError,
 )
 from .readout import DenseReadout, ReadoutResult
-from .adapters import ModelAdapter, register_adapter
-from .aggregation import aggregate, register_aggregation
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DenseReadout",
-    "ReadoutResult",
-    "ModelAdapter",
-    "register_adapter",
-    "aggregate",
-    "register_aggregation",
-    "DenseReadoutError",
-    "InputError",
-    "UnsupportedModelError",
-    "ImageLoadError",
     "CheckpointError",
     "DatasetError",
+    "DenseReadout",
+    "DenseReadoutError",
+    "ImageLoadError",
+    "InputError",
+    "ModelAdapter",
+    "ReadoutResult",
+    "UnsupportedModelError",
     "__version__",
+    "aggregate",
+    "register_adapter",
+    "register_aggregation",
 ]
 
-from .images import load_image  # noqa: E402
-from .preprocessing import Preprocess  # noqa: E402
-from .pretrained import load_pretrained  # noqa: E402
+from .images import load_image
+from .preprocessing import Preprocess
+from .pretrained import load_pretrained
 
-__all__ += ["load_image", "Preprocess", "load_pretrained"]
+__all__ += ["Preprocess", "load_image", "load_pretrained"]

@@ -9,7 +9,7 @@ Private: the public entry points are :mod:`dense_readout.captum`,
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -17,7 +17,14 @@ from torch import Tensor
 from .adapters import ModelAdapter, affine_leaf
 from .errors import InputError
 
-__all__ = ["head_is_affine", "head_bias", "require_affine", "head_channels", "grid_from_layer_output", "scores_from_grid"]
+__all__ = [
+    "grid_from_layer_output",
+    "head_bias",
+    "head_channels",
+    "head_is_affine",
+    "require_affine",
+    "scores_from_grid",
+]
 
 
 def head_is_affine(adapter: ModelAdapter) -> bool:
@@ -49,8 +56,8 @@ def require_affine(adapter: ModelAdapter) -> None:
 
 def grid_from_layer_output(
     output: object,
-    reshape_transform: Optional[Callable[[Tensor], Tensor]],
-    channels: Optional[int] = None,
+    reshape_transform: Callable[[Tensor], Tensor] | None,
+    channels: int | None = None,
 ) -> Tensor:
     """A hooked layer output as a ``B×C×h×w`` grid, checked against the head's width."""
     if isinstance(output, (tuple, list)):
@@ -81,7 +88,7 @@ def scores_from_grid(adapter: ModelAdapter, grid: Tensor, include_bias: bool = T
     return scores
 
 
-def head_channels(adapter: ModelAdapter) -> Optional[int]:
+def head_channels(adapter: ModelAdapter) -> int | None:
     """Input width of the pointwise head, when the adapter can tell."""
     for module in adapter.head_modules():
         if isinstance(module, torch.nn.Linear):

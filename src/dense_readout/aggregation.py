@@ -15,43 +15,39 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from .errors import InputError
+from .registry import Registry
 
 AggregationRule = Callable[..., Tensor]
-_RULES: Dict[str, AggregationRule] = {}
+AGGREGATIONS: Registry[AggregationRule] = Registry(
+    "aggregation rule",
+    hint="Register your own with dense_readout.aggregation.register_aggregation.",
+)
 
-__all__ = ["aggregate", "register_aggregation", "available_aggregations"]
+__all__ = ["AGGREGATIONS", "aggregate", "available_aggregations", "register_aggregation"]
 
 
 def register_aggregation(name: str) -> Callable[[AggregationRule], AggregationRule]:
-    """Register ``fn(cells: B×K×N, **options) -> B×K`` under ``name``."""
-
-    def decorator(fn: AggregationRule) -> AggregationRule:
-        _RULES[name] = fn
-        return fn
-
-    return decorator
+    """Register ``fn(cells: B×K×N, **options) -> B×K`` under ``name`` (a decorator)."""
+    return AGGREGATIONS.register(name)
 
 
 def available_aggregations() -> list[str]:
-    return sorted(_RULES)
+    """Names of the registered rules (``AGGREGATIONS.names()``)."""
+    return AGGREGATIONS.names()
 
 
 def aggregate(scores: Tensor, rule: str = "mean", **options: float) -> Tensor:
     """Pool ``scores`` (``B×K×h×w``) over cells with ``rule``; returns ``B×K``."""
-    if rule not in _RULES:
-        raise InputError(
-            f"Unknown aggregation rule {rule!r}; choose one of {available_aggregations()} "
-            "or register your own with dense_readout.aggregation.register_aggregation."
-        )
+    pool = AGGREGATIONS.get(rule)
     if scores.dim() != 4:
         raise InputError(f"Expected scores of shape B×K×h×w, got {tuple(scores.shape)}.")
-    return _RULES[rule](scores.flatten(2), **options)
+    return pool(scores.flatten(2), **options)
 
 
 @register_aggregation("mean")

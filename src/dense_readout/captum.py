@@ -20,11 +20,16 @@ needs no gradient and gives every class in the same forward pass
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from captum._utils.common import _format_additional_forward_args, _format_tensor_into_tuples, _run_forward
+from captum._utils.common import (
+    _format_additional_forward_args,
+    _format_tensor_into_tuples,
+    _run_forward,
+)
 from captum.attr import LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
@@ -36,7 +41,7 @@ from .validation import check_images, check_targets
 
 __all__ = ["DenseReadoutAttribution"]
 
-TargetType = Union[None, int, Tuple[int, ...], Tensor, Sequence[Union[int, Tuple[int, ...]]]]
+TargetType = None | int | tuple[int, ...] | Tensor | Sequence[int | tuple[int, ...]]
 
 
 class DenseReadoutAttribution(LayerAttribution):
@@ -76,12 +81,12 @@ class DenseReadoutAttribution(LayerAttribution):
     def __init__(
         self,
         forward_func: Callable[..., Tensor],
-        layer: Optional[nn.Module] = None,
-        device_ids: Optional[List[int]] = None,
+        layer: nn.Module | None = None,
+        device_ids: list[int] | None = None,
         *,
-        model: Optional[nn.Module] = None,
-        reshape_transform: Optional[Callable[[Tensor], Tensor]] = None,
-        readout: Optional[DenseReadout] = None,
+        model: nn.Module | None = None,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
+        readout: DenseReadout | None = None,
     ) -> None:
         if model is None:
             if readout is not None:
@@ -119,9 +124,9 @@ class DenseReadoutAttribution(LayerAttribution):
     @log_usage()  # NoiseTunnel calls attribute.__wrapped__, which this decorator provides
     def attribute(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
-        additional_forward_args: Optional[object] = None,
+        additional_forward_args: object | None = None,
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = False,
         include_bias: bool = True,
@@ -129,7 +134,7 @@ class DenseReadoutAttribution(LayerAttribution):
         interpolate_mode: str = "bilinear",
         expand_to_inputs: bool = False,
         return_convergence_delta: bool = False,
-    ) -> Union[Tensor, Tuple[Tensor, ...], Tuple[Union[Tensor, Tuple[Tensor]], Tensor]]:
+    ) -> Tensor | tuple[Tensor, ...] | tuple[Tensor | tuple[Tensor], Tensor]:
         """Readout map(s) of the target class(es).
 
         Args:
@@ -184,13 +189,15 @@ class DenseReadoutAttribution(LayerAttribution):
                     raise InputError("expand_to_inputs=True needs one target class per example.")
                 scores = scores.expand(-1, formatted[0].shape[1], -1, -1)
             scores = scores.contiguous()
-        result: Union[Tensor, Tuple[Tensor]] = (scores,) if isinstance(inputs, tuple) else scores
+        result: Tensor | tuple[Tensor] = (scores,) if isinstance(inputs, tuple) else scores
         if not return_convergence_delta:
             return result
         return result, self._delta(full, output, index)
 
     # -- internals ----------------------------------------------------------------------
-    def _forward(self, inputs: Tuple[Tensor, ...], extra: Optional[Tuple[Any, ...]]) -> Tuple[Tensor, Tensor]:
+    def _forward(
+        self, inputs: tuple[Tensor, ...], extra: tuple[Any, ...] | None
+    ) -> tuple[Tensor, Tensor]:
         model = self.dense_readout.model
         if self.dense_readout.check_mode and model.training:
             raise InputError("The model is in training mode; call model.eval() before attributing.")
@@ -210,7 +217,7 @@ class DenseReadoutAttribution(LayerAttribution):
         return output, grid
 
     @staticmethod
-    def _delta(full: Tensor, output: object, index: Optional[Tensor]) -> Tensor:
+    def _delta(full: Tensor, output: object, index: Tensor | None) -> Tensor:
         if not isinstance(output, Tensor) or output.dim() != 2 or output.shape[1] != full.shape[1]:
             raise InputError(
                 "return_convergence_delta needs forward_func to return B×K logits; got "

@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from . import __version__
 
 COMMAND_MODULES = [
     "dense_readout.commands.explain",
     "dense_readout.commands.bench",
-    "dense_readout.commands.synthetic", "dense_readout.commands.coco",
+    "dense_readout.commands.synthetic",
+    "dense_readout.commands.coco",
     "dense_readout.commands.lrp",
 ]
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

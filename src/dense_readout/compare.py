@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,16 +49,16 @@ from .readout import DenseReadout
 from .validation import check_images, check_targets
 
 __all__ = [
-    "compare",
     "Comparison",
-    "MethodResult",
-    "MethodContext",
-    "register_method",
-    "available_methods",
-    "resolve_method",
-    "check_method_spec",
-    "postprocess",
     "GradientsUnavailableError",
+    "MethodContext",
+    "MethodResult",
+    "available_methods",
+    "check_method_spec",
+    "compare",
+    "postprocess",
+    "register_method",
+    "resolve_method",
 ]
 
 
@@ -74,14 +75,14 @@ class MethodContext:
 
     model: nn.Module
     readout: DenseReadout
-    options: Dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def target_layer(self) -> nn.Module:
         return self.readout.adapter.target_layer()
 
     @property
-    def reshape_transform(self) -> Optional[Callable[[Tensor], Tensor]]:
+    def reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
         return self.readout.adapter.reshape_transform()
 
 
@@ -94,7 +95,7 @@ class SaliencyMethod:
 
     name: str = "method"
     needs_gradients: bool = True
-    classes_per_call: Optional[int] = 1
+    classes_per_call: int | None = 1
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
         raise NotImplementedError
@@ -112,7 +113,7 @@ class _Registration:
     description: str
 
 
-_METHODS: Dict[str, _Registration] = {}
+_METHODS: dict[str, _Registration] = {}
 
 
 def _key(name: str) -> str:
@@ -144,7 +145,7 @@ def register_method(name: str, description: str = "") -> Callable[[MethodFactory
     return decorate
 
 
-def available_methods() -> Dict[str, str]:
+def available_methods() -> dict[str, str]:
     """Registered method names and their descriptions."""
     return {name: registration.description for name, registration in sorted(_METHODS.items())}
 
@@ -157,14 +158,16 @@ class ReadoutMethod(SaliencyMethod):
 
     needs_gradients = False
 
-    def __init__(self, readout: DenseReadout, include_bias: bool = True, name: str = "dense-readout") -> None:
+    def __init__(
+        self, readout: DenseReadout, include_bias: bool = True, name: str = "dense-readout"
+    ) -> None:
         if not include_bias:
             require_affine(readout.adapter)
         self.readout = readout
         self.include_bias = include_bias
         self.name = name
         self.classes_per_call = readout.num_classes
-        self.last_scores: Optional[Tensor] = None
+        self.last_scores: Tensor | None = None
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
         result = self.readout(inputs)
@@ -173,11 +176,15 @@ class ReadoutMethod(SaliencyMethod):
         if not self.include_bias:
             from ._cells import head_bias
 
-            maps = maps - head_bias(self.readout.adapter, result.features)[targets.to(maps.device)].view(-1, 1, 1)
+            maps = maps - head_bias(self.readout.adapter, result.features)[
+                targets.to(maps.device)
+            ].view(-1, 1, 1)
         return maps
 
 
-@register_method("dense-readout", "Z_k: the model's head applied to every cell (all classes in one pass)")
+@register_method(
+    "dense-readout", "Z_k: the model's head applied to every cell (all classes in one pass)"
+)
 def _readout_factory(context: MethodContext) -> SaliencyMethod:
     return ReadoutMethod(context.readout, include_bias=True, name="dense-readout")
 
@@ -190,12 +197,16 @@ def _cam_factory(context: MethodContext) -> SaliencyMethod:
 class CamMethod(SaliencyMethod):
     """Any pytorch-grad-cam ``BaseCAM`` subclass at the model's grid layer."""
 
-    def __init__(self, cam_class: type, context: MethodContext, name: Optional[str] = None, **options: Any) -> None:
+    def __init__(
+        self, cam_class: type, context: MethodContext, name: str | None = None, **options: Any
+    ) -> None:
         self.name = name or cam_class.__name__
-        self.cam = cam_class(context.model, [context.target_layer], context.reshape_transform, **options)
+        self.cam = cam_class(
+            context.model, [context.target_layer], context.reshape_transform, **options
+        )
         self.needs_gradients = bool(getattr(self.cam, "uses_gradients", True))
         self.classes_per_call = getattr(self.cam, "classes_per_call", 1)
-        self._raw: List[np.ndarray] = []
+        self._raw: list[np.ndarray] = []
         original = self.cam.get_cam_image
 
         def capture(*args: Any, **kwargs: Any) -> np.ndarray:
@@ -225,7 +236,13 @@ class CaptumMethod(SaliencyMethod):
     Input attributions (``B×C×H×W``) are summed over channels, keeping the sign.
     """
 
-    def __init__(self, attribution_class: type, context: MethodContext, name: Optional[str] = None, **options: Any) -> None:
+    def __init__(
+        self,
+        attribution_class: type,
+        context: MethodContext,
+        name: str | None = None,
+        **options: Any,
+    ) -> None:
         from captum.attr import GradientAttribution, LayerAttribution
 
         self.name = name or attribution_class.__name__
@@ -256,27 +273,40 @@ class CaptumMethod(SaliencyMethod):
         return maps.detach().sum(dim=1)
 
 
-def _grad_cam_classes() -> Dict[str, Tuple[str, str]]:
+def _grad_cam_classes() -> dict[str, tuple[str, str]]:
     return {
         "gradcam": ("GradCAM", "Selvaraju et al. 2017: mean-gradient channel weights"),
-        "hirescam": ("HiResCAM", "Draelos & Carin 2020: gradient x activation, summed over channels"),
+        "hirescam": (
+            "HiResCAM",
+            "Draelos & Carin 2020: gradient x activation, summed over channels",
+        ),
         "gradcam++": ("GradCAMPlusPlus", "Chattopadhay et al. 2018: second-order channel weights"),
         "xgradcam": ("XGradCAM", "Fu et al. 2020: axiom-based channel weights"),
         "layercam": ("LayerCAM", "Jiang et al. 2021: ReLU(gradient) x activation"),
-        "eigencam": ("EigenCAM", "Muhammad & Yeasin 2020: first principal component (class-agnostic)"),
+        "eigencam": (
+            "EigenCAM",
+            "Muhammad & Yeasin 2020: first principal component (class-agnostic)",
+        ),
         "eigengradcam": ("EigenGradCAM", "first principal component of gradient x activation"),
         "scorecam": ("ScoreCAM", "Wang et al. 2020: one forward pass per channel (slow)"),
-        "ablationcam": ("AblationCAM", "Desai & Ramaswamy 2020: one forward pass per channel (slow)"),
+        "ablationcam": (
+            "AblationCAM",
+            "Desai & Ramaswamy 2020: one forward pass per channel (slow)",
+        ),
     }
 
 
 def _register_grad_cam() -> None:
     for key, (class_name, description) in _grad_cam_classes().items():
 
-        def factory(context: MethodContext, _class_name: str = class_name, _key: str = key) -> SaliencyMethod:
+        def factory(
+            context: MethodContext, _class_name: str = class_name, _key: str = key
+        ) -> SaliencyMethod:
             import pytorch_grad_cam
 
-            return CamMethod(getattr(pytorch_grad_cam, _class_name), context, name=_key, **context.options)
+            return CamMethod(
+                getattr(pytorch_grad_cam, _class_name), context, name=_key, **context.options
+            )
 
         register_method(key, f"pytorch-grad-cam {class_name}: {description}")(factory)
 
@@ -284,7 +314,10 @@ def _register_grad_cam() -> None:
 _register_grad_cam()
 
 
-@register_method("dense-readout-cam", "pytorch-grad-cam path of the readout (DenseReadoutCAM; same raw map as dense-readout)")
+@register_method(
+    "dense-readout-cam",
+    "pytorch-grad-cam path of the readout (DenseReadoutCAM; same raw map as dense-readout)",
+)
 def _readout_cam_factory(context: MethodContext) -> SaliencyMethod:
     from .gradcam import DenseReadoutCAM
 
@@ -297,7 +330,10 @@ def _readout_cam_factory(context: MethodContext) -> SaliencyMethod:
     return method
 
 
-@register_method("layergradcam", "Captum LayerGradCam at the grid layer (signed; = (Z_k - b_k)/N on GAP-linear models)")
+@register_method(
+    "layergradcam",
+    "Captum LayerGradCam at the grid layer (signed; = (Z_k - b_k)/N on GAP-linear models)",
+)
 def _layergradcam_factory(context: MethodContext) -> SaliencyMethod:
     from captum.attr import LayerGradCam
 
@@ -306,13 +342,13 @@ def _layergradcam_factory(context: MethodContext) -> SaliencyMethod:
 
 # -- resolving a method spec ------------------------------------------------------------------
 
-MethodSpec = Union[str, type, SaliencyMethod, Callable[[Tensor, Tensor], Tensor], Tuple[str, Any]]
+MethodSpec = str | type | SaliencyMethod | Callable[[Tensor, Tensor], Tensor] | tuple[str, Any]
 
 
 def resolve_method(spec: MethodSpec, context: MethodContext) -> SaliencyMethod:
     """Turn a name, class, callable or ``(label, spec)`` pair into a ready method."""
     check_method_spec(spec)
-    label: Optional[str] = None
+    label: str | None = None
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
         label, spec = spec
     if isinstance(spec, str):
@@ -408,14 +444,14 @@ class _CallableMethod(SaliencyMethod):
 
 # -- post-processing ----------------------------------------------------------------------------
 
-_SIGNS: Dict[str, Callable[[Tensor], Tensor]] = {
+_SIGNS: dict[str, Callable[[Tensor], Tensor]] = {
     "positive": lambda maps: maps.clamp(min=0),
     "absolute": torch.abs,
     "all": lambda maps: maps,
 }
 
 
-def postprocess(raw: Tensor, size: Tuple[int, int], sign: str = "positive") -> Tensor:
+def postprocess(raw: Tensor, size: tuple[int, int], sign: str = "positive") -> Tensor:
     """The common post-processing: sign handling → bilinear resize → min–max per image.
 
     Example:
@@ -434,7 +470,9 @@ def postprocess(raw: Tensor, size: Tuple[int, int], sign: str = "positive") -> T
         raise InputError(f"A method returned maps of shape {tuple(maps.shape)}; expected B×h×w.")
     maps = _SIGNS[sign](maps)
     if tuple(maps.shape[-2:]) != tuple(size):
-        maps = F.interpolate(maps.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+        maps = F.interpolate(
+            maps.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False
+        )[:, 0]
     low = maps.amin(dim=(1, 2), keepdim=True)
     span = maps.amax(dim=(1, 2), keepdim=True) - low
     return torch.where(span > 0, (maps - low) / span.clamp(min=1e-12), torch.zeros_like(maps))
@@ -449,13 +487,13 @@ class MethodResult:
     wall ``seconds`` (median over repeats), and ``error`` if it failed."""
 
     name: str
-    maps: Optional[Tensor] = None
-    raw: Optional[Tensor] = None
+    maps: Tensor | None = None
+    raw: Tensor | None = None
     seconds: float = float("nan")
-    times: List[float] = field(default_factory=list)
-    classes_per_call: Optional[int] = 1
-    needs_gradients: Optional[bool] = None
-    error: Optional[str] = None
+    times: list[float] = field(default_factory=list)
+    classes_per_call: int | None = 1
+    needs_gradients: bool | None = None
+    error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -475,52 +513,67 @@ class Comparison:
 
     inputs: Tensor
     targets: Tensor
-    results: Dict[str, MethodResult]
-    settings: Dict[str, Any]
+    results: dict[str, MethodResult]
+    settings: dict[str, Any]
     images: np.ndarray
 
     @property
-    def maps(self) -> Dict[str, Tensor]:
+    def maps(self) -> dict[str, Tensor]:
         """Post-processed maps of the methods that ran."""
         return {name: r.maps for name, r in self.results.items() if r.ok and r.maps is not None}
 
     @property
-    def seconds(self) -> Dict[str, float]:
+    def seconds(self) -> dict[str, float]:
         """Wall time per method (median over repeats), seconds for the whole batch."""
         return {name: r.seconds for name, r in self.results.items() if r.ok}
 
     @property
-    def failures(self) -> Dict[str, str]:
+    def failures(self) -> dict[str, str]:
         """Methods that failed on this model, with the reason."""
         return {name: r.error for name, r in self.results.items() if not r.ok}  # type: ignore[misc]
 
-    def table(self, reference_seconds: Optional[float] = None) -> str:
+    def table(self, reference_seconds: float | None = None) -> str:
         """A markdown table: method, seconds, ratio to ``reference_seconds``, classes per call."""
-        lines = ["| method | seconds (batch) | × reference | classes per call | status |", "|---|---|---|---|---|"]
+        lines = [
+            "| method | seconds (batch) | × reference | classes per call | status |",
+            "|---|---|---|---|---|",
+        ]
         for name, r in self.results.items():
             ratio = f"{r.seconds / reference_seconds:.1f}" if reference_seconds and r.ok else "—"
             seconds = f"{r.seconds:.3f}" if r.ok else "—"
             status = "ok" if r.ok else f"failed: {r.error}"
-            lines.append(f"| {name} | {seconds} | {ratio} | {r.classes_per_call or '—'} | {status} |")
+            lines.append(
+                f"| {name} | {seconds} | {ratio} | {r.classes_per_call or '—'} | {status} |"
+            )
         return "\n".join(lines)
 
-    def figure(self, class_names: Optional[Sequence[str]] = None, max_images: Optional[int] = None,
-               panel_size: float = 2.2, cmap: str = "jet", alpha: float = 0.5, show_seconds: bool = False):
+    def figure(
+        self,
+        class_names: Sequence[str] | None = None,
+        max_images: int | None = None,
+        panel_size: float = 2.2,
+        cmap: str = "jet",
+        alpha: float = 0.5,
+        show_seconds: bool = False,
+    ):
         """Side-by-side figure: one row per image, the image then one panel per method.
 
         ``show_seconds`` adds each method's wall time (of this one call, no warm-up)
         to its title; for speed claims use ``benchmarks/compare_speed.py``.
         """
-        import matplotlib
+        import matplotlib as mpl
 
-        matplotlib.use("Agg", force=False)
+        mpl.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
         names = list(self.maps)
-        count = self.images.shape[0] if max_images is None else min(max_images, self.images.shape[0])
+        count = (
+            self.images.shape[0] if max_images is None else min(max_images, self.images.shape[0])
+        )
         columns = 1 + len(names)
-        fig, axes = plt.subplots(count, columns, figsize=(panel_size * columns, panel_size * count + 0.3),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            count, columns, figsize=(panel_size * columns, panel_size * count + 0.3), squeeze=False
+        )
         for row in range(count):
             target = int(self.targets[row])
             label = class_names[target] if class_names is not None else f"class {target}"
@@ -528,7 +581,9 @@ class Comparison:
             axes[row, 0].set_title(label[:28], fontsize=8)
             for column, name in enumerate(names, start=1):
                 axes[row, column].imshow(self.images[row])
-                axes[row, column].imshow(self.maps[name][row].numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+                axes[row, column].imshow(
+                    self.maps[name][row].numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1
+                )
                 title = name
                 if show_seconds and row == 0:
                     title = f"{name}\n{self.results[name].seconds * 1000:.0f} ms"
@@ -553,16 +608,16 @@ class Comparison:
 def compare(
     model: nn.Module,
     inputs: Tensor,
-    targets: Union[None, int, Sequence[int], Tensor] = None,
+    targets: int | Sequence[int] | Tensor | None = None,
     methods: Sequence[MethodSpec] = ("dense-readout", "cam", "gradcam", "hirescam", "layergradcam"),
     *,
-    size: Optional[Tuple[int, int]] = None,
+    size: tuple[int, int] | None = None,
     sign: str = "positive",
     repeats: int = 1,
     errors: str = "report",
-    display: Union[None, Callable[[Tensor], Tensor], Tensor, np.ndarray] = None,
-    readout: Optional[DenseReadout] = None,
-    options: Optional[Dict[str, Dict[str, Any]]] = None,
+    display: Callable[[Tensor], Tensor] | Tensor | np.ndarray | None = None,
+    readout: DenseReadout | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
 ) -> Comparison:
     """Run the dense readout and other saliency methods on the same inputs and targets.
 
@@ -609,7 +664,7 @@ def compare(
 
     for spec in methods:  # fail fast, before running any (possibly slow) method
         check_method_spec(spec)
-    results: Dict[str, MethodResult] = {}
+    results: dict[str, MethodResult] = {}
     for spec in methods:
         name = _spec_name(spec)
         context = MethodContext(model, readout, dict(options.get(_key(name), {})))
@@ -629,7 +684,9 @@ def compare(
         "timing": f"wall seconds for the batch of {inputs.shape[0]}, median of {repeats}",
         "threads": torch.get_num_threads(),
     }
-    return Comparison(inputs.detach().cpu(), index, results, settings, _display_images(inputs, display))
+    return Comparison(
+        inputs.detach().cpu(), index, results, settings, _display_images(inputs, display)
+    )
 
 
 def _spec_name(spec: MethodSpec) -> str:
@@ -642,14 +699,25 @@ def _spec_name(spec: MethodSpec) -> str:
     return getattr(spec, "name", None) or getattr(spec, "__name__", type(spec).__name__)
 
 
-def _run_one(spec: MethodSpec, name: str, context: MethodContext, inputs: Tensor, targets: Tensor,
-             size: Tuple[int, int], sign: str, repeats: int) -> MethodResult:
+def _run_one(
+    spec: MethodSpec,
+    name: str,
+    context: MethodContext,
+    inputs: Tensor,
+    targets: Tensor,
+    size: tuple[int, int],
+    sign: str,
+    repeats: int,
+) -> MethodResult:
     try:
         method = resolve_method(spec, context)
-    except Exception as error:  # noqa: BLE001 - a method that cannot be built is reported
+    except Exception as error:
         return MethodResult(name=name, error=f"{type(error).__name__}: {error}")
-    outcome = MethodResult(name=method.name or name, classes_per_call=method.classes_per_call,
-                           needs_gradients=method.needs_gradients)
+    outcome = MethodResult(
+        name=method.name or name,
+        classes_per_call=method.classes_per_call,
+        needs_gradients=method.needs_gradients,
+    )
     try:
         if method.needs_gradients and torch.is_inference_mode_enabled():
             raise GradientsUnavailableError(
@@ -668,7 +736,7 @@ def _run_one(spec: MethodSpec, name: str, context: MethodContext, inputs: Tensor
             outcome.raw = outcome.raw[:, 0]
         outcome.maps = postprocess(outcome.raw, size, sign)
         outcome.seconds = statistics.median(outcome.times)
-    except Exception as error:  # noqa: BLE001 - a method failing on this model is reported
+    except Exception as error:
         outcome.error = f"{type(error).__name__}: {error}"
         outcome.maps = None
     finally:

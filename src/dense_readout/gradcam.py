@@ -24,7 +24,7 @@ gives the top-1 class of every cell, which no CAM method provides.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -75,12 +75,12 @@ class DenseReadoutCAM(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        target_layers: Optional[List[nn.Module]] = None,
-        reshape_transform: Optional[Callable[[Tensor], Tensor]] = None,
+        target_layers: list[nn.Module] | None = None,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
         *,
         include_bias: bool = True,
-        readout: Optional[DenseReadout] = None,
-        tta_transforms: Optional[object] = None,
+        readout: DenseReadout | None = None,
+        tta_transforms: object | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -102,8 +102,8 @@ class DenseReadoutCAM(BaseCAM):
         if not self.include_bias:  # fail now, not at the first call
             require_affine(adapter)
         self._channels = head_channels(adapter)
-        self.last_scores: Optional[Tensor] = None
-        self.last_raw_cams: Optional[Tensor] = None
+        self.last_scores: Tensor | None = None
+        self.last_raw_cams: Tensor | None = None
         super().__init__(
             model,
             list(target_layers),
@@ -116,7 +116,7 @@ class DenseReadoutCAM(BaseCAM):
     def forward(
         self,
         input_tensor: Tensor,
-        targets: Optional[Sequence[Callable[[Tensor], Tensor]]],
+        targets: Sequence[Callable[[Tensor], Tensor]] | None,
         eigen_smooth: bool = False,
     ) -> np.ndarray:
         """Validate, then run BaseCAM's forward without recording a graph."""
@@ -139,9 +139,9 @@ class DenseReadoutCAM(BaseCAM):
         self,
         input_tensor: Tensor,
         target_layer: nn.Module,
-        targets: List[Callable[[Tensor], Tensor]],
+        targets: list[Callable[[Tensor], Tensor]],
         activations: np.ndarray,
-        grads: Optional[np.ndarray],
+        grads: np.ndarray | None,
         eigen_smooth: bool = False,
     ) -> np.ndarray:
         """Per-cell target values of the readout, ``B×h×w`` (signed, before ReLU/min–max)."""
@@ -161,7 +161,7 @@ class DenseReadoutCAM(BaseCAM):
         self.last_raw_cams = cams.detach()
         return cams.detach().float().cpu().numpy()
 
-    def _eigen_cams(self, grid: Tensor, targets: List[Callable[[Tensor], Tensor]]) -> Tensor:
+    def _eigen_cams(self, grid: Tensor, targets: list[Callable[[Tensor], Tensor]]) -> Tensor:
         """First principal component of the per-channel contributions ``∂t/∂h ⊙ h`` per cell.
 
         For a linear head and ``ClassifierOutputTarget(k)`` the contributions are
@@ -190,10 +190,12 @@ class DenseReadoutCAM(BaseCAM):
     def label_grid(self) -> Tensor:
         """Top-1 class of every cell of the last call, ``B×h×w`` (int64)."""
         if self.last_scores is None:
-            raise InputError("Call the CAM on a batch first; label_grid() reads that call's scores.")
+            raise InputError(
+                "Call the CAM on a batch first; label_grid() reads that call's scores."
+            )
         return self.last_scores.argmax(dim=1)
 
-    def readout(self, input_tensor: Tensor) -> "object":
+    def readout(self, input_tensor: Tensor) -> object:
         """The full :class:`~dense_readout.ReadoutResult` (all classes, all cells) of a batch."""
         return self.dense_readout(input_tensor)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["imagenet_class_names", "class_name"]
+__all__ = ["class_name", "imagenet_class_names"]
 
 
 @lru_cache(maxsize=1)

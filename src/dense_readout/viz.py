@@ -25,8 +25,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -36,18 +36,18 @@ from torch import Tensor
 from .errors import InputError
 
 __all__ = [
-    "short_name",
     "class_palette",
-    "plot_label_grid",
-    "plot_heatmap",
-    "readout_figures",
-    "save_png",
     "figure_to_array",
     "panel_box",
+    "plot_heatmap",
+    "plot_label_grid",
+    "readout_figures",
+    "save_png",
+    "short_name",
 ]
 
-ImageLike = Union[Image.Image, np.ndarray, Tensor]
-GridLike = Union[np.ndarray, Tensor, Sequence[Sequence[int]]]
+ImageLike = Image.Image | np.ndarray | Tensor
+GridLike = np.ndarray | Tensor | Sequence[Sequence[int]]
 
 _DPI = 100
 _FONT = "DejaVu Sans"
@@ -82,7 +82,7 @@ def class_palette(count: int) -> list[tuple[float, float, float]]:
     return colours[:count]
 
 
-def _name_of(index: int, class_names: Optional[Sequence[str]]) -> str:
+def _name_of(index: int, class_names: Sequence[str] | None) -> str:
     if class_names is not None and 0 <= index < len(class_names):
         return short_name(class_names[index])
     return str(index)
@@ -155,7 +155,9 @@ def _upscaled(image: np.ndarray, panel_px: int) -> np.ndarray:
 class _Layout:
     """Fixed layout in pixels: title band, square-ish image panel, optional side panel."""
 
-    def __init__(self, panel_w: int, panel_h: int, side_px: int, title_lines: int, bottom_px: int = 12):
+    def __init__(
+        self, panel_w: int, panel_h: int, side_px: int, title_lines: int, bottom_px: int = 12
+    ):
         self.margin = 12
         self.title_px = 0 if title_lines == 0 else 14 + 24 * title_lines
         self.panel_w, self.panel_h = panel_w, panel_h
@@ -168,7 +170,9 @@ class _Layout:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(self.width / _DPI, self.height / _DPI), dpi=_DPI, facecolor="white")
+        figure = Figure(
+            figsize=(self.width / _DPI, self.height / _DPI), dpi=_DPI, facecolor="white"
+        )
         FigureCanvasAgg(figure)
         return figure
 
@@ -186,11 +190,17 @@ class _Layout:
         return 1 - 10 / self.height
 
 
-def _add_title(figure, layout: _Layout, title: Optional[str]) -> None:
+def _add_title(figure, layout: _Layout, title: str | None) -> None:
     if title:
         figure.text(
-            layout.margin / layout.width, layout.title_y(), title, ha="left", va="top",
-            fontsize=13, family=_FONT, linespacing=1.35,
+            layout.margin / layout.width,
+            layout.title_y(),
+            title,
+            ha="left",
+            va="top",
+            fontsize=13,
+            family=_FONT,
+            linespacing=1.35,
         )
 
 
@@ -223,7 +233,7 @@ def _wrap(words: list[str], lines: int) -> list[str]:
     out: list[str] = []
     current: list[str] = []
     for word in words:
-        candidate = " ".join(current + [word])
+        candidate = " ".join([*current, word])
         if current and len(candidate) > target * 1.15 and len(out) < lines - 1:
             out.append(" ".join(current))
             current = [word]
@@ -241,7 +251,9 @@ def _fit_label(name: str, cell_w_pt: float, cell_h_pt: float, max_size: float) -
         wrapped = _wrap(words, lines)
         wrapped = [line.replace("- ", "-") for line in wrapped]
         widest = max(_text_width(line) for line in wrapped)
-        size = min(max_size, 0.8 * cell_w_pt / max(widest, 1e-6), 0.8 * cell_h_pt / (1.2 * len(wrapped)))
+        size = min(
+            max_size, 0.8 * cell_w_pt / max(widest, 1e-6), 0.8 * cell_h_pt / (1.2 * len(wrapped))
+        )
         if size > best[1] + 0.25:
             best = ("\n".join(wrapped), size)
     return best
@@ -257,10 +269,10 @@ def _outline(width: float = 2.5):
 def plot_label_grid(
     image: ImageLike,
     labels: GridLike,
-    class_names: Optional[Sequence[str]] = None,
+    class_names: Sequence[str] | None = None,
     *,
-    probabilities: Optional[GridLike] = None,
-    title: Optional[str] = None,
+    probabilities: GridLike | None = None,
+    title: str | None = None,
     cell_text: str = "auto",
     max_legend: int = 18,
     panel_px: int = 800,
@@ -303,7 +315,9 @@ def plot_label_grid(
         raise InputError(f"max_legend must be >= 1, got {max_legend}.")
     picture = _upscaled(_as_rgb_array(image), panel_px)
     grid = _as_grid(labels, "labels", integer=True)
-    probs = None if probabilities is None else _as_grid(probabilities, "probabilities", integer=False)
+    probs = (
+        None if probabilities is None else _as_grid(probabilities, "probabilities", integer=False)
+    )
     if probs is not None and probs.shape != grid.shape:
         raise InputError(f"probabilities {probs.shape} and labels {grid.shape} differ in shape.")
     rows, cols = grid.shape
@@ -311,10 +325,12 @@ def plot_label_grid(
     cell_w, cell_h = width / cols, height / rows
 
     classes, counts = np.unique(grid, return_counts=True)
-    order = sorted(zip(classes.tolist(), counts.tolist()), key=lambda item: (-item[1], item[0]))
+    order = sorted(
+        zip(classes.tolist(), counts.tolist(), strict=False), key=lambda item: (-item[1], item[0])
+    )
     shown = order[:max_legend]
     others = order[max_legend:]
-    colour_of = dict(zip((c for c, _ in shown), class_palette(len(shown))))
+    colour_of = dict(zip((c for c, _ in shown), class_palette(len(shown)), strict=False))
     key_of = {c: i + 1 for i, (c, _) in enumerate(shown)}
 
     # Decide what the cells say, at one font size for the whole grid.
@@ -325,7 +341,9 @@ def plot_label_grid(
     mode = cell_text
     if mode in ("auto", "name"):
         usable_h = cell_h_pt * (0.72 if prob_room else 1.0)
-        texts = {c: _fit_label(_name_of(c, class_names), cell_w_pt, usable_h, max_size) for c, _ in order}
+        texts = {
+            c: _fit_label(_name_of(c, class_names), cell_w_pt, usable_h, max_size) for c, _ in order
+        }
         smallest = min(size for _, size in texts.values())
         if mode == "auto" and smallest < min_font:
             mode = "key"
@@ -368,12 +386,28 @@ def plot_label_grid(
             if prob_font is not None:
                 offset = -0.12 * cell_h
                 axes.text(
-                    cx, y0 + cell_h * 0.84, f"{100 * probs[u, v]:.0f}%", ha="center", va="center",
-                    fontsize=prob_font, color="white", family=_FONT, path_effects=_outline(2.0),
+                    cx,
+                    y0 + cell_h * 0.84,
+                    f"{100 * probs[u, v]:.0f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=prob_font,
+                    color="white",
+                    family=_FONT,
+                    path_effects=_outline(2.0),
                 )
             axes.text(
-                cx, cy + offset, label, ha="center", va="center", fontsize=font, color="white",
-                family=_FONT, fontweight="bold", linespacing=1.05, path_effects=_outline(),
+                cx,
+                cy + offset,
+                label,
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white",
+                family=_FONT,
+                fontweight="bold",
+                linespacing=1.05,
+                path_effects=_outline(),
             )
 
     # Thin lines on every cell boundary, thick ones where the top-1 class changes.
@@ -392,18 +426,33 @@ def plot_label_grid(
                 borders.append([(v * cell_w, y), ((v + 1) * cell_w, y)])
     if borders:
         thick = min(2.6, max(thin, cell_w / 30))
-        axes.add_collection(LineCollection(borders, colors="white", linewidths=thick, capstyle="round"))
+        axes.add_collection(
+            LineCollection(borders, colors="white", linewidths=thick, capstyle="round")
+        )
     axes.set_xlim(0, width)
     axes.set_ylim(height, 0)
 
     note = ("class" if class_names is None else "name (id)") + ": number of cells"
     if prob_font is not None:
         note += "\n% in a cell: its softmax probability\nof its top-1 class"
-    _draw_legend(figure, layout, shown, others, colour_of, key_of, class_names, rows * cols, mode == "key", note)
+    _draw_legend(
+        figure,
+        layout,
+        shown,
+        others,
+        colour_of,
+        key_of,
+        class_names,
+        rows * cols,
+        mode == "key",
+        note,
+    )
     return figure
 
 
-def _draw_legend(figure, layout, shown, others, colour_of, key_of, class_names, total, keyed, note) -> None:
+def _draw_legend(
+    figure, layout, shown, others, colour_of, key_of, class_names, total, keyed, note
+) -> None:
     from matplotlib.patches import Rectangle
 
     legend = figure.add_axes(layout.side_rect())
@@ -411,21 +460,52 @@ def _draw_legend(figure, layout, shown, others, colour_of, key_of, class_names, 
     legend.set_xlim(0, layout.side_px)
     legend.set_ylim(layout.panel_h, 0)
     entries = [(c, n) for c, n in shown] + ([(-1, sum(n for _, n in others))] if others else [])
-    row_px = min(34.0, (layout.panel_h - 40 - (24 * (note.count(chr(10)) + 1) if note else 0)) / max(len(entries), 1))
+    row_px = min(
+        34.0,
+        (layout.panel_h - 40 - (24 * (note.count(chr(10)) + 1) if note else 0))
+        / max(len(entries), 1),
+    )
     size = min(12.0, row_px * 0.42)
-    legend.text(0, 6, f"top-1 class per cell ({total} cells)", fontsize=size, va="top", family=_FONT,
-                fontweight="bold")
+    legend.text(
+        0,
+        6,
+        f"top-1 class per cell ({total} cells)",
+        fontsize=size,
+        va="top",
+        family=_FONT,
+        fontweight="bold",
+    )
     y = 6 + row_px * 1.1
     if note:
-        legend.text(0, layout.panel_h - 4, note, fontsize=min(size, 10.5), va="bottom", family=_FONT,
-                    color="0.25", linespacing=1.3)
+        legend.text(
+            0,
+            layout.panel_h - 4,
+            note,
+            fontsize=min(size, 10.5),
+            va="bottom",
+            family=_FONT,
+            color="0.25",
+            linespacing=1.3,
+        )
     for c, count in entries:
         colour = colour_of.get(c, _OTHER_COLOUR)
         box = row_px * 0.62
-        legend.add_patch(Rectangle((0, y), box * 1.4, box, facecolor=colour, edgecolor="black", linewidth=0.5))
+        legend.add_patch(
+            Rectangle((0, y), box * 1.4, box, facecolor=colour, edgecolor="black", linewidth=0.5)
+        )
         if keyed and c in key_of:
-            legend.text(box * 0.7, y + box / 2, str(key_of[c]), ha="center", va="center", fontsize=size * 0.85,
-                        color="white", family=_FONT, fontweight="bold", path_effects=_outline(2.0))
+            legend.text(
+                box * 0.7,
+                y + box / 2,
+                str(key_of[c]),
+                ha="center",
+                va="center",
+                fontsize=size * 0.85,
+                color="white",
+                family=_FONT,
+                fontweight="bold",
+                path_effects=_outline(2.0),
+            )
         if c == -1:
             name = f"{len(others)} other classes"
         else:
@@ -444,10 +524,10 @@ def plot_heatmap(
     image: ImageLike,
     score_map: GridLike,
     *,
-    title: Optional[str] = None,
+    title: str | None = None,
     value_label: str = "per-cell score",
     cmap: str = "turbo",
-    centre: Optional[float] = None,
+    centre: float | None = None,
     alpha: float = 0.5,
     show_grid: bool = True,
     panel_px: int = 800,
@@ -492,25 +572,39 @@ def plot_heatmap(
         low, high = low - 0.5, high + 0.5
     norm = Normalize(vmin=low, vmax=high)
 
-    layout = _Layout(width, height, side_px=110, title_lines=(title.count("\n") + 1) if title else 0)
+    layout = _Layout(
+        width, height, side_px=110, title_lines=(title.count("\n") + 1) if title else 0
+    )
     figure = layout.figure()
     _add_title(figure, layout, title)
     axes = _image_axes(figure, layout, picture)
     # Bilinear upsampling with cell centres at ((v + 0.5)·W/w, (u + 0.5)·H/h), edges clamped
     # (align_corners=False), so every value sits over the cell it belongs to.
     upsampled = torch.nn.functional.interpolate(
-        torch.from_numpy(scores)[None, None].float(), size=(height, width), mode="bilinear", align_corners=False
+        torch.from_numpy(scores)[None, None].float(),
+        size=(height, width),
+        mode="bilinear",
+        align_corners=False,
     )[0, 0].numpy()
     heat = axes.imshow(
-        upsampled, extent=(0, width, height, 0), cmap=cmap, norm=norm, alpha=alpha,
-        interpolation="none", aspect="auto",
+        upsampled,
+        extent=(0, width, height, 0),
+        cmap=cmap,
+        norm=norm,
+        alpha=alpha,
+        interpolation="none",
+        aspect="auto",
     )
     if show_grid:
         from matplotlib.collections import LineCollection
 
         lines = [[(v * width / cols, 0), (v * width / cols, height)] for v in range(1, cols)]
         lines += [[(0, u * height / rows), (width, u * height / rows)] for u in range(1, rows)]
-        axes.add_collection(LineCollection(lines, colors="black", alpha=0.25, linewidths=min(0.6, width / cols / 12)))
+        axes.add_collection(
+            LineCollection(
+                lines, colors="black", alpha=0.25, linewidths=min(0.6, width / cols / 12)
+            )
+        )
     axes.set_xlim(0, width)
     axes.set_ylim(height, 0)
 
@@ -527,10 +621,10 @@ def plot_heatmap(
 def readout_figures(
     result,
     image: ImageLike,
-    class_names: Optional[Sequence[str]] = None,
+    class_names: Sequence[str] | None = None,
     *,
     index: int = 0,
-    target: Optional[int] = None,
+    target: int | None = None,
     name: str = "",
 ):
     """Label grid and heatmap figures of image ``index`` of a :class:`ReadoutResult`.
@@ -563,20 +657,25 @@ def readout_figures(
         f"{prefix}image top-1: {top_name} ({100 * float(image_probs[top]):.1f}%)\n"
         f"top-1 class of each of the {h}×{w} cells ({exactness})"
     )
-    grid_figure = plot_label_grid(image, labels, class_names, probabilities=top_probs, title=grid_title)
+    grid_figure = plot_label_grid(
+        image, labels, class_names, probabilities=top_probs, title=grid_title
+    )
     heat_title = (
         f"{prefix}evidence for {top_name}" + (f" ({top})" if class_names is not None else "") + "\n"
         f"per-cell logit Z of the class, {h}×{w} grid upsampled bilinearly"
     )
     heat_figure = plot_heatmap(
-        image, result.class_map(top)[index].detach(), title=heat_title,
+        image,
+        result.class_map(top)[index].detach(),
+        title=heat_title,
         value_label=f"Z[{top}] per cell (logit units; cells average to the image logit)"
-        if result.exact else f"Z[{top}] per cell (logit units)",
+        if result.exact
+        else f"Z[{top}] per cell (logit units)",
     )
     return grid_figure, heat_figure
 
 
-def save_png(figure, path: Union[str, Path]) -> Path:
+def save_png(figure, path: str | Path) -> Path:
     """Write ``figure`` as a PNG at its own size (no cropping) and release it.
 
     Example:
@@ -604,4 +703,4 @@ def panel_box(figure) -> tuple[int, int, int, int]:
     figure.canvas.draw()
     box = figure.axes[0].get_window_extent()
     height = figure.canvas.get_width_height()[1]
-    return (int(round(box.x0)), int(round(height - box.y1)), int(round(box.x1)), int(round(height - box.y0)))
+    return (round(box.x0), round(height - box.y1), round(box.x1), round(height - box.y0))

@@ -16,26 +16,31 @@ the first registered adapter (highest priority first) whose ``matches`` is true.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Iterable, List, Optional, Type
+from collections.abc import Callable, Iterable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
+from ..registry import Registry
 
 __all__ = [
+    "ADAPTERS",
     "ModelAdapter",
-    "register_adapter",
-    "find_adapter",
-    "registered_adapters",
     "affine_leaf",
     "executed_leaves",
+    "find_adapter",
+    "register_adapter",
+    "registered_adapters",
 ]
 
-_REGISTRY: List[Type["ModelAdapter"]] = []
+ADAPTERS: Registry[type[ModelAdapter]] = Registry(
+    "model adapter", hint="Register one with @dense_readout.adapters.register_adapter."
+)
 
 
-def register_adapter(cls: Type["ModelAdapter"]) -> Type["ModelAdapter"]:
+def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:
     """Class decorator: make ``cls`` available to :func:`find_adapter`.
 
     Example:
@@ -46,20 +51,26 @@ def register_adapter(cls: Type["ModelAdapter"]) -> Type["ModelAdapter"]:
         ...     @classmethod
         ...     def matches(cls, model):
         ...         return type(model).__name__ == "MyNet"
+        >>> "mynet" in registered_adapters()
+        True
+        >>> _ = ADAPTERS.unregister("mynet")  # examples and tests clean up after themselves
     """
-    _REGISTRY.append(cls)
-    _REGISTRY.sort(key=lambda adapter: -adapter.priority)
-    return cls
+    return ADAPTERS.register(cls.name, cls)
+
+
+def _lookup_order() -> list[type[ModelAdapter]]:
+    # highest priority first; equal priorities keep registration order (sort is stable)
+    return sorted((cls for _, cls in ADAPTERS.items()), key=lambda cls: -cls.priority)
 
 
 def registered_adapters() -> list[str]:
     """Names of the registered adapters, in lookup order."""
-    return [adapter.name for adapter in _REGISTRY]
+    return [adapter.name for adapter in _lookup_order()]
 
 
-def find_adapter(model: nn.Module) -> "ModelAdapter":
+def find_adapter(model: nn.Module) -> ModelAdapter:
     """Return an adapter instance for ``model`` or raise :class:`UnsupportedModelError`."""
-    for adapter_class in _REGISTRY:
+    for adapter_class in _lookup_order():
         if adapter_class.matches(model):
             return adapter_class(model)
     head = _describe_head(model)
@@ -77,7 +88,7 @@ def _describe_head(model: nn.Module) -> str:
     if callable(getter):
         try:
             head = getter()
-        except Exception:  # noqa: BLE001 - a description only
+        except Exception:
             return ""
         text = " ".join(repr(head).split())
         return f" (classifier found: {text[:200]})"
@@ -142,7 +153,7 @@ def executed_leaves(run: Callable[[], object], root: nn.Module) -> list[nn.Modul
     return unique
 
 
-def _first_parameter(model: nn.Module) -> Optional[Tensor]:
+def _first_parameter(model: nn.Module) -> Tensor | None:
     return next(iter(model.parameters()), None)
 
 
@@ -231,7 +242,7 @@ class ModelAdapter:
             f"Adapter {self.name!r} does not know the target layer; pass target_layers=."
         )
 
-    def reshape_transform(self) -> Optional[Callable[[Tensor], Tensor]]:
+    def reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
         """Maps the target layer's output to ``B×C×h×w`` (None if already so)."""
         return None
 

@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 from .base import ModelAdapter, executed_leaves
-
 
 _PASS_THROUGH: tuple[type, ...] = (
     nn.Identity,
@@ -44,7 +43,7 @@ class PooledGridAdapter(ModelAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        self._head_leaves: Optional[list[nn.Module]] = None
+        self._head_leaves: list[nn.Module] | None = None
 
     def tail(self, native: Tensor) -> Tensor:
         """Pooling and head on a native-layout map: ``B×K``."""
@@ -77,7 +76,7 @@ class PooledGridAdapter(ModelAdapter):
             scores = scores.add_(linear.bias[:, None])  # in place: no second B×K×N buffer
         return scores.view(batch, -1, height, width)
 
-    def _lone_linear(self) -> Optional[nn.Linear]:
+    def _lone_linear(self) -> nn.Linear | None:
         """The head's only Linear if everything else is pass-through at inference."""
         if not hasattr(self, "_lone_linear_cache"):
             leaves = self.head_modules()
@@ -120,11 +119,11 @@ class TokenGridAdapter(ModelAdapter):
         raise NotImplementedError
 
     def grid(self, native: Tensor, inputs: Tensor) -> Tensor:
-        patches = native[:, self.num_prefix_tokens():]
+        patches = native[:, self.num_prefix_tokens() :]
         height, width = self.grid_size(patches.shape[1], tuple(inputs.shape[-2:]))
         return patches.reshape(patches.shape[0], height, width, -1).permute(0, 3, 1, 2)
 
-    def grid_size(self, tokens: int, input_size: Optional[tuple[int, int]] = None) -> tuple[int, int]:
+    def grid_size(self, tokens: int, input_size: tuple[int, int] | None = None) -> tuple[int, int]:
         """``(h, w)`` of ``tokens`` patch tokens for an input of ``input_size``."""
         if input_size is not None:
             ph, pw = self.patch_size()

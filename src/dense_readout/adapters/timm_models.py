@@ -8,7 +8,7 @@ Swin and most other timm CNNs. Token models (ViT, DeiT, BEiT, EVA) get their own
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
@@ -35,7 +35,7 @@ class TimmGridAdapter(PooledGridAdapter):
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         self.layout = "NHWC" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "NCHW"
-        self._target: Optional[nn.Module] = None
+        self._target: nn.Module | None = None
         self._refuse_spatial_heads()
 
     @classmethod
@@ -67,7 +67,11 @@ class TimmGridAdapter(PooledGridAdapter):
         self._channels = int(native.shape[-1] if self.layout == "NHWC" else native.shape[1])
         for module in self.head_modules():
             kernel = getattr(module, "kernel_size", None)
-            if isinstance(module, nn.modules.conv._ConvNd) and kernel is not None and max(kernel) > 1:
+            if (
+                isinstance(module, nn.modules.conv._ConvNd)
+                and kernel is not None
+                and max(kernel) > 1
+            ):
                 raise UnsupportedModelError(
                     f"timm {type(self.model).__name__}: its head contains {module!r}, a "
                     f"{tuple(kernel)} convolution over the grid ({_head_text(self.model)}), "
@@ -104,7 +108,7 @@ class TimmGridAdapter(PooledGridAdapter):
             )
         return self._target
 
-    def reshape_transform(self) -> Optional[Callable[[Tensor], Tensor]]:
+    def reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
         if self.layout == "NHWC":
             return _nhwc_to_nchw
         return None
@@ -117,7 +121,7 @@ def _nhwc_to_nchw(tensor: Tensor) -> Tensor:
 def _head_text(model: nn.Module) -> str:
     try:
         head = model.get_classifier()
-    except Exception:  # noqa: BLE001 - description only
+    except Exception:
         return "unknown head"
     return " ".join(repr(head).split())[:160]
 
@@ -151,7 +155,7 @@ class TimmTokenAdapter(TokenGridAdapter):
         size = self.model.patch_embed.patch_size
         return (size, size) if isinstance(size, int) else tuple(size)
 
-    def grid_size(self, tokens: int, input_size: Optional[tuple[int, int]] = None) -> tuple[int, int]:
+    def grid_size(self, tokens: int, input_size: tuple[int, int] | None = None) -> tuple[int, int]:
         grid = getattr(self.model.patch_embed, "grid_size", None)
         if input_size is None and grid is not None and grid[0] * grid[1] == tokens:
             return int(grid[0]), int(grid[1])
@@ -175,10 +179,12 @@ class TimmTokenAdapter(TokenGridAdapter):
         return self.model.head(cells)
 
     def head_modules(self) -> list[nn.Module]:
-        modules = self._pointwise() + [self.model.head]
+        modules = [*self._pointwise(), self.model.head]
         if getattr(self.model, "head_dist", None) is not None:
             modules.append(self.model.head_dist)
-        return [leaf for module in modules for leaf in module.modules() if not list(leaf.children())]
+        return [
+            leaf for module in modules for leaf in module.modules() if not list(leaf.children())
+        ]
 
     def pools_by_mean(self) -> bool:
         return (
@@ -201,4 +207,3 @@ class TimmTokenAdapter(TokenGridAdapter):
         if norm is None:
             raise UnsupportedModelError("This token model has no final norm to hook.")
         return norm
-

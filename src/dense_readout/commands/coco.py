@@ -26,13 +26,17 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``coco-probe`` command."""
     parser = subparsers.add_parser(
-        "coco-probe", help="COCO linear probe on frozen features, per-cell Table 3 metrics",
+        "coco-probe",
+        help="COCO linear probe on frozen features, per-cell Table 3 metrics",
         description="k-fold linear probe on pooled frozen features, evaluated per cell on COCO masks.",
     )
     parser.add_argument("root", type=Path, help="COCO folder with annotations/ and <split>/")
     parser.add_argument("--split", default="val2017", help="split evaluated per cell")
-    parser.add_argument("--train-split", default=None,
-                        help="train the probe on this split (e.g. train2017) instead of k-fold on --split")
+    parser.add_argument(
+        "--train-split",
+        default=None,
+        help="train the probe on this split (e.g. train2017) instead of k-fold on --split",
+    )
     parser.add_argument("--cache", type=Path, default=Path("runs/coco-cache"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--normalization", choices=("model", "imagenet"), default="model")
@@ -45,7 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .. import load_pretrained
     from ..evaluation.protocol import Protocol, paper_preprocess
-    from ..experiments.coco import CocoInstances, FeatureCache, ProbeConfig, cross_validate, probe_split
+    from ..experiments.coco import (
+        CocoInstances,
+        FeatureCache,
+        ProbeConfig,
+        cross_validate,
+        probe_split,
+    )
 
     try:
         model, _, _, name = load_pretrained()
@@ -55,16 +65,25 @@ def _run(args: argparse.Namespace) -> int:
         config = ProbeConfig(seed=args.seed)
         if args.train_split:
             train_set = CocoInstances(args.root, args.train_split, preprocess=protocol.preprocess)
-            train = FeatureCache(args.cache, model, name, protocol, seed=args.seed, pooled_only=True).load(train_set)
+            train = FeatureCache(
+                args.cache, model, name, protocol, seed=args.seed, pooled_only=True
+            ).load(train_set)
             if train_set.class_names != dataset.class_names:
-                raise DenseReadoutError(f"{args.train_split} and {args.split} define different categories.")
+                raise DenseReadoutError(
+                    f"{args.train_split} and {args.split} define different categories."
+                )
             result = probe_split(train, data, dataset.num_classes, config)
         else:
             result = cross_validate(data, dataset.num_classes, folds=args.folds, config=config)
     except DenseReadoutError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    result = {"backbone": name, "protocol": protocol.describe(), "dataset": dataset.statistics(), **result}
+    result = {
+        "backbone": name,
+        "protocol": protocol.describe(),
+        "dataset": dataset.statistics(),
+        **result,
+    }
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

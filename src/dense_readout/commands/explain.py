@@ -24,16 +24,16 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 from PIL import Image
 
 from ..errors import CheckpointError, DenseReadoutError, ImageLoadError, InputError
 
-__all__ = ["register", "explanation_record", "DEMO_SAMPLES", "Source"]
+__all__ = ["DEMO_SAMPLES", "Source", "explanation_record", "register"]
 
 DEMO_SAMPLES = ("chelsea", "coffee", "astronaut")
 """Photographs shipped inside scikit-image (``skimage.data.<name>()``), explained by ``demo``."""
@@ -62,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "PNG, a heatmap PNG of the image-level top-1 class and a JSON report into --out."
         ),
     )
-    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
+    explain.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)"
+    )
     _add_common(explain, default_out="dense-readout-out")
     explain.set_defaults(func=run_explain)
 
@@ -76,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     demo.add_argument(
-        "samples", nargs="*", metavar="SAMPLE",
+        "samples",
+        nargs="*",
+        metavar="SAMPLE",
         help=f"sample names among {', '.join(DEMO_SAMPLES)} (default: all)",
     )
     _add_common(demo, default_out="dense-readout-demo")
@@ -85,26 +89,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument(
-        "--model", default=None, metavar="NAME",
+        "--model",
+        default=None,
+        metavar="NAME",
         help="timm model name (default: tf_efficientnet_lite0 with embedded ImageNet weights); "
         "other models need --checkpoint",
     )
-    parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local state-dict file for --model")
     parser.add_argument(
-        "--topk", type=int, default=3, metavar="K", help="classes listed per cell in the JSON (default 3)"
+        "--checkpoint", default=None, metavar="PATH", help="local state-dict file for --model"
     )
     parser.add_argument(
-        "--out", default=default_out, metavar="DIR", help=f"output directory (default {default_out})"
+        "--topk",
+        type=int,
+        default=3,
+        metavar="K",
+        help="classes listed per cell in the JSON (default 3)",
     )
     parser.add_argument(
-        "--normalization", choices=("model", "imagenet"), default="model",
+        "--out",
+        default=default_out,
+        metavar="DIR",
+        help=f"output directory (default {default_out})",
+    )
+    parser.add_argument(
+        "--normalization",
+        choices=("model", "imagenet"),
+        default="model",
         help="input mean/std: the model's own (default) or ImageNet's",
     )
     parser.add_argument(
         "--no-png", action="store_true", help="write only the JSON reports (faster for many images)"
     )
     parser.add_argument(
-        "--crop-pct", type=float, default=1.0, metavar="F",
+        "--crop-pct",
+        type=float,
+        default=1.0,
+        metavar="F",
         help="centre-crop fraction: 1.0 (default) keeps the most of the photo; 0.875 is the paper's 256→224",
     )
 
@@ -117,14 +137,20 @@ def run_explain(args: argparse.Namespace) -> int:
     stems: set[str] = set()
     for path in args.images:
         stem = _unique_stem(Path(path).stem, stems)
-        sources.append(Source(name=str(path), stem=stem, load=lambda p=path: load_image(p), title=Path(path).name))
+        sources.append(
+            Source(
+                name=str(path), stem=stem, load=lambda p=path: load_image(p), title=Path(path).name
+            )
+        )
     return _run(sources, args)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     unknown = [name for name in args.samples if name not in DEMO_SAMPLES]
     if unknown:
-        _error(f"unknown demo sample(s) {', '.join(unknown)}; choose among {', '.join(DEMO_SAMPLES)}.")
+        _error(
+            f"unknown demo sample(s) {', '.join(unknown)}; choose among {', '.join(DEMO_SAMPLES)}."
+        )
         return EXIT_SETUP_FAILED
     try:
         import skimage.data  # noqa: F401
@@ -133,7 +159,12 @@ def run_demo(args: argparse.Namespace) -> int:
         return EXIT_SETUP_FAILED
     names = list(dict.fromkeys(args.samples)) or list(DEMO_SAMPLES)
     sources = [
-        Source(name=f"skimage.data.{name}", stem=name, load=lambda n=name: _skimage_sample(n), title=name)
+        Source(
+            name=f"skimage.data.{name}",
+            stem=name,
+            load=lambda n=name: _skimage_sample(n),
+            title=name,
+        )
         for name in names
     ]
     return _run(sources, args)
@@ -157,7 +188,9 @@ def _run(sources: Sequence[Source], args: argparse.Namespace) -> int:
         model, preprocess, names, model_name = _load_model(args)
         readout = DenseReadout(model)
         if args.topk > readout.num_classes:
-            raise InputError(f"--topk {args.topk} exceeds the model's {readout.num_classes} classes.")
+            raise InputError(
+                f"--topk {args.topk} exceeds the model's {readout.num_classes} classes."
+            )
         out = Path(args.out)
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -176,9 +209,13 @@ def _run(sources: Sequence[Source], args: argparse.Namespace) -> int:
         except ImageLoadError as error:  # its message already names the file
             failures += 1
             _error(str(error))
-        except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+        except Exception as error:
             failures += 1
-            kind = "" if isinstance(error, (DenseReadoutError, OSError)) else f"{type(error).__name__}: "
+            kind = (
+                ""
+                if isinstance(error, (DenseReadoutError, OSError))
+                else f"{type(error).__name__}: "
+            )
             _error(f"{source.name}: {kind}{error}")
         else:
             print(line, flush=True)
@@ -215,11 +252,15 @@ def _explain_one(source: Source, readout, preprocess, names, model_name, args, o
     result = readout(batch)
     record = explanation_record(result, names, topk=args.topk)
     label_path, heat_path, json_path = (
-        out / f"{source.stem}_labels.png", out / f"{source.stem}_heatmap.png", out / f"{source.stem}.json"
+        out / f"{source.stem}_labels.png",
+        out / f"{source.stem}_heatmap.png",
+        out / f"{source.stem}.json",
     )
     files = {}
     if not args.no_png:
-        grid_figure, heat_figure = readout_figures(result, picture, names, name=source.title or source.stem)
+        grid_figure, heat_figure = readout_figures(
+            result, picture, names, name=source.title or source.stem
+        )
         files = {
             "label_grid": save_png(grid_figure, label_path).name,
             "heatmap": save_png(heat_figure, heat_path).name,
@@ -244,7 +285,9 @@ def _explain_one(source: Source, readout, preprocess, names, model_name, args, o
 
 
 # -- the JSON record ------------------------------------------------------------------
-def explanation_record(result, class_names: Optional[Sequence[str]] = None, topk: int = 3, index: int = 0) -> dict:
+def explanation_record(
+    result, class_names: Sequence[str] | None = None, topk: int = 3, index: int = 0
+) -> dict:
     """JSON-ready description of image ``index`` of a :class:`~dense_readout.ReadoutResult`.
 
     Keys: ``input_size`` and ``grid_size`` (``[h, w]``), ``cell_size`` (input pixels
@@ -276,7 +319,7 @@ def explanation_record(result, class_names: Optional[Sequence[str]] = None, topk
         )
     k = min(topk, result.num_classes)
 
-    def entry(cls: int, probability: float, score: Optional[float] = None) -> dict:
+    def entry(cls: int, probability: float, score: float | None = None) -> dict:
         name = None if class_names is None else class_names[cls]
         item = {"class": cls, "name": name, "probability": probability}
         if score is not None:
@@ -286,7 +329,9 @@ def explanation_record(result, class_names: Optional[Sequence[str]] = None, topk
     image_probs = torch.softmax(result.logits[index].detach().float(), dim=0)
     values, classes = image_probs.topk(min(5, result.num_classes))
     logits = result.logits[index].detach().float()
-    top5 = [entry(int(c), float(p), float(logits[c])) for p, c in zip(values, classes)]
+    top5 = [
+        entry(int(c), float(p), float(logits[c])) for p, c in zip(values, classes, strict=False)
+    ]
 
     scores = result.scores[index].detach().float()
     probs = torch.softmax(scores, dim=0)
@@ -296,13 +341,27 @@ def explanation_record(result, class_names: Optional[Sequence[str]] = None, topk
     cells = []
     for u in range(h):
         for v in range(w):
-            box = [round(v * width / w, 2), round(u * height / h, 2),
-                   round((v + 1) * width / w, 2), round((u + 1) * height / h, 2)]
-            cells.append({
-                "row": u, "col": v, "box": box,
-                "topk": [entry(int(top_classes[j, u, v]), float(top_probs[j, u, v]),
-                               float(scores[top_classes[j, u, v], u, v])) for j in range(k)],
-            })
+            box = [
+                round(v * width / w, 2),
+                round(u * height / h, 2),
+                round((v + 1) * width / w, 2),
+                round((u + 1) * height / h, 2),
+            ]
+            cells.append(
+                {
+                    "row": u,
+                    "col": v,
+                    "box": box,
+                    "topk": [
+                        entry(
+                            int(top_classes[j, u, v]),
+                            float(top_probs[j, u, v]),
+                            float(scores[top_classes[j, u, v], u, v]),
+                        )
+                        for j in range(k)
+                    ],
+                }
+            )
     labels = top_classes[0]
     counts = torch.bincount(labels.flatten(), minlength=result.num_classes)
     present = sorted((int(c) for c in labels.unique()), key=lambda c: (-int(counts[c]), c))
@@ -317,7 +376,11 @@ def explanation_record(result, class_names: Optional[Sequence[str]] = None, topk
         "top5": top5,
         "label_grid": labels.tolist(),
         "classes_on_grid": [
-            {"class": c, "name": None if class_names is None else class_names[c], "cells": int(counts[c])}
+            {
+                "class": c,
+                "name": None if class_names is None else class_names[c],
+                "cells": int(counts[c]),
+            }
             for c in present
         ],
         "cells": cells,
@@ -344,8 +407,15 @@ def _dumps(record: dict) -> str:
     """JSON with one line per list of numbers and per flat object (grids and class entries)."""
     text = json.dumps(record, indent=1)
     text = re.sub(r"\{[^{}\[\]]*\}", lambda m: json.dumps(json.loads(m.group(0))), text)
-    flat = re.compile(r"\[\s*((?:-?[0-9.eE+-]+|null|true|false)(?:,\s*(?:-?[0-9.eE+-]+|null|true|false))*)\s*\]")
-    return flat.sub(lambda m: "[" + ", ".join(part.strip() for part in m.group(1).split(",")) + "]", text) + "\n"
+    flat = re.compile(
+        r"\[\s*((?:-?[0-9.eE+-]+|null|true|false)(?:,\s*(?:-?[0-9.eE+-]+|null|true|false))*)\s*\]"
+    )
+    return (
+        flat.sub(
+            lambda m: "[" + ", ".join(part.strip() for part in m.group(1).split(",")) + "]", text
+        )
+        + "\n"
+    )
 
 
 def _unique_stem(stem: str, taken: set[str]) -> str:

@@ -30,12 +30,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="LRP relevance of one readout cell (paper Fig. 8)",
         description="Refine a readout cell's score to pixels with LRP (zennit) and draw Fig. 8.",
     )
-    parser.add_argument("image", metavar="IMAGE", help="image file, or skimage:<name> (e.g. skimage:chelsea)")
-    parser.add_argument("--cell", type=int, nargs=2, default=None, metavar=("U", "V"),
-                        help="grid cell (row, column); default: the centre cell")
-    parser.add_argument("--target", type=int, default=None, help="class index (default: the cell's top-1)")
-    parser.add_argument("--composite", default=None, help="zennit composite name (default: family default)")
-    parser.add_argument("--model", default=None, metavar="NAME", help="timm model (default: embedded)")
+    parser.add_argument(
+        "image", metavar="IMAGE", help="image file, or skimage:<name> (e.g. skimage:chelsea)"
+    )
+    parser.add_argument(
+        "--cell",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("U", "V"),
+        help="grid cell (row, column); default: the centre cell",
+    )
+    parser.add_argument(
+        "--target", type=int, default=None, help="class index (default: the cell's top-1)"
+    )
+    parser.add_argument(
+        "--composite", default=None, help="zennit composite name (default: family default)"
+    )
+    parser.add_argument(
+        "--model", default=None, metavar="NAME", help="timm model (default: embedded)"
+    )
     parser.add_argument("--checkpoint", default=None, metavar="PATH")
     parser.add_argument("--out", default="dense-readout-lrp", metavar="DIR")
     parser.set_defaults(func=run_lrp)
@@ -82,15 +96,23 @@ def run_lrp(args: argparse.Namespace) -> int:
     k = int(result.targets[0])
     share = float(result.outside_share()[0])
     figure = plot_cell_relevance(
-        preprocess.denormalize(x[0]), with_grid.labels()[0], result.relevance[0], cell, names,
+        preprocess.denormalize(x[0]),
+        with_grid.labels()[0],
+        result.relevance[0],
+        cell,
+        names,
         title=f"{name}: cell {cell}, '{names[k].split(',')[0]}' (Z = {float(result.start[0]):.2f})",
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = args.image.split(":", 1)[1] if args.image.startswith("skimage:") else Path(args.image).stem
+    stem = (
+        args.image.split(":", 1)[1] if args.image.startswith("skimage:") else Path(args.image).stem
+    )
     path = out / f"{stem}_lrp_{cell[0]}_{cell[1]}.png"
     figure.savefig(path, dpi=100, bbox_inches="tight")
-    print(f"{args.image}: cell {cell} class {k} '{names[k]}' Z={float(result.start[0]):.3f} "
-          f"outside-patch share={share:.3f} conservation={float(result.conservation[0]):.3g} "
-          f"composite={result.composite} -> {path}")
+    print(
+        f"{args.image}: cell {cell} class {k} '{names[k]}' Z={float(result.start[0]):.3f} "
+        f"outside-patch share={share:.3f} conservation={float(result.conservation[0]):.3g} "
+        f"composite={result.composite} -> {path}"
+    )
     return 0

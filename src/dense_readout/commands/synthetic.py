@@ -26,12 +26,15 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``synthetic`` command and its subcommands."""
     parser = subparsers.add_parser(
-        "synthetic", help="synthetic multi-object scenes: generate, train, figures",
+        "synthetic",
+        help="synthetic multi-object scenes: generate, train, figures",
         description="Synthetic single-label multi-object experiment (paper 4.4, A.2).",
     )
     sub = parser.add_subparsers(dest="synthetic_command", metavar="SUBCOMMAND", required=True)
 
-    generate = sub.add_parser("generate", help="write scenes (PNG image, masks, JSON record) to a folder")
+    generate = sub.add_parser(
+        "generate", help="write scenes (PNG image, masks, JSON record) to a folder"
+    )
     generate.add_argument("out", type=Path)
     generate.add_argument("--count", type=int, default=100)
     generate.add_argument("--seed", type=int, default=0)
@@ -49,17 +52,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser("train", help="train (or resume) a GAP classifier from scratch")
     train.add_argument("--recipe", default="cpu-resnet18")
-    train.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, history.json)")
-    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="override a recipe field, e.g. --set epochs=2 (JSON values)")
-    train.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs in this call")
+    train.add_argument(
+        "--out", type=Path, required=True, help="run folder (checkpoints, history.json)"
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a recipe field, e.g. --set epochs=2 (JSON values)",
+    )
+    train.add_argument(
+        "--max-epochs", type=int, default=None, help="stop after this many epochs in this call"
+    )
     train.add_argument("--fresh", action="store_true", help="ignore an existing last.pt")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_train)
 
     figures = sub.add_parser("figures", help="training curves and Fig. 1 overlay of a run")
     figures.add_argument("run", type=Path, help="run folder written by 'synthetic train'")
-    figures.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: the run folder)")
+    figures.add_argument(
+        "--out", type=Path, default=None, help="folder for the PNGs (default: the run folder)"
+    )
     figures.add_argument("--checkpoint", default="last.pt")
     figures.set_defaults(func=_figures)
 
@@ -73,7 +87,9 @@ def _generate(args: argparse.Namespace) -> int:
     from ..experiments.synthetic import write_scenes
 
     try:
-        folder = write_scenes(args.out, args.count, seed=args.seed, split=args.split, start=args.start)
+        folder = write_scenes(
+            args.out, args.count, seed=args.seed, split=args.split, start=args.start
+        )
     except DenseReadoutError as error:
         return _fail(error)
     print(f"wrote {args.count} scenes to {folder}")
@@ -92,8 +108,10 @@ def _recipes(args: argparse.Namespace) -> int:
     from ..experiments.synthetic_train import RECIPES
 
     for name, recipe in sorted(RECIPES.items()):
-        print(f"{name} {recipe.model} input {recipe.input_size}px, {recipe.train_size} scenes x "
-              f"{recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr}")
+        print(
+            f"{name} {recipe.model} input {recipe.input_size}px, {recipe.train_size} scenes x "
+            f"{recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr}"
+        )
     return 0
 
 
@@ -115,8 +133,13 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         recipe = get_recipe(args.recipe, **_overrides(args.set))
-        history = train(recipe, args.out, resume=not args.fresh, progress=not args.no_progress,
-                        max_epochs=args.max_epochs)
+        history = train(
+            recipe,
+            args.out,
+            resume=not args.fresh,
+            progress=not args.no_progress,
+            max_epochs=args.max_epochs,
+        )
     except DenseReadoutError as error:
         return _fail(error)
     last = history["epochs"][-1] if history["epochs"] else {}

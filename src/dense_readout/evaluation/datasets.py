@@ -49,9 +49,9 @@ import csv
 import json
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -60,21 +60,21 @@ from ..errors import DatasetError, ImageLoadError
 from ..imagenet import imagenet_wnids
 from ._imagenet_a_wnids import IMAGENET_A_WNIDS
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 __all__ = [
-    "Sample",
+    "BOX_LAYOUTS",
+    "IMAGENET_A_WNIDS",
     "Annotation",
     "ILSVRCBoxes",
     "ImageNetA",
-    "BOX_LAYOUTS",
-    "register_box_layout",
+    "Sample",
     "detect_layout",
+    "imagenet_a_class_indices",
+    "item_error",
     "load_real_labels",
     "read_synset_mapping",
-    "imagenet_a_class_indices",
-    "IMAGENET_A_WNIDS",
-    "item_error",
+    "register_box_layout",
 ]
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp"}
@@ -97,10 +97,10 @@ class Annotation:
     parsed (the item is then skipped or stops the run).
     """
 
-    label: Optional[int]
+    label: int | None
     boxes: np.ndarray  # N×4 float64
-    size: Optional[tuple[int, int]] = None
-    error: Optional[str] = None
+    size: tuple[int, int] | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class Sample:
     path: Path
     label: int
     boxes: np.ndarray
-    real: Optional[tuple[int, ...]] = None
+    real: tuple[int, ...] | None = None
     image_size: tuple[int, int] = (0, 0)
     boxes_clipped: int = 0
     image_id: str = ""
@@ -126,7 +126,7 @@ class Sample:
 # --------------------------------------------------------------------------------------
 # synsets and ReaL
 # --------------------------------------------------------------------------------------
-def read_synset_mapping(path: Optional[PathLike] = None) -> dict[str, int]:
+def read_synset_mapping(path: PathLike | None = None) -> dict[str, int]:
     """WordNet id -> class index, from ``LOC_synset_mapping.txt`` (line i = class i).
 
     Without a path, timm's standard ImageNet-1k order is used.
@@ -157,15 +157,21 @@ def load_real_labels(path: PathLike) -> list[list[int]]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DatasetError(f"{path}: ReaL file not found; pass real=None to skip ReaL metrics.") from None
+        raise DatasetError(
+            f"{path}: ReaL file not found; pass real=None to skip ReaL metrics."
+        ) from None
     except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: not valid JSON ({error}); expected the ReaL real.json.") from None
+        raise DatasetError(
+            f"{path}: not valid JSON ({error}); expected the ReaL real.json."
+        ) from None
     if not isinstance(data, list) or not all(isinstance(entry, list) for entry in data):
-        raise DatasetError(f"{path}: expected a JSON list of label lists (google-research/reassessed-imagenet).")
+        raise DatasetError(
+            f"{path}: expected a JSON list of label lists (google-research/reassessed-imagenet)."
+        )
     return data
 
 
-def _real_for(image_id: str, real: Optional[list[list[int]]]) -> Optional[tuple[int, ...]]:
+def _real_for(image_id: str, real: list[list[int]] | None) -> tuple[int, ...] | None:
     if real is None:
         return None
     match = _VAL_NUMBER.search(image_id)
@@ -185,8 +191,8 @@ class BoxLayout:
     """How one on-disk annotation layout is detected and read."""
 
     name: str
-    detect: Callable[[Path], Optional[Path]]  # root -> annotation location or None
-    read: Callable[[Path, dict[str, int]], Callable[[str], Optional[Annotation]]]
+    detect: Callable[[Path], Path | None]  # root -> annotation location or None
+    read: Callable[[Path, dict[str, int]], Callable[[str], Annotation | None]]
     description: str = ""
 
 
@@ -207,8 +213,12 @@ def _floats(values: Sequence[str], where: str) -> list[float]:
 
 
 # -- voc -------------------------------------------------------------------------------
-def _detect_voc(root: Path) -> Optional[Path]:
-    for candidate in (root / "bbox_val", root / "ILSVRC2012_bbox_val_v3" / "val", root / "Annotations"):
+def _detect_voc(root: Path) -> Path | None:
+    for candidate in (
+        root / "bbox_val",
+        root / "ILSVRC2012_bbox_val_v3" / "val",
+        root / "Annotations",
+    ):
         if candidate.is_dir() and any(candidate.glob("*.xml")):
             return candidate
     return None
@@ -229,38 +239,50 @@ def _parse_voc(path: Path, synsets: dict[str, int]) -> Annotation:
         for obj in root.iter("object"):
             wnid = (obj.findtext("name") or "").strip()
             if wnid not in synsets:
-                return Annotation(None, np.zeros((0, 4)), size, f"{path}: unknown WordNet id {wnid!r}.")
+                return Annotation(
+                    None, np.zeros((0, 4)), size, f"{path}: unknown WordNet id {wnid!r}."
+                )
             labels.add(synsets[wnid])
             box = obj.find("bndbox")
             if box is None:
-                return Annotation(None, np.zeros((0, 4)), size, f"{path}: <object> without <bndbox>.")
-            boxes.append(_floats([box.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")], str(path)))
+                return Annotation(
+                    None, np.zeros((0, 4)), size, f"{path}: <object> without <bndbox>."
+                )
+            boxes.append(
+                _floats(
+                    [box.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")], str(path)
+                )
+            )
     except ValueError as error:
         return Annotation(None, np.zeros((0, 4)), size, f"{path}: {error}.")
     if len(labels) > 1:
-        return Annotation(None, np.zeros((0, 4)), size, f"{path}: boxes of several classes {sorted(labels)}.")
+        return Annotation(
+            None, np.zeros((0, 4)), size, f"{path}: boxes of several classes {sorted(labels)}."
+        )
     label = labels.pop() if labels else None
     return Annotation(label, np.asarray(boxes, dtype=np.float64).reshape(-1, 4), size)
 
 
-def _read_voc(location: Path, synsets: dict[str, int]) -> Callable[[str], Optional[Annotation]]:
-    def lookup(image_id: str) -> Optional[Annotation]:
+def _read_voc(location: Path, synsets: dict[str, int]) -> Callable[[str], Annotation | None]:
+    def lookup(image_id: str) -> Annotation | None:
         path = location / f"{Path(image_id).stem}.xml"
         return _parse_voc(path, synsets) if path.is_file() else None
 
     return lookup
 
 
-register_box_layout(BoxLayout("voc", _detect_voc, _read_voc, "ILSVRC2012_bbox_val_v3 per-image XML"))
+register_box_layout(
+    BoxLayout("voc", _detect_voc, _read_voc, "ILSVRC2012_bbox_val_v3 per-image XML")
+)
 
 
 # -- kaggle ----------------------------------------------------------------------------
-def _detect_kaggle(root: Path) -> Optional[Path]:
+def _detect_kaggle(root: Path) -> Path | None:
     path = root / "LOC_val_solution.csv"
     return path if path.is_file() else None
 
 
-def _read_kaggle(location: Path, synsets: dict[str, int]) -> Callable[[str], Optional[Annotation]]:
+def _read_kaggle(location: Path, synsets: dict[str, int]) -> Callable[[str], Annotation | None]:
     table: dict[str, Annotation] = {}
     with location.open(newline="") as handle:
         reader = csv.reader(handle)
@@ -277,8 +299,13 @@ def _read_kaggle(location: Path, synsets: dict[str, int]) -> Callable[[str], Opt
             image_id, tokens = row[0].strip(), row[1].split()
             where = f"{location}:{line_number}"
             if len(tokens) % 5:
-                table[image_id] = Annotation(None, np.zeros((0, 4)), None, f"{where}: {len(tokens)} tokens, "
-                                             "expected groups of 'wnid xmin ymin xmax ymax'.")
+                table[image_id] = Annotation(
+                    None,
+                    np.zeros((0, 4)),
+                    None,
+                    f"{where}: {len(tokens)} tokens, "
+                    "expected groups of 'wnid xmin ymin xmax ymax'.",
+                )
                 continue
             boxes, labels, error = [], set(), None
             for start in range(0, len(tokens), 5):
@@ -301,37 +328,43 @@ def _read_kaggle(location: Path, synsets: dict[str, int]) -> Callable[[str], Opt
                 error,
             )
 
-    def lookup(image_id: str) -> Optional[Annotation]:
+    def lookup(image_id: str) -> Annotation | None:
         return table.get(Path(image_id).stem)
 
     return lookup
 
 
-register_box_layout(BoxLayout("kaggle", _detect_kaggle, _read_kaggle, "Kaggle LOC_val_solution.csv"))
+register_box_layout(
+    BoxLayout("kaggle", _detect_kaggle, _read_kaggle, "Kaggle LOC_val_solution.csv")
+)
 
 
 # -- wsolevaluation --------------------------------------------------------------------
 _WSOL_FILES = ("class_labels.txt", "image_sizes.txt", "localization.txt")
 
 
-def _detect_wsol(root: Path) -> Optional[Path]:
+def _detect_wsol(root: Path) -> Path | None:
     for candidate in (root, root / "metadata" / "ILSVRC" / "test", root / "metadata"):
         if all((candidate / name).is_file() for name in _WSOL_FILES):
             return candidate
     return None
 
 
-def _read_wsol(location: Path, synsets: dict[str, int]) -> Callable[[str], Optional[Annotation]]:
+def _read_wsol(location: Path, synsets: dict[str, int]) -> Callable[[str], Annotation | None]:
     def rows(name: str, columns: int):
         path = location / name
         if not path.is_file():
-            raise DatasetError(f"{path}: missing; wsolevaluation metadata needs {', '.join(_WSOL_FILES)}.")
+            raise DatasetError(
+                f"{path}: missing; wsolevaluation metadata needs {', '.join(_WSOL_FILES)}."
+            )
         for line_number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
             parts = [p.strip() for p in line.split(",")]
             if len(parts) != columns:
-                raise DatasetError(f"{path}:{line_number}: expected {columns} comma-separated fields, got {len(parts)}.")
+                raise DatasetError(
+                    f"{path}:{line_number}: expected {columns} comma-separated fields, got {len(parts)}."
+                )
             yield f"{path}:{line_number}", Path(parts[0]).stem, parts[1:]
 
     labels: dict[str, int] = {}
@@ -354,7 +387,7 @@ def _read_wsol(location: Path, synsets: dict[str, int]) -> Callable[[str], Optio
         except ValueError as problem:
             errors[key] = str(problem)
 
-    def lookup(image_id: str) -> Optional[Annotation]:
+    def lookup(image_id: str) -> Annotation | None:
         key = Path(image_id).stem
         if key in errors:
             return Annotation(None, np.zeros((0, 4)), None, errors[key])
@@ -362,7 +395,12 @@ def _read_wsol(location: Path, synsets: dict[str, int]) -> Callable[[str], Optio
             return None
         label = labels[key]
         if not 0 <= label < len(synsets):
-            return Annotation(None, np.zeros((0, 4)), None, f"{location}/class_labels.txt: label {label} of {key} out of range.")
+            return Annotation(
+                None,
+                np.zeros((0, 4)),
+                None,
+                f"{location}/class_labels.txt: label {label} of {key} out of range.",
+            )
         array = np.asarray(boxes.get(key, []), dtype=np.float64).reshape(-1, 4)
         return Annotation(label, array, sizes.get(key))
 
@@ -391,8 +429,12 @@ def detect_layout(root: PathLike) -> str:
 # --------------------------------------------------------------------------------------
 def _list_images(directory: Path) -> list[Path]:
     if not directory.is_dir():
-        raise DatasetError(f"{directory}: image folder not found; pass images=<folder of validation JPEGs>.")
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        raise DatasetError(
+            f"{directory}: image folder not found; pass images=<folder of validation JPEGs>."
+        )
+    files = sorted(
+        p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
     if not files:
         raise DatasetError(f"{directory}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     return files
@@ -403,12 +445,18 @@ def _file_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as image:
             return image.size
     except FileNotFoundError:
-        raise item_error("missing_image", f"{path}: image file is missing.", ImageLoadError) from None
+        raise item_error(
+            "missing_image", f"{path}: image file is missing.", ImageLoadError
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise item_error("corrupt_image", f"{path}: unreadable image header ({error}).", ImageLoadError) from None
+        raise item_error(
+            "corrupt_image", f"{path}: unreadable image header ({error}).", ImageLoadError
+        ) from None
 
 
-def fit_boxes(boxes: np.ndarray, frame: Optional[tuple[int, int]], size: tuple[int, int]) -> tuple[np.ndarray, int]:
+def fit_boxes(
+    boxes: np.ndarray, frame: tuple[int, int] | None, size: tuple[int, int]
+) -> tuple[np.ndarray, int]:
     """Scale boxes from the annotation ``frame`` to the file ``size`` and clip them to it.
 
     Returns the boxes that keep a non-empty area and how many were clipped;
@@ -425,7 +473,12 @@ def fit_boxes(boxes: np.ndarray, frame: Optional[tuple[int, int]], size: tuple[i
     # a box ending one pixel past the border (exclusive vs inclusive conventions) is not 'clipped'
     changed = np.any(np.abs(clipped - boxes) > 1.0 + 1e-9, axis=1)
     ordered = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
-    inside = (boxes[:, 2] >= 0) & (boxes[:, 3] >= 0) & (boxes[:, 0] <= width - 1) & (boxes[:, 1] <= height - 1)
+    inside = (
+        (boxes[:, 2] >= 0)
+        & (boxes[:, 3] >= 0)
+        & (boxes[:, 0] <= width - 1)
+        & (boxes[:, 1] <= height - 1)
+    )
     keep = ordered & inside
     return clipped[keep], int(np.sum(changed & keep))
 
@@ -455,11 +508,11 @@ class ILSVRCBoxes:
     def __init__(
         self,
         root: PathLike,
-        layout: Optional[str] = None,
-        boxes: Optional[PathLike] = None,
-        images: Optional[PathLike] = None,
-        synsets: Optional[PathLike] = None,
-        real: Union[PathLike, bool, None] = None,
+        layout: str | None = None,
+        boxes: PathLike | None = None,
+        images: PathLike | None = None,
+        synsets: PathLike | None = None,
+        real: PathLike | bool | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -487,10 +540,18 @@ class ILSVRCBoxes:
         self._real = load_real_labels(self.real_path) if self.real_path is not None else None
 
     def _default_images(self) -> Path:
-        for candidate in (self.root / "val", self.root / "ILSVRC" / "Data" / "CLS-LOC" / "val", self.root):
-            if candidate.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in candidate.iterdir()):
+        for candidate in (
+            self.root / "val",
+            self.root / "ILSVRC" / "Data" / "CLS-LOC" / "val",
+            self.root,
+        ):
+            if candidate.is_dir() and any(
+                p.suffix.lower() in IMAGE_SUFFIXES for p in candidate.iterdir()
+            ):
                 return candidate
-        raise DatasetError(f"No validation images found under {self.root}/val; pass images=<folder>.")
+        raise DatasetError(
+            f"No validation images found under {self.root}/val; pass images=<folder>."
+        )
 
     @property
     def has_real(self) -> bool:
@@ -517,8 +578,10 @@ class ILSVRCBoxes:
         path = self.files[index]
         annotation = self._lookup(path.name)
         if annotation is None:
-            raise item_error("missing_annotation", f"{path.name}: no entry in the {self.layout} annotations "
-                             f"({self.boxes_location}).")
+            raise item_error(
+                "missing_annotation",
+                f"{path.name}: no entry in the {self.layout} annotations ({self.boxes_location}).",
+            )
         if annotation.error:
             raise item_error("malformed_annotation", annotation.error)
         if annotation.label is None or len(annotation.boxes) == 0:
@@ -526,7 +589,10 @@ class ILSVRCBoxes:
         size = _file_size(path)
         fitted, clipped = fit_boxes(annotation.boxes, annotation.size, size)
         if len(fitted) == 0:
-            raise item_error("box_outside_image", f"{path.name}: every box lies outside the {size[0]}x{size[1]} image.")
+            raise item_error(
+                "box_outside_image",
+                f"{path.name}: every box lies outside the {size[0]}x{size[1]} image.",
+            )
         return Sample(
             index=index,
             path=path,
@@ -539,7 +605,7 @@ class ILSVRCBoxes:
         )
 
 
-def imagenet_a_class_indices(synsets: Optional[dict[str, int]] = None) -> list[int]:
+def imagenet_a_class_indices(synsets: dict[str, int] | None = None) -> list[int]:
     """ImageNet-1k indices of the 200 ImageNet-A classes, in ImageNet order."""
     synsets = synsets or read_synset_mapping()
     return sorted(synsets[w] for w in IMAGENET_A_WNIDS)
@@ -559,10 +625,12 @@ class ImageNetA:
 
     CLASSES = IMAGENET_A_WNIDS
 
-    def __init__(self, root: PathLike, synsets: Optional[PathLike] = None) -> None:
+    def __init__(self, root: PathLike, synsets: PathLike | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: ImageNet-A root not found (expected <wnid>/<file>.jpg folders).")
+            raise DatasetError(
+                f"{self.root}: ImageNet-A root not found (expected <wnid>/<file>.jpg folders)."
+            )
         self.synsets = read_synset_mapping(synsets)
         self.num_classes = len(self.synsets)
         known = set(IMAGENET_A_WNIDS)
@@ -576,7 +644,9 @@ class ImageNetA:
         self.items: list[tuple[Path, int]] = []
         for folder in folders:
             label = self.synsets[folder.name]
-            self.items += [(p, label) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+            self.items += [
+                (p, label) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+            ]
         if not self.items:
             raise DatasetError(f"{self.root}: no images in <wnid>/ folders.")
         self.class_indices = imagenet_a_class_indices(self.synsets)
@@ -586,11 +656,21 @@ class ImageNetA:
         return len(self.items)
 
     def describe(self) -> dict:
-        return {"dataset": "imagenet-a", "images": str(self.root), "num_images": len(self),
-                "num_classes": len(self.class_indices)}
+        return {
+            "dataset": "imagenet-a",
+            "images": str(self.root),
+            "num_images": len(self),
+            "num_classes": len(self.class_indices),
+        }
 
     def __getitem__(self, index: int) -> Sample:
         path, label = self.items[index]
         size = _file_size(path)
-        return Sample(index=index, path=path, label=label, boxes=np.zeros((0, 4)), image_size=size,
-                      image_id=f"{path.parent.name}/{path.stem}")
+        return Sample(
+            index=index,
+            path=path,
+            label=label,
+            boxes=np.zeros((0, 4)),
+            image_size=size,
+            image_id=f"{path.parent.name}/{path.stem}",
+        )

@@ -43,8 +43,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -53,13 +53,13 @@ from ..errors import InputError
 
 __all__ = [
     "FIXED",
-    "GridBatch",
-    "Accumulator",
-    "MetricSuite",
-    "METRICS",
-    "register_metric",
     "ILSVRC_METRICS",
     "IMAGENET_A_METRICS",
+    "METRICS",
+    "Accumulator",
+    "GridBatch",
+    "MetricSuite",
+    "register_metric",
     "restrict_classes",
 ]
 
@@ -84,19 +84,21 @@ class GridBatch:
     target: Tensor
     logits: Tensor
     scores: Tensor
-    fg: Optional[Tensor] = None
-    annotated: Optional[Tensor] = None
-    scores_wo_bg: Optional[Tensor] = None
-    scores_wo_fg: Optional[Tensor] = None
-    real: Optional[Tensor] = None
-    real_known: Optional[Tensor] = None
+    fg: Tensor | None = None
+    annotated: Tensor | None = None
+    scores_wo_bg: Tensor | None = None
+    scores_wo_fg: Tensor | None = None
+    real: Tensor | None = None
+    real_known: Tensor | None = None
 
     def __post_init__(self) -> None:
         batch = self.target.shape[0]
         if self.logits.dim() != 2 or self.logits.shape[0] != batch:
             raise InputError(f"logits must be B×K with B={batch}, got {tuple(self.logits.shape)}.")
         if self.scores.dim() != 4 or self.scores.shape[:2] != self.logits.shape:
-            raise InputError(f"scores must be B×K×h×w matching logits, got {tuple(self.scores.shape)}.")
+            raise InputError(
+                f"scores must be B×K×h×w matching logits, got {tuple(self.scores.shape)}."
+            )
         if self.fg is not None and tuple(self.fg.shape) != (batch, *self.scores.shape[-2:]):
             raise InputError(
                 f"fg must be a B×h×w cell mask matching the grid {tuple(self.scores.shape[-2:])}, "
@@ -110,7 +112,7 @@ class GridBatch:
         return getattr(self, which).argmax(dim=1)
 
 
-Observation = Optional[tuple[Tensor, Tensor, Tensor]]  # (num, den, used) per image
+Observation = tuple[Tensor, Tensor, Tensor] | None  # (num, den, used) per image
 
 
 class Accumulator:
@@ -150,24 +152,30 @@ class Accumulator:
 
     # -- state ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
-        return {"num": self.num.clone(), "den": self.den.clone(), "used": self.used.clone(),
-                "offered": self.offered.clone()}
+        return {
+            "num": self.num.clone(),
+            "den": self.den.clone(),
+            "used": self.used.clone(),
+            "offered": self.offered.clone(),
+        }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         for key in ("num", "den", "used", "offered"):
             value = state[key].to(torch.int64)
             if value.shape != getattr(self, key).shape:
-                raise InputError(f"{self.name}: state {key} has shape {tuple(value.shape)}, "
-                                 f"expected {tuple(getattr(self, key).shape)}.")
+                raise InputError(
+                    f"{self.name}: state {key} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(getattr(self, key).shape)}."
+                )
             setattr(self, key, value.clone())
 
-    def merge(self, other: "Accumulator") -> None:
+    def merge(self, other: Accumulator) -> None:
         """Add another accumulator's counts (same metric, same K)."""
         for key in ("num", "den", "used", "offered"):
             getattr(self, key).add_(getattr(other, key))
 
     # -- results -------------------------------------------------------------------
-    def value(self) -> Optional[float]:
+    def value(self) -> float | None:
         """The metric in percent, or None when no image counted."""
         den = int(self.den.sum())
         return None if den == 0 else 100.0 * int(self.num.sum()) / (self.scale * den)
@@ -203,7 +211,9 @@ def _fraction(count: Tensor, total: Tensor) -> Tensor:
     """``round(count/total · FIXED)`` in exact integer arithmetic (0 where total is 0)."""
     total = total.long()
     safe = total.clamp(min=1)
-    return torch.where(total > 0, (count.long() * FIXED + safe // 2) // safe, torch.zeros_like(total))
+    return torch.where(
+        total > 0, (count.long() * FIXED + safe // 2) // safe, torch.zeros_like(total)
+    )
 
 
 def _target_cells(labels: Tensor, target: Tensor) -> Tensor:
@@ -237,7 +247,7 @@ class _CellMetric(Accumulator):
     source = "scores"  # which GridBatch field
     region = "fg"  # 'fg' or 'bg'
 
-    def _region(self, batch: GridBatch) -> Optional[tuple[Tensor, Tensor]]:
+    def _region(self, batch: GridBatch) -> tuple[Tensor, Tensor] | None:
         if batch.fg is None or getattr(batch, self.source) is None:
             return None
         cells = batch.fg if self.region == "fg" else ~batch.fg
@@ -252,7 +262,11 @@ class _Detection(_CellMetric):
         if region is None:
             return None
         cells, used = region
-        hit = (_target_cells(batch.cell_labels(self.source), batch.target) & cells).flatten(1).any(dim=1)
+        hit = (
+            (_target_cells(batch.cell_labels(self.source), batch.target) & cells)
+            .flatten(1)
+            .any(dim=1)
+        )
         return hit.long(), _ones(batch), used
 
 
@@ -264,7 +278,11 @@ class _Localisation(_CellMetric):
         if region is None:
             return None
         cells, used = region
-        correct = (_target_cells(batch.cell_labels(self.source), batch.target) & cells).flatten(1).sum(dim=1)
+        correct = (
+            (_target_cells(batch.cell_labels(self.source), batch.target) & cells)
+            .flatten(1)
+            .sum(dim=1)
+        )
         total = cells.flatten(1).sum(dim=1)
         if self.pooled:
             return correct, total, used
@@ -307,10 +325,14 @@ class LocWoBg(_Localisation):
 
 # -- ReaL ----------------------------------------------------------------------------------
 class _RealMetric(Accumulator):
-    def _sets(self, batch: GridBatch) -> Optional[tuple[Tensor, Tensor]]:
+    def _sets(self, batch: GridBatch) -> tuple[Tensor, Tensor] | None:
         if batch.real is None:
             return None
-        known = batch.real_known if batch.real_known is not None else torch.ones_like(batch.target, dtype=torch.bool)
+        known = (
+            batch.real_known
+            if batch.real_known is not None
+            else torch.ones_like(batch.target, dtype=torch.bool)
+        )
         size = batch.real.sum(dim=1)
         return batch.real.bool(), known & (size > 0)
 
@@ -362,7 +384,10 @@ class _ImageNetA(Accumulator):
 
 @register_metric
 class AAccTop1(_ImageNetA):
-    name, description = "a_acc_top1", "ImageNet-A Acc. (top-1), logits restricted to the 200 classes"
+    name, description = (
+        "a_acc_top1",
+        "ImageNet-A Acc. (top-1), logits restricted to the 200 classes",
+    )
 
 
 @register_metric
@@ -372,7 +397,11 @@ class AAccTop5(_ImageNetA):
 
 @register_metric
 class ADetTop1(_ImageNetA):
-    name, spatial, description = "a_det_top1", True, "ImageNet-A Det. (top-1): class is top-1 in some cell"
+    name, spatial, description = (
+        "a_det_top1",
+        True,
+        "ImageNet-A Det. (top-1): class is top-1 in some cell",
+    )
 
 
 @register_metric
@@ -382,8 +411,16 @@ class ADetTop5(_ImageNetA):
 
 
 ILSVRC_METRICS: tuple[str, ...] = (
-    "top1", "top5", "fg_det", "loc", "loc_cell_pooled", "loc_wo_bg", "bg_act", "bg_act_wo_fg",
-    "real_acc", "real_rec",
+    "top1",
+    "top5",
+    "fg_det",
+    "loc",
+    "loc_cell_pooled",
+    "loc_wo_bg",
+    "bg_act",
+    "bg_act_wo_fg",
+    "real_acc",
+    "real_rec",
 )
 IMAGENET_A_METRICS: tuple[str, ...] = ("a_acc_top1", "a_acc_top5", "a_det_top1", "a_det_top5")
 
@@ -424,7 +461,7 @@ class MetricSuite:
         for metric in self.metrics.values():
             metric.update(batch)
 
-    def merge(self, other: "MetricSuite") -> None:
+    def merge(self, other: MetricSuite) -> None:
         for name, metric in self.metrics.items():
             metric.merge(other.metrics[name])
 
@@ -437,9 +474,13 @@ class MetricSuite:
 
     def tensors(self) -> list[Tensor]:
         """Every state tensor, in a fixed order (for ``all_reduce``)."""
-        return [getattr(m, key) for m in self.metrics.values() for key in ("num", "den", "used", "offered")]
+        return [
+            getattr(m, key)
+            for m in self.metrics.values()
+            for key in ("num", "den", "used", "offered")
+        ]
 
-    def values(self) -> dict[str, Optional[float]]:
+    def values(self) -> dict[str, float | None]:
         return {name: metric.value() for name, metric in self.metrics.items()}
 
     def counts(self) -> dict[str, dict[str, int]]:

@@ -31,8 +31,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -44,13 +44,13 @@ from ..errors import InputError
 from ..preprocessing import Preprocess
 
 __all__ = [
-    "Protocol",
     "FILLS",
-    "register_fill",
+    "Protocol",
     "boxes_to_mask",
     "grid_occupancy",
     "occlude",
     "paper_preprocess",
+    "register_fill",
 ]
 
 # name -> colour in [0,1] pixel space given the normalisation (mean, std)
@@ -78,9 +78,7 @@ def boxes_to_mask(size: tuple[int, int], boxes: np.ndarray) -> Image.Image:
     mask = Image.new("L", tuple(int(v) for v in size), 0)
     draw = ImageDraw.Draw(mask)
     for xmin, ymin, xmax, ymax in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        draw.rectangle(
-            [int(round(xmin)), int(round(ymin)), int(round(xmax)), int(round(ymax))], fill=255
-        )
+        draw.rectangle([round(xmin), round(ymin), round(xmax), round(ymax)], fill=255)
     return mask
 
 
@@ -172,4 +170,4 @@ class Protocol:
         }
 
 
-Fill = Union[str, Sequence[float]]
+Fill = str | Sequence[float]

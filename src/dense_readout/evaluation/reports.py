@@ -26,25 +26,35 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..imagenet import imagenet_class_names, imagenet_wnids
 
-__all__ = ["write_reports", "markdown_table", "ILSVRC_COLUMNS", "IMAGENET_A_COLUMNS"]
+__all__ = ["ILSVRC_COLUMNS", "IMAGENET_A_COLUMNS", "markdown_table", "write_reports"]
 
 ILSVRC_COLUMNS = [
-    ("top1", "Top-1"), ("top5", "Top-5"), ("fg_det", "FG Det."), ("loc", "Loc."),
-    ("loc_wo_bg", "Loc. (w/o BG)"), ("bg_act", "BG Act."), ("bg_act_wo_fg", "BG Act. (w/o FG)"),
-    ("real_acc", "ReaL Acc."), ("real_rec", "ReaL Rec."),
+    ("top1", "Top-1"),
+    ("top5", "Top-5"),
+    ("fg_det", "FG Det."),
+    ("loc", "Loc."),
+    ("loc_wo_bg", "Loc. (w/o BG)"),
+    ("bg_act", "BG Act."),
+    ("bg_act_wo_fg", "BG Act. (w/o FG)"),
+    ("real_acc", "ReaL Acc."),
+    ("real_rec", "ReaL Rec."),
 ]
 IMAGENET_A_COLUMNS = [
-    ("a_acc_top1", "Acc. (top-1)"), ("a_det_top1", "Det. (top-1)"),
-    ("a_acc_top5", "Acc. (top-5)"), ("a_det_top5", "Det. (top-5)"),
+    ("a_acc_top1", "Acc. (top-1)"),
+    ("a_det_top1", "Det. (top-1)"),
+    ("a_acc_top5", "Acc. (top-5)"),
+    ("a_det_top5", "Det. (top-5)"),
 ]
 
 
-def _fmt(value: Optional[float]) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+def _fmt(value: float | None) -> str:
+    return (
+        "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+    )
 
 
 def markdown_table(results: dict, model: str) -> str:
@@ -87,12 +97,19 @@ def write_per_class(path: Path, state: Any) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     with open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["class", "wnid", "name", "images"] + names + (["delta_bg_act"] if delta is not None else []))
+        writer.writerow(
+            ["class", "wnid", "name", "images"]
+            + names
+            + (["delta_bg_act"] if delta is not None else [])
+        )
         for k in range(suite.num_classes):
             if int(images[k]) == 0:
                 continue
             row = [k, wnids[k], labels[k], int(images[k])]
-            row += ["" if math.isnan(float(per_class[n][k])) else f"{float(per_class[n][k]):.4f}" for n in names]
+            row += [
+                "" if math.isnan(float(per_class[n][k])) else f"{float(per_class[n][k]):.4f}"
+                for n in names
+            ]
             if delta is not None:
                 row.append("" if math.isnan(float(delta[k])) else f"{float(delta[k]):.4f}")
             writer.writerow(row)
@@ -101,24 +118,28 @@ def write_per_class(path: Path, state: Any) -> None:
 
 def write_threshold_curves(out_dir: Path, curves: dict, title: str) -> None:
     """``thresholds.csv`` and ``thresholds.png`` (Loc. and BG Act. against τ per score)."""
-    import matplotlib
+    import matplotlib as mpl
 
-    matplotlib.use("Agg")
+    mpl.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = ["method,tau,loc,bg_act,kept_fg_cells,kept_bg_cells"]
     for method, curve in curves.items():
         for i, tau in enumerate(curve["tau"]):
             values = [curve[k][i] for k in ("loc", "bg_act", "kept_fg_cells", "kept_bg_cells")]
-            rows.append(f"{method},{tau}," + ",".join("" if v is None else f"{v:.4f}" for v in values))
+            rows.append(
+                f"{method},{tau}," + ",".join("" if v is None else f"{v:.4f}" for v in values)
+            )
     _write_atomic_text(out_dir / "thresholds.csv", "\n".join(rows) + "\n")
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for method, curve in curves.items():
-        for axis, key in zip(axes, ("loc", "bg_act")):
-            points = [(t, v) for t, v in zip(curve["tau"], curve[key]) if v is not None]
+        for axis, key in zip(axes, ("loc", "bg_act"), strict=False):
+            points = [
+                (t, v) for t, v in zip(curve["tau"], curve[key], strict=False) if v is not None
+            ]
             if points:
-                axis.plot(*zip(*points), marker="o", markersize=3, label=method)
-    for axis, label in zip(axes, ("Loc. (%)", "BG Act. (%)")):
+                axis.plot(*zip(*points, strict=False), marker="o", markersize=3, label=method)
+    for axis, label in zip(axes, ("Loc. (%)", "BG Act. (%)"), strict=False):
         axis.set_xlabel("threshold τ")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
@@ -143,12 +164,20 @@ def _delta_table(state: Any, top: int = 10) -> list[str]:
     if not valid:
         return []
     ranked = sorted(valid, key=lambda k: (-float(delta[k]), k))[:top]
-    lines = [f"Per class (A.6), the {len(ranked)} largest Δ = BG Act. (w/o FG) − BG Act. "
-             "(all classes in per_class.csv):", "",
-             "| class | images | BG Act. | BG Act. (w/o FG) | Δ |", "|---|---|---|---|---|"]
+    lines = [
+        (
+            f"Per class (A.6), the {len(ranked)} largest Δ = BG Act. (w/o FG) − BG Act. "
+            "(all classes in per_class.csv):"
+        ),
+        "",
+        "| class | images | BG Act. | BG Act. (w/o FG) | Δ |",
+        "|---|---|---|---|---|",
+    ]
     for k in ranked:
-        lines.append(f"| {k} {names[k]} | {int(suite['bg_act'].used[k])} | {float(before[k]):.1f} | "
-                     f"{float(after[k]):.1f} | {float(delta[k]):+.1f} |")
+        lines.append(
+            f"| {k} {names[k]} | {int(suite['bg_act'].used[k])} | {float(before[k]):.1f} | "
+            f"{float(after[k]):.1f} | {float(delta[k]):+.1f} |"
+        )
     return lines
 
 
@@ -156,17 +185,23 @@ def write_reports(results: dict, state: Any, out_dir: os.PathLike | str) -> None
     """Write results.json, results.md, per_class.csv and (ILSVRC) the threshold curves."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=False) + "\n")
+    _write_atomic_text(
+        out_dir / "results.json", json.dumps(results, indent=2, sort_keys=False) + "\n"
+    )
     model = str(results.get("model", {}).get("name", "model"))
     pre = results.get("preprocessing", {})
     lines = [
         markdown_table(results, model),
         "",
-        f"Images: {results['images']['evaluated']} evaluated of {results['images']['total']}; "
-        f"skipped: {', '.join(f'{k} {v}' for k, v in results['images']['skipped'].items() if v) or 'none'}.",
+        (
+            f"Images: {results['images']['evaluated']} evaluated of {results['images']['total']}; "
+            f"skipped: {', '.join(f'{k} {v}' for k, v in results['images']['skipped'].items() if v) or 'none'}."
+        ),
         f"Edge cases: {', '.join(f'{k} {v}' for k, v in results.get('edge_cases', {}).items())}.",
-        f"Preprocessing: shorter side {pre.get('resize_shorter_side')}, centre crop {pre.get('crop')}, "
-        f"mean {pre.get('mean')}, std {pre.get('std')}, fill {pre.get('fill')!r}.",
+        (
+            f"Preprocessing: shorter side {pre.get('resize_shorter_side')}, centre crop {pre.get('crop')}, "
+            f"mean {pre.get('mean')}, std {pre.get('std')}, fill {pre.get('fill')!r}."
+        ),
         f"dense-readout {results.get('version')}.",
     ]
     if results["settings"]["kind"] == "ilsvrc":

@@ -38,11 +38,11 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -52,16 +52,27 @@ from .. import __version__
 from ..errors import DatasetError, DenseReadoutError, ImageLoadError, InputError
 from ..images import load_image
 from ..readout import DenseReadout
-from .metrics import GridBatch, ILSVRC_METRICS, IMAGENET_A_METRICS, MetricSuite, restrict_classes
+from .metrics import ILSVRC_METRICS, IMAGENET_A_METRICS, GridBatch, MetricSuite, restrict_classes
 from .protocol import Protocol, grid_occupancy
-from .thresholds import DEFAULT_SCORES, DEFAULT_TAUS, PROTOTYPE_SCORES, PrototypeAccumulator, ThresholdSweep
+from .thresholds import (
+    DEFAULT_SCORES,
+    DEFAULT_TAUS,
+    PROTOTYPE_SCORES,
+    PrototypeAccumulator,
+    ThresholdSweep,
+)
 
-__all__ = ["RunConfig", "run_benchmark", "SKIP_REASONS", "BenchmarkState", "distributed_context"]
+__all__ = ["SKIP_REASONS", "BenchmarkState", "RunConfig", "distributed_context", "run_benchmark"]
 
 # per-item outcomes counted in every run (fixed vocabulary -> one int64 vector, all-reducible)
 SKIP_REASONS: tuple[str, ...] = (
-    "missing_annotation", "malformed_annotation", "no_box", "box_outside_image",
-    "missing_image", "corrupt_image", "other_error",
+    "missing_annotation",
+    "malformed_annotation",
+    "no_box",
+    "box_outside_image",
+    "missing_image",
+    "corrupt_image",
+    "other_error",
 )
 # edge cases that are scored for some metrics and skipped by others
 EDGE_CASES: tuple[str, ...] = ("no_fg_cell", "no_bg_cell", "empty_real_set", "boxes_clipped_images")
@@ -74,13 +85,13 @@ class RunConfig:
 
     batch_size: int = 16
     workers: int = 2
-    limit: Optional[int] = None
+    limit: int | None = None
     on_error: str = "skip"
     checkpoint_every: int = 10  # batches
     thresholds: tuple[str, ...] = DEFAULT_SCORES
     taus: tuple[float, ...] = DEFAULT_TAUS
     progress: bool = True
-    device: Optional[str] = None
+    device: str | None = None
     resume: bool = True
 
     def __post_init__(self) -> None:
@@ -102,8 +113,14 @@ class RunConfig:
 class _Items(Dataset):
     """Turns dataset samples into tensors in the workers; per-item errors become a status."""
 
-    def __init__(self, dataset: Any, protocol: Protocol, indices: Sequence[int], num_classes: int,
-                 boxes: bool) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        protocol: Protocol,
+        indices: Sequence[int],
+        num_classes: int,
+        boxes: bool,
+    ) -> None:
         self.dataset, self.protocol, self.indices = dataset, protocol, list(indices)
         self.num_classes, self.boxes = num_classes, boxes
         self.crop = protocol.preprocess.crop
@@ -114,15 +131,25 @@ class _Items(Dataset):
     def __getitem__(self, position: int) -> dict:
         index = self.indices[position]
         real = torch.zeros(self.num_classes, dtype=torch.bool)
-        item = {"index": index, "status": "", "message": "", "label": -1, "real": real,
-                "real_known": False, "clipped": 0}
+        item = {
+            "index": index,
+            "status": "",
+            "message": "",
+            "label": -1,
+            "real": real,
+            "real_known": False,
+            "clipped": 0,
+        }
         try:
             sample = self.dataset[index]
             image = load_image(sample.path)
             if self.boxes:
                 x, mask = self.protocol.transform(image, sample.boxes)
             else:
-                x, mask = self.protocol.preprocess(image), torch.zeros(self.crop, self.crop, dtype=torch.bool)
+                x, mask = (
+                    self.protocol.preprocess(image),
+                    torch.zeros(self.crop, self.crop, dtype=torch.bool),
+                )
             item.update(x=x, mask=mask, label=int(sample.label), clipped=int(sample.boxes_clipped))
             if sample.real is not None:
                 item["real_known"] = True
@@ -132,7 +159,9 @@ class _Items(Dataset):
             reason = getattr(error, "reason", None)
             if reason is None:
                 reason = "corrupt_image" if isinstance(error, ImageLoadError) else "other_error"
-            item.update(status=reason if reason in SKIP_REASONS else "other_error", message=str(error))
+            item.update(
+                status=reason if reason in SKIP_REASONS else "other_error", message=str(error)
+            )
         if "x" not in item:
             item["x"] = torch.zeros(3, self.crop, self.crop)
             item["mask"] = torch.zeros(self.crop, self.crop, dtype=torch.bool)
@@ -151,7 +180,7 @@ class BenchmarkState:
     """Everything a checkpoint holds: the phase, position in the shard and the accumulators."""
 
     suite: MetricSuite
-    sweep: Optional[ThresholdSweep]
+    sweep: ThresholdSweep | None
     prototypes: PrototypeAccumulator
     skips: Tensor = field(default_factory=lambda: torch.zeros(len(SKIP_REASONS), dtype=torch.int64))
     edges: Tensor = field(default_factory=lambda: torch.zeros(len(EDGE_CASES), dtype=torch.int64))
@@ -164,8 +193,11 @@ class BenchmarkState:
             "suite": self.suite.state_dict(),
             "sweep": self.sweep.state_dict() if self.sweep else None,
             "prototypes": self.prototypes.state_dict(),
-            "skips": self.skips.clone(), "edges": self.edges.clone(), "seen": self.seen.clone(),
-            "phase": self.phase, "done": self.done,
+            "skips": self.skips.clone(),
+            "edges": self.edges.clone(),
+            "seen": self.seen.clone(),
+            "phase": self.phase,
+            "done": self.done,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -173,12 +205,16 @@ class BenchmarkState:
         if self.sweep is not None and state["sweep"] is not None:
             self.sweep.load_state_dict(state["sweep"])
         self.prototypes.load_state_dict(state["prototypes"])
-        self.skips, self.edges, self.seen = state["skips"].clone(), state["edges"].clone(), state["seen"].clone()
+        self.skips, self.edges, self.seen = (
+            state["skips"].clone(),
+            state["edges"].clone(),
+            state["seen"].clone(),
+        )
         self.phase, self.done = state["phase"], int(state["done"])
 
     def reducible(self) -> list[Tensor]:
         """Tensors summed across processes at the end of the main pass."""
-        out = self.suite.tensors() + [self.skips, self.edges, self.seen]
+        out = [*self.suite.tensors(), self.skips, self.edges, self.seen]
         return out + (self.sweep.tensors() if self.sweep else [])
 
 
@@ -206,7 +242,7 @@ class distributed_context:
         self.created = False
         self.rank, self.world_size = 0, 1
 
-    def __enter__(self) -> "distributed_context":
+    def __enter__(self) -> distributed_context:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -237,7 +273,9 @@ def _all_reduce(tensors: list[Tensor], device: torch.device) -> None:
 # the run
 # --------------------------------------------------------------------------------------
 def _fingerprint(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
 
 
 def run_benchmark(
@@ -245,10 +283,10 @@ def run_benchmark(
     model: nn.Module,
     protocol: Protocol,
     out_dir: os.PathLike | str,
-    config: Optional[RunConfig] = None,
+    config: RunConfig | None = None,
     *,
     kind: str = "ilsvrc",
-    model_info: Optional[dict] = None,
+    model_info: dict | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``dataset`` with ``protocol``; write reports to ``out_dir``.
 
@@ -290,23 +328,34 @@ def run_benchmark(
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ctx.rank)))
         model.to(device)
         total = len(dataset) if config.limit is None else min(config.limit, len(dataset))
-        shard = list(range(total))[ctx.rank::ctx.world_size]
+        shard = list(range(total))[ctx.rank :: ctx.world_size]
         state = BenchmarkState(
             suite=MetricSuite(metric_names, num_classes),
             sweep=ThresholdSweep(thresholds, config.taus) if thresholds else None,
             prototypes=PrototypeAccumulator(),
         )
-        phases = [p for p in PHASES if p == "main" or any(t in PROTOTYPE_SCORES for t in thresholds)]
+        phases = [
+            p for p in PHASES if p == "main" or any(t in PROTOTYPE_SCORES for t in thresholds)
+        ]
         state.phase = phases[0]
-        if "prototypes" in phases:  # size the prototype sums now: every process must hold equal shapes
+        if (
+            "prototypes" in phases
+        ):  # size the prototype sums now: every process must hold equal shapes
             crop = protocol.preprocess.crop
             channels = readout(torch.zeros(1, 3, crop, crop, device=device)).features.shape[1]
             state.prototypes = PrototypeAccumulator(channels, num_classes)
         settings = {
-            "kind": kind, "dataset": dataset.describe(), "model": model_info or {"class": type(model).__name__},
-            "protocol": protocol.describe(), "limit": config.limit, "batch_size": config.batch_size,
-            "thresholds": list(thresholds), "taus": list(config.taus), "metrics": list(metric_names),
-            "world_size": ctx.world_size, "version": __version__,
+            "kind": kind,
+            "dataset": dataset.describe(),
+            "model": model_info or {"class": type(model).__name__},
+            "protocol": protocol.describe(),
+            "limit": config.limit,
+            "batch_size": config.batch_size,
+            "thresholds": list(thresholds),
+            "taus": list(config.taus),
+            "metrics": list(metric_names),
+            "world_size": ctx.world_size,
+            "version": __version__,
         }
         fingerprint = _fingerprint(settings)
         checkpoint = out_dir / "checkpoint" / f"rank{ctx.rank}-of-{ctx.world_size}.pt"
@@ -321,25 +370,51 @@ def run_benchmark(
             state.load_state_dict(payload["state"])
             resumed_from = {"phase": state.phase, "done": state.done}
 
-        timing = {"forward_s": 0.0, "wall_s": 0.0, "images": 0, "forwards_per_image": 3 if boxes else 1}
+        timing = {
+            "forward_s": 0.0,
+            "wall_s": 0.0,
+            "images": 0,
+            "forwards_per_image": 3 if boxes else 1,
+        }
 
         def save() -> None:
-            _save_atomic(checkpoint, {"fingerprint": fingerprint, "settings": settings, "state": state.state_dict()})
+            _save_atomic(
+                checkpoint,
+                {"fingerprint": fingerprint, "settings": settings, "state": state.state_dict()},
+            )
 
-        for phase in phases[phases.index(state.phase):]:
+        for phase in phases[phases.index(state.phase) :]:
             if state.phase != phase:
                 state.phase, state.done = phase, 0
             if phase == "main" and state.sweep is not None:
                 prototypes = PrototypeAccumulator()
                 prototypes.merge(state.prototypes)
-                _all_reduce(prototypes.tensors(), device)  # every rank runs this exactly once per process
+                _all_reduce(
+                    prototypes.tensors(), device
+                )  # every rank runs this exactly once per process
                 state.sweep.prototypes = prototypes.prototypes()
-            _run_phase(phase, state, dataset, protocol, readout, shard, config, num_classes, boxes, subset,
-                       device, ctx.rank, save, timing if phase == "main" else None)
+            _run_phase(
+                phase,
+                state,
+                dataset,
+                protocol,
+                readout,
+                shard,
+                config,
+                num_classes,
+                boxes,
+                subset,
+                device,
+                ctx.rank,
+                save,
+                timing if phase == "main" else None,
+            )
             save()
         _all_reduce(state.reducible(), device)
         results = _results(state, settings, config, timing, resumed_from, ctx.world_size)
-        results["speed"] = _keep_speed(checkpoint.with_name(f"speed-rank{ctx.rank}.json"), results["speed"])
+        results["speed"] = _keep_speed(
+            checkpoint.with_name(f"speed-rank{ctx.rank}.json"), results["speed"]
+        )
         if ctx.rank == 0:
             write_reports(results, state, out_dir)
         if dist.is_initialized():
@@ -347,24 +422,49 @@ def run_benchmark(
     return results
 
 
-def _run_phase(phase: str, state: BenchmarkState, dataset: Any, protocol: Protocol, readout: DenseReadout,
-               shard: list[int], config: RunConfig, num_classes: int, boxes: bool, subset: Optional[list[int]],
-               device: torch.device, rank: int, save, timing: Optional[dict]) -> None:
-    remaining = shard[state.done:]
+def _run_phase(
+    phase: str,
+    state: BenchmarkState,
+    dataset: Any,
+    protocol: Protocol,
+    readout: DenseReadout,
+    shard: list[int],
+    config: RunConfig,
+    num_classes: int,
+    boxes: bool,
+    subset: list[int] | None,
+    device: torch.device,
+    rank: int,
+    save,
+    timing: dict | None,
+) -> None:
+    remaining = shard[state.done :]
     if not remaining:
         return
     items = _Items(dataset, protocol, remaining, num_classes, boxes)
     loader = DataLoader(
-        items, batch_size=config.batch_size, shuffle=False, num_workers=config.workers,
-        worker_init_fn=_worker_init if config.workers else None, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if config.workers else None, persistent_workers=False,
+        items,
+        batch_size=config.batch_size,
+        shuffle=False,
+        num_workers=config.workers,
+        worker_init_fn=_worker_init if config.workers else None,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if config.workers else None,
+        persistent_workers=False,
     )
     bar = None
     if config.progress and rank == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(shard), initial=state.done, unit="img", desc=f"{phase}", file=sys.stderr,
-                   dynamic_ncols=True, smoothing=0.1)
+        bar = tqdm(
+            total=len(shard),
+            initial=state.done,
+            unit="img",
+            desc=f"{phase}",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
     batches = 0
     start = time.perf_counter()
     try:
@@ -377,7 +477,9 @@ def _run_phase(phase: str, state: BenchmarkState, dataset: Any, protocol: Protoc
                         state.skips[SKIP_REASONS.index(status)] += 1
                 state.seen += len(batch["status"])
             if ok.any():
-                elapsed = _process(phase, state, batch, ok, protocol, readout, boxes, subset, device)
+                elapsed = _process(
+                    phase, state, batch, ok, protocol, readout, boxes, subset, device
+                )
                 if timing is not None:
                     timing["forward_s"] += elapsed
                     timing["images"] += int(ok.sum())
@@ -396,9 +498,11 @@ def _run_phase(phase: str, state: BenchmarkState, dataset: Any, protocol: Protoc
 
 def _check_errors(batch: dict, config: RunConfig) -> None:
     if config.on_error == "stop":
-        for status, message in zip(batch["status"], batch["message"]):
+        for status, message in zip(batch["status"], batch["message"], strict=False):
             if status:
-                raise DatasetError(f"{message} (reason: {status}; pass --on-error skip to skip and count such items)")
+                raise DatasetError(
+                    f"{message} (reason: {status}; pass --on-error skip to skip and count such items)"
+                )
 
 
 def _synchronize(device: torch.device) -> None:
@@ -406,8 +510,17 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _process(phase: str, state: BenchmarkState, batch: dict, ok: Tensor, protocol: Protocol,
-             readout: DenseReadout, boxes: bool, subset: Optional[list[int]], device: torch.device) -> float:
+def _process(
+    phase: str,
+    state: BenchmarkState,
+    batch: dict,
+    ok: Tensor,
+    protocol: Protocol,
+    readout: DenseReadout,
+    boxes: bool,
+    subset: list[int] | None,
+    device: torch.device,
+) -> float:
     x = batch["x"][ok].to(device, non_blocking=True)
     mask = batch["mask"][ok].to(device, non_blocking=True)
     target = batch["label"][ok].to(device)
@@ -430,14 +543,23 @@ def _process(phase: str, state: BenchmarkState, batch: dict, ok: Tensor, protoco
     if boxes:
         n_fg = fg.flatten(1).sum(1)
         cells = fg[0].numel()
-        state.edges += torch.tensor([
-            int((n_fg == 0).sum()), int((n_fg == cells).sum()),
-            int((real_known & (real.sum(1) == 0)).sum()), int((batch["clipped"][ok] > 0).sum()),
-        ])
+        state.edges += torch.tensor(
+            [
+                int((n_fg == 0).sum()),
+                int((n_fg == cells).sum()),
+                int((real_known & (real.sum(1) == 0)).sum()),
+                int((batch["clipped"][ok] > 0).sum()),
+            ]
+        )
         grid = GridBatch(
-            target=target, logits=logits[:size], scores=scores[:size], fg=fg,
-            scores_wo_bg=scores[size:2 * size], scores_wo_fg=scores[2 * size:],
-            real=real if bool(real_known.any()) else None, real_known=real_known,
+            target=target,
+            logits=logits[:size],
+            scores=scores[:size],
+            fg=fg,
+            scores_wo_bg=scores[size : 2 * size],
+            scores_wo_fg=scores[2 * size :],
+            real=real if bool(real_known.any()) else None,
+            real_known=real_known,
         )
         if state.sweep is not None:
             state.sweep.update(scores[:size], features[:size], fg, target)
@@ -447,14 +569,16 @@ def _process(phase: str, state: BenchmarkState, batch: dict, ok: Tensor, protoco
     return elapsed
 
 
-def _keep_speed(path: Path, speed: Optional[dict]) -> Optional[dict]:
+def _keep_speed(path: Path, speed: dict | None) -> dict | None:
     """Store this session's speed; a session that processed nothing reports the last measured one."""
     if speed is not None:
         _save_json_atomic(path, speed)
         return speed
     if path.is_file():
         previous = json.loads(path.read_text())
-        previous["note"] = "measured in an earlier session of this run (this session had nothing left to do)"
+        previous["note"] = (
+            "measured in an earlier session of this run (this session had nothing left to do)"
+        )
         return previous
     return None
 
@@ -466,30 +590,47 @@ def _save_json_atomic(path: Path, payload: dict) -> None:
     os.replace(temporary, path)
 
 
-def _results(state: BenchmarkState, settings: dict, config: RunConfig, timing: dict,
-             resumed_from: Optional[dict], world_size: int) -> dict:
+def _results(
+    state: BenchmarkState,
+    settings: dict,
+    config: RunConfig,
+    timing: dict,
+    resumed_from: dict | None,
+    world_size: int,
+) -> dict:
     values = state.suite.values()
     # skipped = every image of the run not counted by the metric (item errors included)
-    counts = {name: {"used": c["used"], "skipped": int(state.seen) - c["used"]}
-              for name, c in state.suite.counts().items()}
+    counts = {
+        name: {"used": c["used"], "skipped": int(state.seen) - c["used"]}
+        for name, c in state.suite.counts().items()
+    }
     images = timing["images"]
     speed = None
     if images and timing["forward_s"] > 0 and timing["wall_s"] > 0:
         throughput = images / timing["wall_s"]
         forward_rate = images / timing["forward_s"]
         speed = {
-            "images": images, "wall_s": round(timing["wall_s"], 3), "forward_s": round(timing["forward_s"], 3),
-            "images_per_s": round(throughput, 3), "forward_bound_images_per_s": round(forward_rate, 3),
+            "images": images,
+            "wall_s": round(timing["wall_s"], 3),
+            "forward_s": round(timing["forward_s"], 3),
+            "images_per_s": round(throughput, 3),
+            "forward_bound_images_per_s": round(forward_rate, 3),
             "ratio_to_forward_bound": round(throughput / forward_rate, 3),
-            "forwards_per_image": timing["forwards_per_image"], "rank": 0, "workers": config.workers,
-            "batch_size": config.batch_size, "note": "measured by rank 0 in this session (after any resume)",
+            "forwards_per_image": timing["forwards_per_image"],
+            "rank": 0,
+            "workers": config.workers,
+            "batch_size": config.batch_size,
+            "note": "measured by rank 0 in this session (after any resume)",
         }
     return {
         **{name: values[name] for name in values},
         "counts": counts,
-        "images": {"total": int(state.seen), "skipped": dict(zip(SKIP_REASONS, (int(v) for v in state.skips))),
-                   "evaluated": int(state.seen) - int(state.skips.sum())},
-        "edge_cases": dict(zip(EDGE_CASES, (int(v) for v in state.edges))),
+        "images": {
+            "total": int(state.seen),
+            "skipped": dict(zip(SKIP_REASONS, (int(v) for v in state.skips), strict=False)),
+            "evaluated": int(state.seen) - int(state.skips.sum()),
+        },
+        "edge_cases": dict(zip(EDGE_CASES, (int(v) for v in state.edges), strict=False)),
         "thresholds": state.sweep.curves() if state.sweep is not None else None,
         "settings": settings,
         "model": settings["model"],

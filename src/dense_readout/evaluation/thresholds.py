@@ -36,7 +36,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,20 +47,25 @@ from .metrics import FIXED
 
 __all__ = [
     "CELL_SCORES",
-    "register_cell_score",
+    "DEFAULT_SCORES",
+    "DEFAULT_TAUS",
+    "PROTOTYPE_SCORES",
     "PrototypeAccumulator",
     "ThresholdSweep",
-    "DEFAULT_TAUS",
-    "DEFAULT_SCORES",
-    "PROTOTYPE_SCORES",
+    "register_cell_score",
 ]
 
 DEFAULT_TAUS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(21))
-DEFAULT_SCORES: tuple[str, ...] = ("max_softmax", "entropy", "feat_fg", "logit_fg")  # the paper's four
+DEFAULT_SCORES: tuple[str, ...] = (
+    "max_softmax",
+    "entropy",
+    "feat_fg",
+    "logit_fg",
+)  # the paper's four
 PROTO_SCALE = 1 << 20  # fixed point of the prototype sums
 
 # name -> fn(scores B×K×h×w, features B×C×h×w, prototypes dict) -> B×h×w
-CellScore = Callable[[Tensor, Optional[Tensor], dict], Tensor]
+CellScore = Callable[[Tensor, Tensor | None, dict], Tensor]
 CELL_SCORES: dict[str, CellScore] = {}
 PROTOTYPE_SCORES = ("feat_fg", "logit_fg", "feat_fg_global", "logit_fg_global")
 
@@ -76,25 +81,33 @@ def register_cell_score(name: str) -> Callable[[CellScore], CellScore]:
 
 
 @register_cell_score("max_softmax")
-def _max_softmax(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
+def _max_softmax(scores: Tensor, features: Tensor | None, prototypes: dict) -> Tensor:
     return torch.softmax(scores.float(), dim=1).amax(dim=1)
 
 
 @register_cell_score("entropy")
-def _entropy(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
+def _entropy(scores: Tensor, features: Tensor | None, prototypes: dict) -> Tensor:
     log_p = torch.log_softmax(scores.float(), dim=1)
     entropy = -(log_p.exp() * log_p).sum(dim=1)
     return 1.0 - entropy / math.log(scores.shape[1])
 
 
-def _cosine(grid: Tensor, prototype: Optional[Tensor], name: str) -> Tensor:
+def _cosine(grid: Tensor, prototype: Tensor | None, name: str) -> Tensor:
     if prototype is None:
         raise InputError(f"{name} needs a prototype: run the prototype pass first.")
-    return F.cosine_similarity(grid.float(), prototype.to(grid.device, torch.float32).view(1, -1, 1, 1), dim=1)
+    return F.cosine_similarity(
+        grid.float(), prototype.to(grid.device, torch.float32).view(1, -1, 1, 1), dim=1
+    )
 
 
-def _class_cosine(grid: Tensor, scores: Tensor, table: Optional[Tensor], present: Optional[Tensor],
-                  fallback: Optional[Tensor], name: str) -> Tensor:
+def _class_cosine(
+    grid: Tensor,
+    scores: Tensor,
+    table: Tensor | None,
+    present: Tensor | None,
+    fallback: Tensor | None,
+    name: str,
+) -> Tensor:
     """Cosine of each cell to the prototype of the cell's top-1 class.
 
     A class without a prototype (no correctly predicted FG cell in the set) falls back
@@ -103,36 +116,54 @@ def _class_cosine(grid: Tensor, scores: Tensor, table: Optional[Tensor], present
     if table is None or present is None or fallback is None:
         raise InputError(f"{name} needs class prototypes: run the prototype pass first.")
     predicted = scores.argmax(dim=1)  # B×h×w
-    rows = torch.where(present.unsqueeze(1), table, fallback.view(1, -1)).to(grid.device, torch.float32)
+    rows = torch.where(present.unsqueeze(1), table, fallback.view(1, -1)).to(
+        grid.device, torch.float32
+    )
     chosen = rows[predicted].permute(0, 3, 1, 2)  # B×C×h×w
     return F.cosine_similarity(grid.float(), chosen, dim=1)
 
 
-def _features_of(features: Optional[Tensor], name: str) -> Tensor:
+def _features_of(features: Tensor | None, name: str) -> Tensor:
     if features is None:
         raise InputError(f"{name} needs the feature grid (ReadoutResult.features).")
     return features
 
 
 @register_cell_score("feat_fg")
-def _feat_fg(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
-    return _class_cosine(_features_of(features, "feat_fg"), scores, prototypes.get("features"),
-                         prototypes.get("present"), prototypes.get("features_global"), "feat_fg")
+def _feat_fg(scores: Tensor, features: Tensor | None, prototypes: dict) -> Tensor:
+    return _class_cosine(
+        _features_of(features, "feat_fg"),
+        scores,
+        prototypes.get("features"),
+        prototypes.get("present"),
+        prototypes.get("features_global"),
+        "feat_fg",
+    )
 
 
 @register_cell_score("logit_fg")
-def _logit_fg(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
-    return _class_cosine(scores, scores, prototypes.get("logits"), prototypes.get("present"),
-                         prototypes.get("logits_global"), "logit_fg")
+def _logit_fg(scores: Tensor, features: Tensor | None, prototypes: dict) -> Tensor:
+    return _class_cosine(
+        scores,
+        scores,
+        prototypes.get("logits"),
+        prototypes.get("present"),
+        prototypes.get("logits_global"),
+        "logit_fg",
+    )
 
 
 @register_cell_score("feat_fg_global")
-def _feat_fg_global(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
-    return _cosine(_features_of(features, "feat_fg_global"), prototypes.get("features_global"), "feat_fg_global")
+def _feat_fg_global(scores: Tensor, features: Tensor | None, prototypes: dict) -> Tensor:
+    return _cosine(
+        _features_of(features, "feat_fg_global"),
+        prototypes.get("features_global"),
+        "feat_fg_global",
+    )
 
 
 @register_cell_score("logit_fg_global")
-def _logit_fg_global(scores: Tensor, features: Optional[Tensor], prototypes: dict) -> Tensor:
+def _logit_fg_global(scores: Tensor, features: Tensor | None, prototypes: dict) -> Tensor:
     return _cosine(scores, prototypes.get("logits_global"), "logit_fg_global")
 
 
@@ -165,12 +196,18 @@ class PrototypeAccumulator:
         return [self.features, self.logits, self.count]
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"features": self.features.clone(), "logits": self.logits.clone(), "count": self.count.clone()}
+        return {
+            "features": self.features.clone(),
+            "logits": self.logits.clone(),
+            "count": self.count.clone(),
+        }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.features, self.logits, self.count = (state[k].clone() for k in ("features", "logits", "count"))
+        self.features, self.logits, self.count = (
+            state[k].clone() for k in ("features", "logits", "count")
+        )
 
-    def merge(self, other: "PrototypeAccumulator") -> None:
+    def merge(self, other: PrototypeAccumulator) -> None:
         if self.features.numel() == 0:
             self.load_state_dict(other.state_dict())
             return
@@ -179,7 +216,7 @@ class PrototypeAccumulator:
             self.logits += other.logits
             self.count += other.count
 
-    def prototypes(self) -> dict[str, Optional[Tensor]]:
+    def prototypes(self) -> dict[str, Tensor | None]:
         """Class means ``features`` (K×C), ``logits`` (K×K), ``present`` (K) and global means.
 
         Rows of classes without a correct FG cell are NaN; everything is None when no
@@ -187,14 +224,21 @@ class PrototypeAccumulator:
         """
         total = int(self.count.sum()) if self.count.numel() else 0
         if total == 0:
-            return {"features": None, "logits": None, "present": None,
-                    "features_global": None, "logits_global": None}
+            return {
+                "features": None,
+                "logits": None,
+                "present": None,
+                "features_global": None,
+                "logits_global": None,
+            }
         count = self.count.double().clamp(min=1).unsqueeze(1) * PROTO_SCALE
         present = self.count > 0
         features = torch.where(present.unsqueeze(1), self.features.double() / count, float("nan"))
         logits = torch.where(present.unsqueeze(1), self.logits.double() / count, float("nan"))
         return {
-            "features": features, "logits": logits, "present": present,
+            "features": features,
+            "logits": logits,
+            "present": present,
             "features_global": self.features.sum(0).double() / (PROTO_SCALE * total),
             "logits_global": self.logits.sum(0).double() / (PROTO_SCALE * total),
         }
@@ -206,7 +250,9 @@ class ThresholdSweep:
     def __init__(self, methods: Sequence[str], taus: Sequence[float] = DEFAULT_TAUS) -> None:
         unknown = [m for m in methods if m not in CELL_SCORES]
         if unknown:
-            raise InputError(f"Unknown threshold scores {unknown}; registered: {sorted(CELL_SCORES)}.")
+            raise InputError(
+                f"Unknown threshold scores {unknown}; registered: {sorted(CELL_SCORES)}."
+            )
         if not len(taus):
             raise InputError("taus must hold at least one threshold.")
         self.methods = tuple(methods)
@@ -216,11 +262,19 @@ class ThresholdSweep:
         self.bg_num = torch.zeros(shape, dtype=torch.int64)
         self.kept_fg = torch.zeros(shape, dtype=torch.int64)
         self.kept_bg = torch.zeros(shape, dtype=torch.int64)
-        self.counts = torch.zeros(4, dtype=torch.int64)  # images with FG, with BG, FG cells, BG cells
+        self.counts = torch.zeros(
+            4, dtype=torch.int64
+        )  # images with FG, with BG, FG cells, BG cells
         self.prototypes: dict = {}
 
-    def update(self, scores: Tensor, features: Optional[Tensor], fg: Tensor, target: Tensor,
-               annotated: Optional[Tensor] = None) -> None:
+    def update(
+        self,
+        scores: Tensor,
+        features: Tensor | None,
+        fg: Tensor,
+        target: Tensor,
+        annotated: Tensor | None = None,
+    ) -> None:
         """Add a batch: ``scores`` B×K×h×w, ``features`` B×C×h×w (for feat_fg), ``fg`` B×h×w."""
         if annotated is not None:
             keep = annotated.bool()
@@ -246,25 +300,34 @@ class ThresholdSweep:
             self.bg_num[row] += (hit_bg & has_bg).sum(1).cpu()
             self.kept_fg[row] += (kept & fg).flatten(1).sum(1).cpu()
             self.kept_bg[row] += (kept & bg).flatten(1).sum(1).cpu()
-        self.counts += torch.tensor([int(has_fg.sum()), int(has_bg.sum()), int(n_fg.sum()), int(n_bg.sum())])
+        self.counts += torch.tensor(
+            [int(has_fg.sum()), int(has_bg.sum()), int(n_fg.sum()), int(n_bg.sum())]
+        )
 
     def available(self, method: str) -> bool:
         """False for a prototype score whose prototype could not be estimated."""
-        key = {"feat_fg": "features", "logit_fg": "logits", "feat_fg_global": "features_global",
-               "logit_fg_global": "logits_global"}.get(method)
+        key = {
+            "feat_fg": "features",
+            "logit_fg": "logits",
+            "feat_fg_global": "features_global",
+            "logit_fg_global": "logits_global",
+        }.get(method)
         return key is None or self.prototypes.get(key) is not None
 
     def tensors(self) -> list[Tensor]:
         return [self.loc_num, self.bg_num, self.kept_fg, self.kept_bg, self.counts]
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {k: getattr(self, k).clone() for k in ("loc_num", "bg_num", "kept_fg", "kept_bg", "counts")}
+        return {
+            k: getattr(self, k).clone()
+            for k in ("loc_num", "bg_num", "kept_fg", "kept_bg", "counts")
+        }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         for key, value in state.items():
             setattr(self, key, value.clone())
 
-    def merge(self, other: "ThresholdSweep") -> None:
+    def merge(self, other: ThresholdSweep) -> None:
         for key in ("loc_num", "bg_num", "kept_fg", "kept_bg", "counts"):
             getattr(self, key).add_(getattr(other, key))
 

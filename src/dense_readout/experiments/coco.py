@@ -34,9 +34,10 @@ import contextlib
 import hashlib
 import io
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,23 +48,30 @@ from torch import Tensor, nn
 from ..errors import DatasetError, InputError
 
 __all__ = [
+    "TABLE3_METRICS",
     "CocoImage",
     "CocoInstances",
-    "sample_positive",
-    "validation_positive",
     "FeatureCache",
     "LinearProbe",
     "ProbeConfig",
-    "train_probe",
-    "evaluate_probe",
     "cross_validate",
+    "evaluate_probe",
     "probe_split",
-    "TABLE3_METRICS",
+    "sample_positive",
+    "train_probe",
+    "validation_positive",
 ]
 
-PathLike = Union[str, Path]
-TABLE3_METRICS: Tuple[str, ...] = (
-    "top1", "top5", "fg_det", "loc", "loc_cell_pooled", "loc_wo_bg", "bg_act", "bg_act_wo_fg",
+PathLike = str | Path
+TABLE3_METRICS: tuple[str, ...] = (
+    "top1",
+    "top5",
+    "fg_det",
+    "loc",
+    "loc_cell_pooled",
+    "loc_wo_bg",
+    "bg_act",
+    "bg_act_wo_fg",
 )
 
 
@@ -84,8 +92,8 @@ class CocoImage:
     image_id: int
     file_name: str
     path: Path
-    labels: Tuple[int, ...]
-    kept: List[Tuple[int, int, int]] = field(default_factory=list)
+    labels: tuple[int, ...]
+    kept: list[tuple[int, int, int]] = field(default_factory=list)
     dropped: int = 0
 
 
@@ -111,7 +119,7 @@ class CocoInstances:
         self,
         root: PathLike,
         split: str = "val2017",
-        preprocess: Optional[Any] = None,
+        preprocess: Any | None = None,
         min_fraction: float = 0.01,
         include_crowd: bool = True,
     ) -> None:
@@ -136,13 +144,15 @@ class CocoInstances:
             raise DatasetError(f"{annotation} defines no categories.")
         self.category_to_label = {cid: i for i, cid in enumerate(category_ids)}
         self.class_names = tuple(self.coco.loadCats(cid)[0]["name"] for cid in category_ids)
-        self.images: List[CocoImage] = []
-        self.skipped: Dict[str, int] = {"no_kept_instance": 0, "missing_file": 0}
+        self.images: list[CocoImage] = []
+        self.skipped: dict[str, int] = {"no_kept_instance": 0, "missing_file": 0}
         self.instances_dropped = 0  # over all images, including the skipped ones
         for image_id in sorted(self.coco.getImgIds()):
             self._add(image_id)
         if not self.images:
-            raise DatasetError(f"No image of {annotation} has a kept instance (min_fraction={min_fraction}).")
+            raise DatasetError(
+                f"No image of {annotation} has a kept instance (min_fraction={min_fraction})."
+            )
 
     @property
     def num_classes(self) -> int:
@@ -155,10 +165,12 @@ class CocoInstances:
         return self.images[index]
 
     def _crop_mask(self, mask: np.ndarray) -> np.ndarray:
-        cropped = self.preprocess.geometry_of(Image.fromarray(mask.astype(np.uint8) * 255), "nearest")
+        cropped = self.preprocess.geometry_of(
+            Image.fromarray(mask.astype(np.uint8) * 255), "nearest"
+        )
         return np.asarray(cropped) > 127
 
-    def _annotations(self, image_id: int) -> List[dict]:
+    def _annotations(self, image_id: int) -> list[dict]:
         ids = self.coco.getAnnIds(imgIds=[image_id], iscrowd=None if self.include_crowd else False)
         return self.coco.loadAnns(ids)
 
@@ -168,12 +180,18 @@ class CocoInstances:
         if not path.is_file():
             self.skipped["missing_file"] += 1
             return
-        crop_pixels = self.preprocess.crop ** 2
+        crop_pixels = self.preprocess.crop**2
         kept, dropped = [], 0
         for annotation in self._annotations(image_id):
             pixels = int(self._crop_mask(self.coco.annToMask(annotation)).sum())
             if pixels >= self.min_fraction * crop_pixels and pixels > 0:
-                kept.append((int(annotation["id"]), self.category_to_label[annotation["category_id"]], pixels))
+                kept.append(
+                    (
+                        int(annotation["id"]),
+                        self.category_to_label[annotation["category_id"]],
+                        pixels,
+                    )
+                )
             else:
                 dropped += 1
         self.instances_dropped += dropped
@@ -198,7 +216,7 @@ class CocoInstances:
         vector[list(image.labels)] = True
         return vector
 
-    def statistics(self) -> Dict[str, Any]:
+    def statistics(self) -> dict[str, Any]:
         """Counts after filtering (compare with A.1: 59.6% of val images multi-label)."""
         per_image = [len(image.labels) for image in self.images]
         return {
@@ -275,25 +293,39 @@ class FeatureCache:
             image would be 30 GB for train2017).
     """
 
-    def __init__(self, folder: PathLike, model: nn.Module, model_name: str, protocol: Any, seed: int = 0,
-                 batch_size: int = 8, pooled_only: bool = False) -> None:
+    def __init__(
+        self,
+        folder: PathLike,
+        model: nn.Module,
+        model_name: str,
+        protocol: Any,
+        seed: int = 0,
+        batch_size: int = 8,
+        pooled_only: bool = False,
+    ) -> None:
         self.folder = Path(folder)
         self.model, self.model_name, self.protocol = model, model_name, protocol
         self.seed, self.batch_size, self.pooled_only = seed, batch_size, pooled_only
 
     def fingerprint(self, dataset: CocoInstances) -> str:
         payload = {
-            "model": self.model_name, "protocol": self.protocol.describe(), "seed": self.seed,
-            "min_fraction": dataset.min_fraction, "crowd": dataset.include_crowd,
-            "images": [image.image_id for image in dataset.images], "version": 1,
+            "model": self.model_name,
+            "protocol": self.protocol.describe(),
+            "seed": self.seed,
+            "min_fraction": dataset.min_fraction,
+            "crowd": dataset.include_crowd,
+            "images": [image.image_id for image in dataset.images],
+            "version": 1,
             "pooled_only": self.pooled_only,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def path(self, dataset: CocoInstances) -> Path:
-        return self.folder / f"coco_{dataset.split}_{self.model_name}_{self.fingerprint(dataset)}.pt"
+        return (
+            self.folder / f"coco_{dataset.split}_{self.model_name}_{self.fingerprint(dataset)}.pt"
+        )
 
-    def load(self, dataset: CocoInstances, progress: bool = False) -> Dict[str, Any]:
+    def load(self, dataset: CocoInstances, progress: bool = False) -> dict[str, Any]:
         """The cached features (computing and saving them on the first call).
 
         Returns a dict with stacked tensors ``grid``, ``grid_wo_bg``, ``grid_wo_fg``
@@ -313,22 +345,26 @@ class FeatureCache:
         data["computed"] = True
         return data
 
-    def _compute(self, dataset: CocoInstances, progress: bool) -> Dict[str, Any]:
+    def _compute(self, dataset: CocoInstances, progress: bool) -> dict[str, Any]:
         from .. import load_image
         from ..evaluation.protocol import grid_occupancy
         from ..readout import DenseReadout
 
         readout = DenseReadout(self.model)
         preprocess = self.protocol.preprocess
-        keys = ("pooled",) if self.pooled_only else ("grid", "grid_wo_bg", "grid_wo_fg", "fg", "presence")
-        out: Dict[str, List[Tensor]] = {k: [] for k in keys}
+        keys = (
+            ("pooled",)
+            if self.pooled_only
+            else ("grid", "grid_wo_bg", "grid_wo_fg", "fg", "presence")
+        )
+        out: dict[str, list[Tensor]] = {k: [] for k in keys}
         labels, targets, ids = [], [], []
         indices: Iterable[int] = range(len(dataset))
         if progress:
             from tqdm import tqdm
 
             indices = tqdm(indices, desc="backbone features")
-        pending: List[Tuple[Tensor, Tensor, Tensor]] = []
+        pending: list[tuple[Tensor, Tensor, Tensor]] = []
 
         def flush() -> None:
             if not pending:
@@ -343,8 +379,8 @@ class FeatureCache:
             count = len(pending)
             grid_size = tuple(grids.shape[-2:])
             out["grid"].extend(grids[:count])
-            out["grid_wo_bg"].extend(grids[count:2 * count])
-            out["grid_wo_fg"].extend(grids[2 * count:])
+            out["grid_wo_bg"].extend(grids[count : 2 * count])
+            out["grid_wo_fg"].extend(grids[2 * count :])
             out["fg"].extend(grid_occupancy(mask, grid_size))
             out["presence"].extend(grid_occupancy(p[2], grid_size) for p in pending)
             pending.clear()
@@ -353,17 +389,27 @@ class FeatureCache:
             image = dataset[index]
             target = validation_positive(image.image_id, image.labels, self.seed)
             masks = None if self.pooled_only else dataset.label_masks(image)
-            pending.append((preprocess(load_image(image.path)),
-                            None if masks is None else masks[target], masks))
+            pending.append(
+                (
+                    preprocess(load_image(image.path)),
+                    None if masks is None else masks[target],
+                    masks,
+                )
+            )
             labels.append(dataset.label_vector(image))
             targets.append(target)
             ids.append(image.image_id)
             if len(pending) == self.batch_size:
                 flush()
         flush()
-        data: Dict[str, Any] = {k: torch.stack(v) for k, v in out.items()}
-        data.update(labels=torch.stack(labels), target=torch.tensor(targets), image_ids=torch.tensor(ids),
-                    model=self.model_name, protocol=json.dumps(self.protocol.describe()))
+        data: dict[str, Any] = {k: torch.stack(v) for k, v in out.items()}
+        data.update(
+            labels=torch.stack(labels),
+            target=torch.tensor(targets),
+            image_ids=torch.tensor(ids),
+            model=self.model_name,
+            protocol=json.dumps(self.protocol.describe()),
+        )
         return data
 
 
@@ -406,7 +452,9 @@ class ProbeConfig:
     seed: int = 0
 
 
-def train_probe(pooled: Tensor, labels: Tensor, num_classes: int, config: ProbeConfig = ProbeConfig()) -> LinearProbe:
+def train_probe(
+    pooled: Tensor, labels: Tensor, num_classes: int, config: ProbeConfig = ProbeConfig()
+) -> LinearProbe:
     """Train :class:`LinearProbe` on pooled embeddings ``N×C`` with multi-labels ``N×K``:
     each epoch every image gets one positive drawn uniformly from its labels."""
     if pooled.dim() != 2 or labels.shape != (pooled.shape[0], num_classes):
@@ -418,14 +466,18 @@ def train_probe(pooled: Tensor, labels: Tensor, num_classes: int, config: ProbeC
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     probe = LinearProbe(pooled.shape[1], num_classes, config.dropout)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        probe.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     weights = labels.float()
     probe.train()
     for _ in range(config.epochs):
         order = torch.randperm(pooled.shape[0], generator=generator)
-        targets = torch.multinomial(weights, 1, generator=generator).squeeze(1)  # one positive per image
+        targets = torch.multinomial(weights, 1, generator=generator).squeeze(
+            1
+        )  # one positive per image
         for start in range(0, len(order), config.batch_size):
-            index = order[start:start + config.batch_size]
+            index = order[start : start + config.batch_size]
             loss = F.cross_entropy(probe(pooled[index]), targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -436,8 +488,13 @@ def train_probe(pooled: Tensor, labels: Tensor, num_classes: int, config: ProbeC
 # -- 5. per-cell evaluation --------------------------------------------------------------------------
 
 
-def evaluate_probe(probe: LinearProbe, data: Dict[str, Any], index: Optional[Tensor] = None,
-                   suite: Optional[Any] = None, any_class: Optional[Any] = None) -> Tuple[Any, Any]:
+def evaluate_probe(
+    probe: LinearProbe,
+    data: dict[str, Any],
+    index: Tensor | None = None,
+    suite: Any | None = None,
+    any_class: Any | None = None,
+) -> tuple[Any, Any]:
     """Apply ``probe`` to every cell of the cached grids and update the metrics.
 
     ``suite`` is a :class:`~dense_readout.evaluation.metrics.MetricSuite` over
@@ -461,7 +518,10 @@ def evaluate_probe(probe: LinearProbe, data: Dict[str, Any], index: Optional[Ten
         scores = adapter.readout(grid)
         logits = adapter.image_logits(grid)  # the head on the GAP embedding, as trained
         batch = GridBatch(
-            target=data["target"][index], logits=logits, scores=scores, fg=data["fg"][index],
+            target=data["target"][index],
+            logits=logits,
+            scores=scores,
+            fg=data["fg"][index],
             scores_wo_bg=adapter.readout(data["grid_wo_bg"][index]),
             scores_wo_fg=adapter.readout(data["grid_wo_fg"][index]),
         )
@@ -470,8 +530,9 @@ def evaluate_probe(probe: LinearProbe, data: Dict[str, Any], index: Optional[Ten
     return suite, any_class
 
 
-def cross_validate(data: Dict[str, Any], num_classes: int, folds: int = 5,
-                   config: ProbeConfig = ProbeConfig()) -> Dict[str, Any]:
+def cross_validate(
+    data: dict[str, Any], num_classes: int, folds: int = 5, config: ProbeConfig = ProbeConfig()
+) -> dict[str, Any]:
     """k-fold probe: image ``i`` (in image-id order) is in fold ``i mod folds``; each fold
     is evaluated by a probe trained on the other folds, so every image is evaluated
     exactly once by a head that never saw it. Metrics are pooled over all folds.
@@ -496,9 +557,15 @@ def cross_validate(data: Dict[str, Any], num_classes: int, folds: int = 5,
         evaluate_probe(probe, data, test, suite, any_class)
         seen = data["labels"][train].any(dim=0)
         unseen = int((~seen[data["target"][test]]).sum())  # evaluation class absent from training
-        per_fold.append({"fold": fold, "train_images": int(len(train)), "test_images": int(len(test)),
-                         "test_images_with_unseen_class": unseen,
-                         **{k: v for k, v in fold_suite.values().items() if k in ("top1", "loc")}})
+        per_fold.append(
+            {
+                "fold": fold,
+                "train_images": len(train),
+                "test_images": len(test),
+                "test_images_with_unseen_class": unseen,
+                **{k: v for k, v in fold_suite.values().items() if k in ("top1", "loc")},
+            }
+        )
     values = suite.values()
     extra = any_class.summary()
     return {
@@ -513,8 +580,12 @@ def cross_validate(data: Dict[str, Any], num_classes: int, folds: int = 5,
     }
 
 
-def probe_split(train: Dict[str, Any], val: Dict[str, Any], num_classes: int,
-                config: ProbeConfig = ProbeConfig()) -> Dict[str, Any]:
+def probe_split(
+    train: dict[str, Any],
+    val: dict[str, Any],
+    num_classes: int,
+    config: ProbeConfig = ProbeConfig(),
+) -> dict[str, Any]:
     """The paper's setting: train on one split's pooled features (``train`` from a
     ``pooled_only`` cache, or a full one), evaluate per cell on another (``val``)."""
     from ..evaluation.metrics import MetricSuite
@@ -522,7 +593,9 @@ def probe_split(train: Dict[str, Any], val: Dict[str, Any], num_classes: int,
 
     pooled = train["pooled"] if "pooled" in train else train["grid"].mean(dim=(2, 3))
     probe = train_probe(pooled, train["labels"], num_classes, config)
-    suite, any_class = evaluate_probe(probe, val, None, MetricSuite(TABLE3_METRICS, num_classes), SyntheticMetrics())
+    suite, any_class = evaluate_probe(
+        probe, val, None, MetricSuite(TABLE3_METRICS, num_classes), SyntheticMetrics()
+    )
     extra = any_class.summary()
     seen = train["labels"].any(dim=0)
     return {
@@ -532,6 +605,6 @@ def probe_split(train: Dict[str, Any], val: Dict[str, Any], num_classes: int,
         "loc_any_present_class_per_image": extra["loc_per_image"],
         "top1_any_label": extra["top1_visible"],
         "test_images_with_unseen_class": int((~seen[val["target"]]).sum()),
-        "train_images": int(len(train["labels"])),
+        "train_images": len(train["labels"]),
         "probe": asdict(config),
     }

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,15 +14,15 @@ __all__ = ["overlay_grid", "training_curves"]
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib as mpl
 
-    matplotlib.use("Agg")
+    mpl.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def training_curves(history: Dict[str, Any], path: Optional[Union[str, Path]] = None):
+def training_curves(history: dict[str, Any], path: str | Path | None = None):
     """Validation Top-1 and Loc. per epoch (with E[1/n] as a reference line).
 
     ``history`` is what :func:`~dense_readout.experiments.synthetic_train.train`
@@ -46,21 +47,30 @@ def training_curves(history: Dict[str, Any], path: Optional[Union[str, Path]] = 
     }
     initial = history.get("initial")
     figure, axis = plt.subplots(figsize=(6, 4))
-    keys = {"val Loc. (pooled over FG cells)": "loc", "val Loc. (per-image mean)": "loc_per_image",
-            "val Top-1 (vs sampled target)": "top1"}
+    keys = {
+        "val Loc. (pooled over FG cells)": "loc",
+        "val Loc. (per-image mean)": "loc_per_image",
+        "val Top-1 (vs sampled target)": "top1",
+    }
     for label, values in series.items():
         x, y = list(xs), list(values)
         if initial is not None and label in keys:
-            x, y = [0] + x, [initial[keys[label]]] + y
-        axis.plot(x, y, marker="o", label=label, linestyle="--" if label.startswith("train") else "-")
-    axis.axhline(history.get("expected_top1", 26.1), color="grey", linestyle=":", label="E[1/n] = 26.1%")
+            x, y = [0, *x], [initial[keys[label]], *y]
+        axis.plot(
+            x, y, marker="o", label=label, linestyle="--" if label.startswith("train") else "-"
+        )
+    axis.axhline(
+        history.get("expected_top1", 26.1), color="grey", linestyle=":", label="E[1/n] = 26.1%"
+    )
     axis.set_xlabel("epoch")
     axis.set_ylabel("%")
     axis.set_ylim(0, 100)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     recipe = history.get("recipe", {})
-    axis.set_title(f"{recipe.get('model', '')} {recipe.get('name', '')}: synthetic scenes", fontsize=10)
+    axis.set_title(
+        f"{recipe.get('model', '')} {recipe.get('name', '')}: synthetic scenes", fontsize=10
+    )
     figure.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -71,10 +81,10 @@ def training_curves(history: Dict[str, Any], path: Optional[Union[str, Path]] = 
 def overlay_grid(
     model: nn.Module,
     recipe: Any,
-    path: Optional[Union[str, Path]] = None,
+    path: str | Path | None = None,
     indices: Sequence[int] = (0, 1, 2, 3),
     split: str = "test",
-    seed: Optional[int] = None,
+    seed: int | None = None,
 ):
     """Paper Fig. 1: scenes with the dense readout's top-1 class id written in every cell.
 
@@ -99,7 +109,9 @@ def overlay_grid(
     predicted = result.logits.argmax(1).cpu()
     figure, axes = plt.subplots(1, len(indices), figsize=(3.2 * len(indices), 3.6))
     axes = np.atleast_1d(axes)
-    for axis, index, item, cell_labels, image_pred in zip(axes, indices, items, labels, predicted):
+    for axis, index, item, cell_labels, image_pred in zip(
+        axes, indices, items, labels, predicted, strict=False
+    ):
         scene = generator(index)
         axis.imshow(scene.image)
         size = scene.image.shape[0]
@@ -110,14 +122,23 @@ def overlay_grid(
                 k = int(cell_labels[i, j])
                 foreground = bool(presence[:, i, j].any())
                 color = "grey" if not foreground else ("limegreen" if presence[k, i, j] else "red")
-                axis.text((j + 0.5) * size / w, (i + 0.5) * size / h, str(k), ha="center", va="center",
-                          fontsize=8, color=color, fontweight="bold")
+                axis.text(
+                    (j + 0.5) * size / w,
+                    (i + 0.5) * size / h,
+                    str(k),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color=color,
+                    fontweight="bold",
+                )
         for t in range(1, h):
             axis.axhline(t * size / h, color="white", linewidth=0.4, alpha=0.6)
         for t in range(1, w):
             axis.axvline(t * size / w, color="white", linewidth=0.4, alpha=0.6)
         axis.set_title(
-            f"visible {scene.visible_classes}\ntarget {scene.target}, image pred {int(image_pred)}", fontsize=8
+            f"visible {scene.visible_classes}\ntarget {scene.target}, image pred {int(image_pred)}",
+            fontsize=8,
         )
         axis.axis("off")
     figure.tight_layout()

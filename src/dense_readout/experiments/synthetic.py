@@ -24,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -34,33 +35,36 @@ from PIL import Image, ImageDraw
 from ..errors import DatasetError, InputError
 
 __all__ = [
-    "NUM_CLASSES",
     "BASE_SHAPES",
+    "NUM_CLASSES",
     "PATTERNS",
     "SPLITS",
-    "SceneConfig",
     "Scene",
+    "SceneConfig",
     "SceneGenerator",
     "class_name",
-    "expected_top1",
-    "render_symbol",
     "contact_sheet",
-    "write_scenes",
+    "expected_top1",
     "read_scene",
+    "render_symbol",
+    "write_scenes",
 ]
 
-Point = Tuple[float, float]
+Point = tuple[float, float]
 
 
 # -- the 20 classes -------------------------------------------------------------------
 
 
-def _regular(n: int, phase: float = -math.pi / 2) -> List[Point]:
-    return [(math.cos(phase + 2 * math.pi * i / n), math.sin(phase + 2 * math.pi * i / n)) for i in range(n)]
+def _regular(n: int, phase: float = -math.pi / 2) -> list[Point]:
+    return [
+        (math.cos(phase + 2 * math.pi * i / n), math.sin(phase + 2 * math.pi * i / n))
+        for i in range(n)
+    ]
 
 
-def _star(points: int = 5, inner: float = 0.45) -> List[Point]:
-    out: List[Point] = []
+def _star(points: int = 5, inner: float = 0.45) -> list[Point]:
+    out: list[Point] = []
     for i in range(2 * points):
         radius = 1.0 if i % 2 == 0 else inner
         angle = -math.pi / 2 + math.pi * i / points
@@ -68,27 +72,47 @@ def _star(points: int = 5, inner: float = 0.45) -> List[Point]:
     return out
 
 
-def _ellipse(a: float, b: float, n: int = 64) -> List[Point]:
-    return [(a * math.cos(2 * math.pi * i / n), b * math.sin(2 * math.pi * i / n)) for i in range(n)]
-
-
-def _plus(arm: float = 0.34) -> List[Point]:
-    # circumradius 1: the arm tips' outer corners lie on the unit circle
-    tip = math.sqrt(1.0 - arm * arm)
+def _ellipse(a: float, b: float, n: int = 64) -> list[Point]:
     return [
-        (-arm, -tip), (arm, -tip), (arm, -arm), (tip, -arm), (tip, arm), (arm, arm),
-        (arm, tip), (-arm, tip), (-arm, arm), (-tip, arm), (-tip, -arm), (-arm, -arm),
+        (a * math.cos(2 * math.pi * i / n), b * math.sin(2 * math.pi * i / n)) for i in range(n)
     ]
 
 
-def _arrow() -> List[Point]:
+def _plus(arm: float = 0.34) -> list[Point]:
+    # circumradius 1: the arm tips' outer corners lie on the unit circle
+    tip = math.sqrt(1.0 - arm * arm)
+    return [
+        (-arm, -tip),
+        (arm, -tip),
+        (arm, -arm),
+        (tip, -arm),
+        (tip, arm),
+        (arm, arm),
+        (arm, tip),
+        (-arm, tip),
+        (-arm, arm),
+        (-tip, arm),
+        (-tip, -arm),
+        (-arm, -arm),
+    ]
+
+
+def _arrow() -> list[Point]:
     # tail corners at radius sqrt(0.95² + 0.3²) < 1, tip at 1
-    return [(-0.95, -0.3), (0.15, -0.3), (0.15, -0.66), (1.0, 0.0), (0.15, 0.66), (0.15, 0.3), (-0.95, 0.3)]
+    return [
+        (-0.95, -0.3),
+        (0.15, -0.3),
+        (0.15, -0.66),
+        (1.0, 0.0),
+        (0.15, 0.66),
+        (0.15, 0.3),
+        (-0.95, 0.3),
+    ]
 
 
 # Unit outlines centred on the origin, inside the unit circle, each containing the
 # origin (where the centre dot goes).
-BASE_SHAPES: Dict[str, List[Point]] = {
+BASE_SHAPES: dict[str, list[Point]] = {
     "circle": _ellipse(1.0, 1.0),
     "triangle": _regular(3),
     "square": _regular(4, phase=-math.pi / 4),
@@ -100,15 +124,23 @@ BASE_SHAPES: Dict[str, List[Point]] = {
     "arrow": _arrow(),
     "ellipse": _ellipse(1.0, 0.5),
 }
-PATTERNS: Tuple[str, ...] = ("dot", "cross")
+PATTERNS: tuple[str, ...] = ("dot", "cross")
 NUM_CLASSES = len(BASE_SHAPES) * len(PATTERNS)  # 20
 _SHAPE_NAMES = tuple(BASE_SHAPES)
-SPLITS: Dict[str, int] = {"train": 0, "val": 1, "test": 2}
+SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
 # Saturated palette (object colour is independent of the class).
-PALETTE: Tuple[Tuple[int, int, int], ...] = (
-    (200, 30, 40), (30, 140, 50), (30, 70, 200), (235, 130, 20), (130, 40, 170),
-    (20, 150, 150), (140, 80, 30), (210, 40, 160), (110, 120, 20), (30, 30, 110),
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (200, 30, 40),
+    (30, 140, 50),
+    (30, 70, 200),
+    (235, 130, 20),
+    (130, 40, 170),
+    (20, 150, 150),
+    (140, 80, 30),
+    (210, 40, 160),
+    (110, 120, 20),
+    (30, 30, 110),
 )
 
 
@@ -167,7 +199,7 @@ class SceneConfig:
     max_rotation: float = 180.0
     min_center_distance: float = 0.8
     min_visible_fraction: float = 0.25
-    background_range: Tuple[int, int] = (190, 255)
+    background_range: tuple[int, int] = (190, 255)
     color_jitter: int = 25
     dot_radius: float = 0.24
     cross_half_length: float = 0.75
@@ -187,17 +219,23 @@ class SceneConfig:
             )
         low, high = self.background_range
         if not 0 <= low <= high <= 255:
-            raise InputError(f"background_range must be within 0..255, got {self.background_range}.")
+            raise InputError(
+                f"background_range must be within 0..255, got {self.background_range}."
+            )
 
 
 # -- rendering ----------------------------------------------------------------------------
 
 
-def _transform(points: Sequence[Point], center: Point, radius: float, degrees: float) -> List[Point]:
+def _transform(
+    points: Sequence[Point], center: Point, radius: float, degrees: float
+) -> list[Point]:
     angle = math.radians(degrees)
     cos, sin = math.cos(angle), math.sin(angle)
     cx, cy = center
-    return [(cx + radius * (x * cos - y * sin), cy + radius * (x * sin + y * cos)) for x, y in points]
+    return [
+        (cx + radius * (x * cos - y * sin), cy + radius * (x * sin + y * cos)) for x, y in points
+    ]
 
 
 def _polygon_mask(size: int, polygons: Sequence[Sequence[Point]]) -> np.ndarray:
@@ -208,7 +246,7 @@ def _polygon_mask(size: int, polygons: Sequence[Sequence[Point]]) -> np.ndarray:
     return np.asarray(canvas) > 0
 
 
-def _pattern_polygons(pattern: str, config: SceneConfig) -> List[List[Point]]:
+def _pattern_polygons(pattern: str, config: SceneConfig) -> list[list[Point]]:
     if pattern == "dot":
         return [_ellipse(config.dot_radius, config.dot_radius, n=32)]
     length, width = config.cross_half_length, config.cross_half_width
@@ -218,7 +256,7 @@ def _pattern_polygons(pattern: str, config: SceneConfig) -> List[List[Point]]:
 
 def _symbol_masks(
     k: int, center: Point, radius: float, degrees: float, size: int, config: SceneConfig
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """(shape mask, pattern mask inside the shape) of class ``k`` on a ``size`` canvas."""
     outline = BASE_SHAPES[_SHAPE_NAMES[k % len(_SHAPE_NAMES)]]
     shape = _polygon_mask(size, [_transform(outline, center, radius, degrees)])
@@ -243,14 +281,14 @@ class Scene:
     image: np.ndarray
     semantic: np.ndarray
     instance: np.ndarray
-    record: Dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
 
     @property
     def target(self) -> int:
         return int(self.record["target"])
 
     @property
-    def visible_classes(self) -> List[int]:
+    def visible_classes(self) -> list[int]:
         return list(self.record["visible_classes"])
 
 
@@ -273,7 +311,9 @@ class SceneGenerator:
         True
     """
 
-    def __init__(self, config: Optional[SceneConfig] = None, seed: int = 0, split: str = "train") -> None:
+    def __init__(
+        self, config: SceneConfig | None = None, seed: int = 0, split: str = "train"
+    ) -> None:
         if split not in SPLITS:
             raise InputError(f"split must be one of {sorted(SPLITS)}, got {split!r}.")
         if not isinstance(seed, int) or seed < 0:
@@ -283,7 +323,9 @@ class SceneGenerator:
         self.split = split
 
     def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng(np.random.SeedSequence([self.seed, SPLITS[self.split], int(index)]))
+        return np.random.default_rng(
+            np.random.SeedSequence([self.seed, SPLITS[self.split], int(index)])
+        )
 
     def __call__(self, index: int) -> Scene:
         if not isinstance(index, (int, np.integer)) or index < 0:
@@ -300,11 +342,11 @@ class SceneGenerator:
         )
 
     # Layout: number, classes, scales, rotations, positions (rejection sampling).
-    def _layout(self, rng: np.random.Generator) -> Optional[List[Dict[str, Any]]]:
+    def _layout(self, rng: np.random.Generator) -> list[dict[str, Any]] | None:
         config = self.config
         count = int(rng.integers(config.min_objects, config.max_objects + 1))
         classes = rng.choice(NUM_CLASSES, size=count, replace=False)
-        objects: List[Dict[str, Any]] = []
+        objects: list[dict[str, Any]] = []
         for k in classes:
             scale = float(rng.uniform(config.min_scale, config.max_scale))
             radius = scale / 2.0
@@ -324,13 +366,18 @@ class SceneGenerator:
             jitter = rng.integers(-config.color_jitter, config.color_jitter + 1, size=3)
             color = np.clip(base + jitter, 0, 255)
             objects.append(
-                {"class": int(k), "scale": scale, "rotation": rotation, "center": [cx, cy],
-                 "color": [int(c) for c in color]}
+                {
+                    "class": int(k),
+                    "scale": scale,
+                    "rotation": rotation,
+                    "center": [cx, cy],
+                    "color": [int(c) for c in color],
+                }
             )
         order = rng.permutation(count)  # random render order
         return [objects[i] for i in order]
 
-    def _try_render(self, rng: np.random.Generator, index: int) -> Optional[Scene]:
+    def _try_render(self, rng: np.random.Generator, index: int) -> Scene | None:
         config = self.config
         size = config.image_size
         objects = self._layout(rng)
@@ -345,7 +392,12 @@ class SceneGenerator:
         full_areas = []
         for instance_id, obj in enumerate(objects, start=1):
             shape, pattern = _symbol_masks(
-                obj["class"], tuple(obj["center"]), obj["scale"] / 2.0, obj["rotation"], size, config
+                obj["class"],
+                tuple(obj["center"]),
+                obj["scale"] / 2.0,
+                obj["rotation"],
+                size,
+                config,
             )
             color = np.array(obj["color"], dtype=np.uint8)
             image[shape] = color
@@ -353,8 +405,8 @@ class SceneGenerator:
             semantic[shape] = obj["class"] + 1
             instance[shape] = instance_id
             full_areas.append(int(shape.sum()))
-        visible: List[int] = []
-        for instance_id, (obj, full) in enumerate(zip(objects, full_areas), start=1):
+        visible: list[int] = []
+        for instance_id, (obj, full) in enumerate(zip(objects, full_areas, strict=False), start=1):
             ys, xs = np.nonzero(instance == instance_id)
             area = int(ys.size)
             obj["instance_id"] = instance_id
@@ -363,7 +415,9 @@ class SceneGenerator:
             obj["visible_area"] = area
             obj["visible"] = bool(full > 0 and area >= config.min_visible_fraction * full)
             obj["bbox"] = (
-                [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if area else None
+                [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+                if area
+                else None
             )
             if obj["visible"]:
                 visible.append(obj["class"])
@@ -396,8 +450,11 @@ class SceneGenerator:
 
 
 def render_symbol(
-    k: int, size: int = 96, color: Sequence[int] = (30, 70, 200), background: Sequence[int] = (235, 235, 235),
-    config: Optional[SceneConfig] = None,
+    k: int,
+    size: int = 96,
+    color: Sequence[int] = (30, 70, 200),
+    background: Sequence[int] = (235, 235, 235),
+    config: SceneConfig | None = None,
 ) -> np.ndarray:
     """Class ``k`` upright and centred on a ``size``-px tile (H×W×3 uint8)."""
     class_name(k)  # validates k
@@ -411,7 +468,7 @@ def render_symbol(
     return tile
 
 
-def contact_sheet(path: Optional[Union[str, Path]] = None, tile: int = 96, columns: int = 10) -> Image.Image:
+def contact_sheet(path: str | Path | None = None, tile: int = 96, columns: int = 10) -> Image.Image:
     """The 20 classes on one sheet (paper Fig. 4), labelled with id and name.
 
     Example:
@@ -439,8 +496,12 @@ def contact_sheet(path: Optional[Union[str, Path]] = None, tile: int = 96, colum
 
 
 def write_scenes(
-    root: Union[str, Path], count: int, seed: int = 0, split: str = "train",
-    config: Optional[SceneConfig] = None, start: int = 0,
+    root: str | Path,
+    count: int,
+    seed: int = 0,
+    split: str = "train",
+    config: SceneConfig | None = None,
+    start: int = 0,
 ) -> Path:
     """Write ``count`` scenes to ``root/split/``: ``images/NNNNNN.png``,
     ``semantic/NNNNNN.png``, ``instance/NNNNNN.png``, ``records/NNNNNN.json`` and a
@@ -462,7 +523,7 @@ def write_scenes(
     folder = Path(root) / split
     for sub in ("images", "semantic", "instance", "records"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    digests: Dict[str, str] = {}
+    digests: dict[str, str] = {}
     for index in range(start, start + count):
         scene = generator(index)
         stem = f"{index:06d}"
@@ -472,21 +533,26 @@ def write_scenes(
         (folder / "records" / f"{stem}.json").write_text(json.dumps(scene.record, indent=1))
         digests[stem] = hashlib.sha256(scene.image.tobytes()).hexdigest()
     manifest = {
-        "seed": seed, "split": split, "start": start, "count": count,
-        "config": asdict(generator.config), "num_classes": NUM_CLASSES,
-        "class_names": [class_name(k) for k in range(NUM_CLASSES)], "sha256": digests,
+        "seed": seed,
+        "split": split,
+        "start": start,
+        "count": count,
+        "config": asdict(generator.config),
+        "num_classes": NUM_CLASSES,
+        "class_names": [class_name(k) for k in range(NUM_CLASSES)],
+        "sha256": digests,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return folder
 
 
-def read_scene(folder: Union[str, Path], index: int) -> Scene:
+def read_scene(folder: str | Path, index: int) -> Scene:
     """Read scene ``index`` written by :func:`write_scenes` from a split folder."""
     folder = Path(folder)
     stem = f"{int(index):06d}"
     paths = [folder / sub / f"{stem}.png" for sub in ("images", "semantic", "instance")]
     record_path = folder / "records" / f"{stem}.json"
-    missing = [str(p) for p in paths + [record_path] if not p.is_file()]
+    missing = [str(p) for p in [*paths, record_path] if not p.is_file()]
     if missing:
         raise DatasetError(
             f"Scene {index} is incomplete in {folder}: missing {', '.join(missing)}. "
@@ -497,4 +563,9 @@ def read_scene(folder: Union[str, Path], index: int) -> Scene:
         record = json.loads(record_path.read_text())
     except json.JSONDecodeError as error:
         raise DatasetError(f"{record_path} is not valid JSON: {error}") from None
-    return Scene(image=np.array(image), semantic=np.array(semantic), instance=np.array(instance), record=record)
+    return Scene(
+        image=np.array(image),
+        semantic=np.array(semantic),
+        instance=np.array(instance),
+        record=record,
+    )

@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,21 +34,21 @@ from ..errors import CheckpointError, InputError
 from .synthetic import NUM_CLASSES, SceneConfig, SceneGenerator, expected_top1
 
 __all__ = [
-    "Recipe",
     "RECIPES",
-    "register_recipe",
-    "get_recipe",
-    "build_model",
-    "grid_size_of",
-    "cell_presence",
-    "SyntheticDataset",
+    "Recipe",
     "SceneTensors",
     "StreamingScenes",
-    "materialize",
-    "load_checkpoint",
+    "SyntheticDataset",
     "SyntheticMetrics",
+    "build_model",
+    "cell_presence",
     "evaluate",
+    "get_recipe",
+    "grid_size_of",
+    "load_checkpoint",
     "lr_at",
+    "materialize",
+    "register_recipe",
     "train",
 ]
 
@@ -80,7 +81,7 @@ class Recipe:
 
     name: str
     model: str = "resnet18"
-    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     input_size: int = 224
     train_size: int = 500_000
     val_size: int = 50_000
@@ -104,7 +105,7 @@ class Recipe:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-RECIPES: Dict[str, Recipe] = {}
+RECIPES: dict[str, Recipe] = {}
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
@@ -125,35 +126,82 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
         raise InputError(f"Unknown recipe {name!r}; registered: {sorted(RECIPES)}.")
     unknown = set(overrides) - set(Recipe.__dataclass_fields__)
     if unknown:
-        raise InputError(f"Unknown recipe fields {sorted(unknown)}; valid: {sorted(Recipe.__dataclass_fields__)}.")
+        raise InputError(
+            f"Unknown recipe fields {sorted(unknown)}; valid: {sorted(Recipe.__dataclass_fields__)}."
+        )
     return replace(RECIPES[name], **overrides)
 
 
-_VIT_KWARGS = {"class_token": False, "global_pool": "avg", "fc_norm": False, "drop_rate": 0.0,
-               "drop_path_rate": 0.0, "attn_drop_rate": 0.0, "proj_drop_rate": 0.0}
+_VIT_KWARGS = {
+    "class_token": False,
+    "global_pool": "avg",
+    "fc_norm": False,
+    "drop_rate": 0.0,
+    "drop_path_rate": 0.0,
+    "attn_drop_rate": 0.0,
+    "proj_drop_rate": 0.0,
+}
 
 # The paper's GPU recipes (A.2): 500k/50k scenes, batch 512, up to 100 epochs.
 register_recipe(Recipe(name="paper-resnet18", model="resnet18", lr=0.15, weight_decay=1e-4))
-register_recipe(Recipe(
-    name="paper-vit-s32", model="vit_small_patch32_224", model_kwargs=dict(_VIT_KWARGS),
-    optimizer="adamw", lr=1.5e-3, weight_decay=0.05, min_lr=1e-5,
-))
+register_recipe(
+    Recipe(
+        name="paper-vit-s32",
+        model="vit_small_patch32_224",
+        model_kwargs=dict(_VIT_KWARGS),
+        optimizer="adamw",
+        lr=1.5e-3,
+        weight_decay=0.05,
+        min_lr=1e-5,
+    )
+)
 # Reduced CPU recipes: 96-px inputs (the 224-px scenes box-downsampled); ResNet-18 with
 # output stride 16 (dilated last stage) and ViT-S with 16-px patches give a 6×6 grid,
 # close to the paper's 7×7; 6,000 scenes × 7 epochs.
-register_recipe(Recipe(
-    name="cpu-resnet18", model="resnet18", model_kwargs={"output_stride": 16}, input_size=96,
-    train_size=6000, val_size=300, epochs=7, batch_size=32, optimizer="adamw", lr=2e-3,
-    weight_decay=0.05, warmup_epochs=0.25, min_lr=1e-5, hflip=True, resample_targets=True,
-    in_memory=True, workers=0, eval_batch_size=100,
-))
-register_recipe(Recipe(
-    name="cpu-vit-s32", model="vit_small_patch32_224",
-    model_kwargs={**_VIT_KWARGS, "img_size": 96, "patch_size": 16}, input_size=96,
-    train_size=6000, val_size=300, epochs=7, batch_size=32, optimizer="adamw", lr=1e-3,
-    weight_decay=0.05, warmup_epochs=0.25, min_lr=1e-5, hflip=True, resample_targets=True,
-    in_memory=True, workers=0, eval_batch_size=100,
-))
+register_recipe(
+    Recipe(
+        name="cpu-resnet18",
+        model="resnet18",
+        model_kwargs={"output_stride": 16},
+        input_size=96,
+        train_size=6000,
+        val_size=300,
+        epochs=7,
+        batch_size=32,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0.05,
+        warmup_epochs=0.25,
+        min_lr=1e-5,
+        hflip=True,
+        resample_targets=True,
+        in_memory=True,
+        workers=0,
+        eval_batch_size=100,
+    )
+)
+register_recipe(
+    Recipe(
+        name="cpu-vit-s32",
+        model="vit_small_patch32_224",
+        model_kwargs={**_VIT_KWARGS, "img_size": 96, "patch_size": 16},
+        input_size=96,
+        train_size=6000,
+        val_size=300,
+        epochs=7,
+        batch_size=32,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.05,
+        warmup_epochs=0.25,
+        min_lr=1e-5,
+        hflip=True,
+        resample_targets=True,
+        in_memory=True,
+        workers=0,
+        eval_batch_size=100,
+    )
+)
 
 
 def build_model(recipe: Recipe, num_classes: int = NUM_CLASSES) -> nn.Module:
@@ -161,12 +209,16 @@ def build_model(recipe: Recipe, num_classes: int = NUM_CLASSES) -> nn.Module:
     import timm
 
     try:
-        return timm.create_model(recipe.model, pretrained=False, num_classes=num_classes, **recipe.model_kwargs)
+        return timm.create_model(
+            recipe.model, pretrained=False, num_classes=num_classes, **recipe.model_kwargs
+        )
     except (RuntimeError, TypeError) as error:
-        raise InputError(f"Cannot build {recipe.model} with {recipe.model_kwargs}: {error}") from None
+        raise InputError(
+            f"Cannot build {recipe.model} with {recipe.model_kwargs}: {error}"
+        ) from None
 
 
-def grid_size_of(model: nn.Module, input_size: int) -> Tuple[int, int]:
+def grid_size_of(model: nn.Module, input_size: int) -> tuple[int, int]:
     """``(h, w)`` of the model's readout grid for ``input_size`` inputs."""
     from ..readout import DenseReadout
 
@@ -184,12 +236,14 @@ def grid_size_of(model: nn.Module, input_size: int) -> Tuple[int, int]:
 # -- data --------------------------------------------------------------------------------------
 
 
-def _cell_bounds(size: int, cells: int) -> List[Tuple[int, int]]:
+def _cell_bounds(size: int, cells: int) -> list[tuple[int, int]]:
     # the windows of adaptive pooling, as in evaluation.protocol.grid_occupancy
     return [((i * size) // cells, -((-(i + 1) * size) // cells)) for i in range(cells)]
 
 
-def cell_presence(semantic: np.ndarray, grid: Tuple[int, int], num_classes: int = NUM_CLASSES) -> np.ndarray:
+def cell_presence(
+    semantic: np.ndarray, grid: tuple[int, int], num_classes: int = NUM_CLASSES
+) -> np.ndarray:
     """Classes present in each grid cell by any-pixel occupancy: ``K×h×w`` bool.
 
     ``semantic`` holds 0 for background and ``k + 1`` for class ``k``. Cell ``i``
@@ -209,7 +263,9 @@ def cell_presence(semantic: np.ndarray, grid: Tuple[int, int], num_classes: int 
     if semantic.ndim != 2:
         raise InputError(f"semantic mask must be H×W, got shape {semantic.shape}.")
     if int(semantic.max(initial=0)) > num_classes:
-        raise InputError(f"semantic mask holds label {int(semantic.max())} > num_classes={num_classes}.")
+        raise InputError(
+            f"semantic mask holds label {int(semantic.max())} > num_classes={num_classes}."
+        )
     height, width = semantic.shape
     out = np.zeros((num_classes, grid[0], grid[1]), dtype=bool)
     for i, (top, bottom) in enumerate(_cell_bounds(height, grid[0])):
@@ -238,22 +294,31 @@ class SyntheticDataset(torch.utils.data.Dataset):
         ((3, 112, 112), (20, 7, 7), True)
     """
 
-    def __init__(self, generator: SceneGenerator, count: int, input_size: int, grid: Tuple[int, int]) -> None:
+    def __init__(
+        self, generator: SceneGenerator, count: int, input_size: int, grid: tuple[int, int]
+    ) -> None:
         if count <= 0:
             raise InputError(f"count must be positive, got {count}.")
-        self.generator, self.count, self.input_size, self.grid = generator, count, input_size, tuple(grid)
+        self.generator, self.count, self.input_size, self.grid = (
+            generator,
+            count,
+            input_size,
+            tuple(grid),
+        )
 
     def __len__(self) -> int:
         return self.count
 
-    def __getitem__(self, index: int) -> Tuple[Tensor, int, Tensor, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor, int, Tensor, Tensor]:
         if not 0 <= index < self.count:
             raise IndexError(index)
         scene = self.generator(index)
         image = scene.image
         if image.shape[0] != self.input_size:
             image = np.asarray(
-                Image.fromarray(image).resize((self.input_size, self.input_size), Image.Resampling.BOX)
+                Image.fromarray(image).resize(
+                    (self.input_size, self.input_size), Image.Resampling.BOX
+                )
             )
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         presence = torch.from_numpy(cell_presence(scene.semantic, self.grid))
@@ -275,12 +340,14 @@ class SceneTensors:
     def __len__(self) -> int:
         return int(self.targets.shape[0])
 
-    def train_batches(self, batch_size: int, seed: int, epoch: int) -> Iterator[Tuple[Tensor, Tensor, Tensor]]:
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Shuffled ``(images, targets, visible)`` batches; the order is a function of ``(seed, epoch)``."""
         for index in _epoch_order(len(self), batch_size, seed, epoch):
             yield self.images[index], self.targets[index], self.visible[index]
 
-    def eval_batches(self, batch_size: int) -> Iterator[Tuple[Tensor, Tensor, Tensor]]:
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Sequential ``(images, targets, presence)`` batches."""
         for start in range(0, len(self), batch_size):
             stop = start + batch_size
@@ -302,22 +369,31 @@ class StreamingScenes:
 
     def _loader(self, batch_sampler: Any) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=batch_sampler, num_workers=self.workers,
-            persistent_workers=False, pin_memory=torch.cuda.is_available(),
+            self.dataset,
+            batch_sampler=batch_sampler,
+            num_workers=self.workers,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
         )
 
-    def train_batches(self, batch_size: int, seed: int, epoch: int) -> Iterator[Tuple[Tensor, Tensor, Tensor]]:
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         order = [index.tolist() for index in _epoch_order(len(self), batch_size, seed, epoch)]
         for images, targets, _, visible in self._loader(order):
             yield images, targets, visible
 
-    def eval_batches(self, batch_size: int) -> Iterator[Tuple[Tensor, Tensor, Tensor]]:
-        order = [list(range(i, min(i + batch_size, len(self)))) for i in range(0, len(self), batch_size)]
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        order = [
+            list(range(i, min(i + batch_size, len(self)))) for i in range(0, len(self), batch_size)
+        ]
         for images, targets, presence, _ in self._loader(order):
             yield images, targets, presence
 
 
-def materialize(dataset: SyntheticDataset, cache: Optional[Path] = None, progress: bool = False) -> SceneTensors:
+def materialize(
+    dataset: SyntheticDataset, cache: Path | None = None, progress: bool = False
+) -> SceneTensors:
     """Render a dataset into tensors once; reuse ``cache`` (a ``.pt`` file) if it exists."""
     if cache is not None and cache.is_file():
         data = torch.load(cache, weights_only=True)
@@ -335,13 +411,23 @@ def materialize(dataset: SyntheticDataset, cache: Optional[Path] = None, progres
         targets.append(target)
         presence.append(cells)
     tensors = SceneTensors(
-        torch.stack(images), torch.tensor(targets, dtype=torch.long), torch.stack(presence), torch.stack(visible)
+        torch.stack(images),
+        torch.tensor(targets, dtype=torch.long),
+        torch.stack(presence),
+        torch.stack(visible),
     )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
-        torch.save({"images": tensors.images, "targets": tensors.targets, "presence": tensors.presence,
-                    "visible": tensors.visible}, tmp)
+        torch.save(
+            {
+                "images": tensors.images,
+                "targets": tensors.targets,
+                "presence": tensors.presence,
+                "visible": tensors.visible,
+            },
+            tmp,
+        )
         tmp.replace(cache)
     return tensors
 
@@ -400,7 +486,7 @@ class SyntheticMetrics:
         self.images_with_fg += int(has_fg.sum())
         self.per_image_loc_sum += float((hits[has_fg].float() / cells[has_fg].float()).sum())
 
-    def summary(self) -> Dict[str, float]:
+    def summary(self) -> dict[str, float]:
         pct = lambda a, b: 100.0 * a / b if b else float("nan")  # noqa: E731
         return {
             "top1": pct(self.top1_hits, self.images),
@@ -412,7 +498,9 @@ class SyntheticMetrics:
         }
 
 
-def evaluate(model: nn.Module, data: "SceneTensors | StreamingScenes", batch_size: int = 100) -> Dict[str, float]:
+def evaluate(
+    model: nn.Module, data: SceneTensors | StreamingScenes, batch_size: int = 100
+) -> dict[str, float]:
     """Validation Top-1 and Loc. of ``model`` on ``data`` via the dense readout.
 
     Runs on the model's device; returns :meth:`SyntheticMetrics.summary`.
@@ -439,7 +527,7 @@ def evaluate(model: nn.Module, data: "SceneTensors | StreamingScenes", batch_siz
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     """Learning rate at global ``step``: linear warm-up, then cosine decay to ``min_lr``."""
     total = max(1, recipe.epochs * steps_per_epoch)
-    warmup = int(round(recipe.warmup_epochs * steps_per_epoch))
+    warmup = round(recipe.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return recipe.lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -448,9 +536,12 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 
 def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for _name, parameter in model.named_parameters():
         (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
     if recipe.optimizer == "adamw":
@@ -458,17 +549,19 @@ def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     raise InputError(f"optimizer must be 'sgd' or 'adamw', got {recipe.optimizer!r}.")
 
 
-def _save(path: Path, payload: Dict[str, Any]) -> None:
+def _save(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
 
 
-def load_checkpoint(path: Union[str, Path]) -> Tuple[nn.Module, Recipe, Dict[str, Any]]:
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, Recipe, dict[str, Any]]:
     """Model (eval mode), recipe and the rest of a checkpoint written by :func:`train`."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist; train first (dense-readout synthetic train).")
+        raise CheckpointError(
+            f"Checkpoint {path} does not exist; train first (dense-readout synthetic train)."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
         recipe = Recipe(**payload["recipe"])
@@ -479,40 +572,46 @@ def load_checkpoint(path: Union[str, Path]) -> Tuple[nn.Module, Recipe, Dict[str
     return model.eval(), recipe, payload
 
 
-def _epoch_order(count: int, batch_size: int, seed: int, epoch: int) -> List[Tensor]:
+def _epoch_order(count: int, batch_size: int, seed: int, epoch: int) -> list[Tensor]:
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(count, generator=generator)
-    return [order[i:i + batch_size] for i in range(0, count - batch_size + 1, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, count - batch_size + 1, batch_size)]
 
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _splits(recipe: Recipe, grid: Tuple[int, int], out: Path, progress: bool):
+def _splits(recipe: Recipe, grid: tuple[int, int], out: Path, progress: bool):
     config = SceneConfig()
     datasets = [
-        SyntheticDataset(SceneGenerator(config, recipe.data_seed, split), size, recipe.input_size, grid)
+        SyntheticDataset(
+            SceneGenerator(config, recipe.data_seed, split), size, recipe.input_size, grid
+        )
         for split, size in (("train", recipe.train_size), ("val", recipe.val_size))
     ]
     if not recipe.in_memory:
         return [StreamingScenes(dataset, recipe.workers) for dataset in datasets]
     key = f"{recipe.data_seed}_{recipe.input_size}_{grid[0]}x{grid[1]}"
     return [
-        materialize(dataset, out / f"data_{dataset.generator.split}_{len(dataset)}_{key}.pt", progress=progress)
+        materialize(
+            dataset,
+            out / f"data_{dataset.generator.split}_{len(dataset)}_{key}.pt",
+            progress=progress,
+        )
         for dataset in datasets
     ]
 
 
 def train(
     recipe: Recipe,
-    out_dir: Union[str, Path],
+    out_dir: str | Path,
     *,
     resume: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
-    max_epochs: Optional[int] = None,
-) -> Dict[str, Any]:
+    max_epochs: int | None = None,
+) -> dict[str, Any]:
     """Train ``recipe`` into ``out_dir`` (``last.pt``, ``best.pt``, ``history.json``).
 
     Resumes from ``out_dir/last.pt`` when present (and ``resume``). ``max_epochs``
@@ -534,8 +633,12 @@ def train(
     model = build_model(recipe).to(device)
     grid = grid_size_of(model, recipe.input_size)
     optimizer = _optimizer(recipe, model)
-    history: Dict[str, Any] = {"recipe": asdict(recipe), "grid": list(grid), "expected_top1": 100 * expected_top1(),
-                               "epochs": []}
+    history: dict[str, Any] = {
+        "recipe": asdict(recipe),
+        "grid": list(grid),
+        "expected_top1": 100 * expected_top1(),
+        "epochs": [],
+    }
     start_epoch, step, best = 0, 0, -1.0
     last = out / "last.pt"
     if resume and last.is_file():
@@ -547,12 +650,19 @@ def train(
             )
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
-        start_epoch, step, best, history = payload["epoch"], payload["step"], payload["best"], payload["history"]
+        start_epoch, step, best, history = (
+            payload["epoch"],
+            payload["step"],
+            payload["best"],
+            payload["history"],
+        )
         log(f"resumed from {last} at epoch {start_epoch} (step {step})")
 
     t0 = time.time()
     train_data, val_data = _splits(recipe, grid, out, progress)
-    log(f"data ready in {time.time() - t0:.1f}s: train {len(train_data)}, val {len(val_data)}, grid {grid}")
+    log(
+        f"data ready in {time.time() - t0:.1f}s: train {len(train_data)}, val {len(val_data)}, grid {grid}"
+    )
     steps_per_epoch = len(train_data) // recipe.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"train_size {recipe.train_size} < batch_size {recipe.batch_size}.")
@@ -561,7 +671,9 @@ def train(
         history["initial"] = initial
         log(f"epoch 0 (init): val top1 {initial['top1']:.1f} loc {initial['loc']:.1f}")
 
-    stop_epoch = recipe.epochs if max_epochs is None else min(recipe.epochs, start_epoch + max_epochs)
+    stop_epoch = (
+        recipe.epochs if max_epochs is None else min(recipe.epochs, start_epoch + max_epochs)
+    )
     for epoch in range(start_epoch, stop_epoch):
         model.train()
         flip_gen = torch.Generator().manual_seed(recipe.seed * 7919 + epoch)
@@ -571,7 +683,12 @@ def train(
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(iterator, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}", mininterval=5.0)
+            bar = tqdm(
+                iterator,
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                mininterval=5.0,
+            )
             iterator = bar
         loss_sum, hits, seen, t_epoch = 0.0, 0, 0, time.time()
         for images, targets, visible in iterator:
@@ -594,21 +711,39 @@ def train(
             hits += int((logits.argmax(1) == targets).sum())
             seen += len(targets)
             if bar is not None:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * hits / seen:.1f}",
-                                lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.3f}",
+                    acc=f"{100 * hits / seen:.1f}",
+                    lr=f"{optimizer.param_groups[0]['lr']:.3g}",
+                )
         if bar is not None:
             bar.close()
         train_seconds = time.time() - t_epoch
         val = evaluate(model, val_data, recipe.eval_batch_size)
-        entry = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / seen, "train_top1": 100 * hits / seen,
-                 "train_seconds": train_seconds, "eval_seconds": time.time() - t_epoch - train_seconds, **{
-                     f"val_{k}": v for k, v in val.items()}}
+        entry = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": loss_sum / seen,
+            "train_top1": 100 * hits / seen,
+            "train_seconds": train_seconds,
+            "eval_seconds": time.time() - t_epoch - train_seconds,
+            **{f"val_{k}": v for k, v in val.items()},
+        }
         history["epochs"].append(entry)
-        log(f"epoch {epoch + 1}: loss {entry['train_loss']:.3f} train-top1 {entry['train_top1']:.1f} | val top1 "
+        log(
+            f"epoch {epoch + 1}: loss {entry['train_loss']:.3f} train-top1 {entry['train_top1']:.1f} | val top1 "
             f"{val['top1']:.1f} (visible {val['top1_visible']:.1f}) loc {val['loc']:.1f} "
-            f"(per image {val['loc_per_image']:.1f}) | {train_seconds:.0f}s")
-        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                   "step": step, "best": max(best, val["loc"]), "history": history, "recipe": asdict(recipe)}
+            f"(per image {val['loc_per_image']:.1f}) | {train_seconds:.0f}s"
+        )
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch + 1,
+            "step": step,
+            "best": max(best, val["loc"]),
+            "history": history,
+            "recipe": asdict(recipe),
+        }
         if val["loc"] > best:
             best = val["loc"]
             _save(out / "best.pt", {**payload, "optimizer": None})

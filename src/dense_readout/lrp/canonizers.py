@@ -26,7 +26,7 @@ composites: adding a family is adding one forward function.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -34,14 +34,14 @@ from zennit.canonizers import AttributeCanonizer, Canonizer, MergeBatchNorm
 from zennit.layer import Sum
 
 __all__ = [
-    "pass_multiply",
-    "register_block",
-    "registered_blocks",
     "BlockCanonizer",
     "LayerNormCanonizer",
     "MergeBatchNormPairs",
-    "trace_batch_norm_pairs",
+    "pass_multiply",
+    "register_block",
+    "registered_blocks",
     "residual_sum",
+    "trace_batch_norm_pairs",
 ]
 
 
@@ -118,7 +118,7 @@ def registered_blocks() -> list[str]:
     return sorted(f"{t.__module__}.{t.__qualname__}" for t in _BLOCKS)
 
 
-def _lookup(module: nn.Module) -> Optional[Callable[..., Tensor]]:
+def _lookup(module: nn.Module) -> Callable[..., Tensor] | None:
     return _BLOCKS.get(type(module))
 
 
@@ -129,17 +129,18 @@ class BlockCanonizer(AttributeCanonizer):
         super().__init__(self._attribute_map)
 
     @staticmethod
-    def _attribute_map(name: str, module: nn.Module) -> Optional[dict]:
+    def _attribute_map(name: str, module: nn.Module) -> dict | None:
         forward = _lookup(module)
         if forward is None:
             return None
         return {"forward": forward.__get__(module), "canonizer_sum": Sum()}
 
-    def copy(self) -> "BlockCanonizer":
+    def copy(self) -> BlockCanonizer:
         return BlockCanonizer()
 
 
 # -- LayerNorm with a detached standard deviation ------------------------------------
+
 
 def _channels_first_norm_types() -> tuple[type, ...]:
     try:
@@ -173,12 +174,12 @@ class LayerNormCanonizer(AttributeCanonizer):
         super().__init__(self._attribute_map)
 
     @staticmethod
-    def _attribute_map(name: str, module: nn.Module) -> Optional[dict]:
+    def _attribute_map(name: str, module: nn.Module) -> dict | None:
         if isinstance(module, nn.LayerNorm):
             return {"forward": _detached_layer_norm.__get__(module)}
         return None
 
-    def copy(self) -> "LayerNormCanonizer":
+    def copy(self) -> LayerNormCanonizer:
         return LayerNormCanonizer()
 
 
@@ -187,7 +188,9 @@ class LayerNormCanonizer(AttributeCanonizer):
 _LINEAR_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def trace_batch_norm_pairs(run: Callable[[], object], root: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+def trace_batch_norm_pairs(
+    run: Callable[[], object], root: nn.Module
+) -> list[tuple[nn.Module, nn.Module]]:
     """``(linear, batch_norm)`` pairs where the batch norm's input *is* the linear's output.
 
     Found by running ``run()`` once with forward hooks (tensor identity, no name
@@ -231,7 +234,8 @@ def trace_batch_norm_pairs(run: Callable[[], object], root: nn.Module) -> list[t
     return [
         (linear, norm)
         for linear, norm in pairs
-        if counts[id(linear)] == 1 and getattr(norm, "running_mean", None) is not None
+        if counts[id(linear)] == 1
+        and getattr(norm, "running_mean", None) is not None
         and getattr(norm, "weight", None) is not None
     ]
 
@@ -252,7 +256,7 @@ class MergeBatchNormPairs(MergeBatchNorm):
             instances.append(instance)
         return instances
 
-    def copy(self) -> "MergeBatchNormPairs":
+    def copy(self) -> MergeBatchNormPairs:
         return MergeBatchNormPairs(self.pairs)
 
     @staticmethod
@@ -264,17 +268,20 @@ class MergeBatchNormPairs(MergeBatchNorm):
         EfficientNet-Lite0. Setting ``running_var = 1 - eps`` removes it.
         """
         MergeBatchNorm.merge_batch_norm(modules, batch_norm)
-        batch_norm.running_var.data = torch.full_like(batch_norm.running_var.data, 1.0 - batch_norm.eps)
+        batch_norm.running_var.data = torch.full_like(
+            batch_norm.running_var.data, 1.0 - batch_norm.eps
+        )
 
 
 # -- registered block forwards -------------------------------------------------------
 
+
 def _register_timm_blocks() -> None:
     try:
-        from timm.models import resnet as timm_resnet
+        from timm.layers import squeeze_excite as timm_se
         from timm.models import _efficientnet_blocks as eff
         from timm.models import convnext as timm_convnext
-        from timm.layers import squeeze_excite as timm_se
+        from timm.models import resnet as timm_resnet
     except ImportError:  # pragma: no cover - timm missing
         return
 

@@ -9,7 +9,8 @@ them linear. Register your own with :func:`register_composite`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,12 +22,12 @@ from zennit.types import Linear
 from ..errors import InputError
 
 __all__ = [
-    "register_composite",
-    "registered_composites",
+    "FAMILY_DEFAULTS",
     "build_composite",
     "default_composite",
     "extra_layer_map",
-    "FAMILY_DEFAULTS",
+    "register_composite",
+    "registered_composites",
 ]
 
 CompositeFactory = Callable[..., Composite]
@@ -80,7 +81,9 @@ for _name, _cls in (
 
 
 @register_composite("epsilon_gamma_box")
-def _epsilon_gamma_box(layer_map: list, low: torch.Tensor, high: torch.Tensor, **kwargs: Any) -> Composite:
+def _epsilon_gamma_box(
+    layer_map: list, low: torch.Tensor, high: torch.Tensor, **kwargs: Any
+) -> Composite:
     """zennit.composites.EpsilonGammaBox with the input bounds of the model's normalisation."""
     kwargs.setdefault("low", low)
     kwargs.setdefault("high", high)
@@ -88,8 +91,13 @@ def _epsilon_gamma_box(layer_map: list, low: torch.Tensor, high: torch.Tensor, *
 
 
 @register_composite("epsilon")
-def _epsilon(layer_map: list, low: torch.Tensor, high: torch.Tensor, epsilon: float = 1e-6,
-             stabilizer: float = 1e-6) -> Composite:  # noqa: D401
+def _epsilon(
+    layer_map: list,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    epsilon: float = 1e-6,
+    stabilizer: float = 1e-6,
+) -> Composite:
     """LRP-epsilon on every convolution and linear layer (LRP-0 as epsilon -> 0)."""
     return zc.LayerMapComposite(
         layer_map=layer_map + zc.layer_map_base(stabilizer) + [(Linear, Epsilon(epsilon=epsilon))]
@@ -101,8 +109,19 @@ def _timm_activation_types() -> tuple[type, ...]:
         from timm.layers import activations as act
     except ImportError:  # pragma: no cover
         return ()
-    names = ("GELU", "GELUTanh", "QuickGELU", "Swish", "Mish", "HardSwish", "HardSigmoid",
-             "HardMish", "Sigmoid", "Tanh", "PReLU")
+    names = (
+        "GELU",
+        "GELUTanh",
+        "QuickGELU",
+        "Swish",
+        "Mish",
+        "HardSwish",
+        "HardSigmoid",
+        "HardMish",
+        "Sigmoid",
+        "Tanh",
+        "PReLU",
+    )
     return tuple(getattr(act, n) for n in names if isinstance(getattr(act, n, None), type))
 
 
@@ -142,7 +161,7 @@ def build_composite(
     low: torch.Tensor,
     high: torch.Tensor,
     stabilizer: float = 1e-6,
-    options: Optional[dict] = None,
+    options: dict | None = None,
 ) -> Composite:
     """Instantiate the composite ``name`` with the timm layer map prepended."""
     factory = _COMPOSITES.get(name)
@@ -153,7 +172,9 @@ def build_composite(
         )
     options = {"stabilizer": stabilizer, **(options or {})}
     try:
-        return factory(layer_map=extra_layer_map(options["stabilizer"]), low=low, high=high, **options)
+        return factory(
+            layer_map=extra_layer_map(options["stabilizer"]), low=low, high=high, **options
+        )
     except TypeError as error:
         raise InputError(f"Bad composite_options for {name!r}: {error}") from None
 

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 from zennit.core import Composite
 
-from ..errors import DenseReadoutError, InputError, UnsupportedModelError
 from ..adapters import ModelAdapter
+from ..errors import DenseReadoutError, InputError, UnsupportedModelError
 from ..readout import DenseReadout
 from ..validation import check_images, check_targets
 from . import composites as _composites
@@ -37,10 +37,10 @@ from .canonizers import (
     trace_batch_norm_pairs,
 )
 
-__all__ = ["LRPReadout", "LRPResult", "CellRelevance", "LabelMap", "STRATEGIES"]
+__all__ = ["STRATEGIES", "CellRelevance", "LRPReadout", "LRPResult", "LabelMap"]
 
-Target = Union[int, Sequence[int], Tensor, None]
-Cell = Union[tuple[int, int], Sequence[Sequence[int]], Tensor]
+Target = int | Sequence[int] | Tensor | None
+Cell = tuple[int, int] | Sequence[Sequence[int]] | Tensor
 
 #: How all-cells refinement batches its backward passes.
 STRATEGIES = ("vmap", "expand", "loop")
@@ -67,7 +67,7 @@ class LRPResult:
     start: Tensor
     conservation: Tensor
     targets: Tensor
-    cells: Optional[Tensor]
+    cells: Tensor | None
     scores: Tensor
     composite: str
 
@@ -77,10 +77,12 @@ class LRPResult:
 
     def outside_share(self, mode: str = "abs") -> Tensor:
         """``B`` share of the cell's relevance outside its own image patch (cell results only)."""
-        from .diagnostics import cell_patch_masks, _mass
+        from .diagnostics import _mass, cell_patch_masks
 
         if self.cells is None:
-            raise InputError("outside_share needs a single-cell result (LRPReadout.cell), not a class map.")
+            raise InputError(
+                "outside_share needs a single-cell result (LRPReadout.cell), not a class map."
+            )
         masks = cell_patch_masks(self.grid_size, tuple(self.relevance.shape[-2:]))
         inside = masks[self.cells[:, 0], self.cells[:, 1]].to(self.relevance.device)  # B×H×W
         mass = _mass(self.relevance[:, 0], mode)
@@ -165,10 +167,14 @@ def _refuse_unsupported(readout: DenseReadout) -> None:
         "dense_readout.gradcam for this model."
     )
     if isinstance(readout.adapter, TokenGridAdapter):
-        raise UnsupportedModelError(f"LRP refinement does not support {type(model).__name__}: {why}")
+        raise UnsupportedModelError(
+            f"LRP refinement does not support {type(model).__name__}: {why}"
+        )
     for module in model.modules():
         name = type(module).__name__
-        if isinstance(module, nn.MultiheadAttention) or any(name.endswith(n) for n in _ATTENTION_NAMES):
+        if isinstance(module, nn.MultiheadAttention) or any(
+            name.endswith(n) for n in _ATTENTION_NAMES
+        ):
             raise UnsupportedModelError(
                 f"LRP refinement does not support {type(model).__name__} (it contains "
                 f"attention, {name}): {why}"
@@ -211,17 +217,19 @@ class LRPReadout:
 
     def __init__(
         self,
-        model: Union[nn.Module, DenseReadout],
-        composite: Union[str, Composite, None] = None,
+        model: nn.Module | DenseReadout,
+        composite: str | Composite | None = None,
         *,
-        features: Optional[Callable[[Tensor], Tensor]] = None,
-        head: Optional[nn.Module] = None,
-        composite_options: Optional[dict] = None,
+        features: Callable[[Tensor], Tensor] | None = None,
+        head: nn.Module | None = None,
+        composite_options: dict | None = None,
         canonize: bool = True,
         stabilizer: float = 1e-6,
     ) -> None:
-        self.readout = model if isinstance(model, DenseReadout) else DenseReadout(
-            model, features=features, head=head
+        self.readout = (
+            model
+            if isinstance(model, DenseReadout)
+            else DenseReadout(model, features=features, head=head)
         )
         self.model = self.readout.model
         self.adapter = self.readout.adapter
@@ -244,7 +252,7 @@ class LRPReadout:
         self.composite_options = dict(composite_options or {})
         self.canonize = canonize
         self.stabilizer = stabilizer
-        self._pairs: Optional[list] = None
+        self._pairs: list | None = None
         self._root = _Root(self.model, features, head)
 
     @property
@@ -311,7 +319,9 @@ class LRPReadout:
         check_images(inputs, channels=self.adapter.in_channels)
         return inputs
 
-    def _run(self, inputs: Tensor, starts: Callable[[Tensor], Tensor], strategy: str = "vmap") -> tuple[Tensor, Tensor]:
+    def _run(
+        self, inputs: Tensor, starts: Callable[[Tensor], Tensor], strategy: str = "vmap"
+    ) -> tuple[Tensor, Tensor]:
         """Relevance for a stack of starting relevances.
 
         ``starts(Z)`` returns ``N×B×K×h×w`` (N starts per image). Returns the input
@@ -327,17 +337,19 @@ class LRPReadout:
                 count = start.shape[0]
                 expanded = inputs.detach().repeat(count, 1, 1, 1).requires_grad_(True)
                 z = self._scores(expanded)
-                grad, = torch.autograd.grad(z, expanded, start.reshape(z.shape).to(z))
+                (grad,) = torch.autograd.grad(z, expanded, start.reshape(z.shape).to(z))
                 return grad.reshape(count, *inputs.shape), scores
             x = inputs.detach().clone().requires_grad_(True)
             z = self._scores(x)
             start = starts(z.detach()).to(z)
             if start.shape[0] == 1:
-                grad, = torch.autograd.grad(z, x, start[0])
+                (grad,) = torch.autograd.grad(z, x, start[0])
                 return grad.unsqueeze(0), z.detach()
             if strategy == "vmap":
                 try:
-                    grad, = torch.autograd.grad(z, x, start, is_grads_batched=True, retain_graph=True)
+                    (grad,) = torch.autograd.grad(
+                        z, x, start, is_grads_batched=True, retain_graph=True
+                    )
                     return grad, z.detach()
                 except RuntimeError as error:  # pragma: no cover - op without a batching rule
                     warnings.warn(
@@ -346,9 +358,7 @@ class LRPReadout:
                         RuntimeWarning,
                         stacklevel=3,
                     )
-            grads = [
-                torch.autograd.grad(z, x, one, retain_graph=True)[0] for one in start
-            ]
+            grads = [torch.autograd.grad(z, x, one, retain_graph=True)[0] for one in start]
             return torch.stack(grads), z.detach()
 
     # -- public entry points ----------------------------------------------------------------
@@ -376,7 +386,12 @@ class LRPReadout:
             return (mask * z).unsqueeze(0)
 
         grads, scores = self._run(inputs, starts)
-        start = scores[torch.arange(scores.shape[0]), holder["classes"], holder["cells"][:, 0], holder["cells"][:, 1]]
+        start = scores[
+            torch.arange(scores.shape[0]),
+            holder["classes"],
+            holder["cells"][:, 0],
+            holder["cells"][:, 1],
+        ]
         return self._result(grads[0], start, holder["classes"], holder["cells"], scores)
 
     def class_map(self, inputs: Tensor, target: Target = None) -> LRPResult:
@@ -408,8 +423,8 @@ class LRPReadout:
         inputs: Tensor,
         target: Target = None,
         *,
-        which: Optional[Sequence[tuple[int, int]]] = None,
-        chunk_size: Optional[int] = None,
+        which: Sequence[tuple[int, int]] | None = None,
+        chunk_size: int | None = None,
         strategy: str = "expand",
     ) -> CellRelevance:
         """Refine every cell separately: ``h·w`` maps per image.
@@ -444,19 +459,23 @@ class LRPReadout:
         if target is None:
             classes = scores.argmax(dim=1).cpu()
         else:
-            classes = check_targets(target, batch, scores.shape[1]).view(-1, 1, 1).expand(-1, height, width)
+            classes = (
+                check_targets(target, batch, scores.shape[1])
+                .view(-1, 1, 1)
+                .expand(-1, height, width)
+            )
         chunk = chunk_size or max(1, min(count, 16 // max(1, batch)))
         if chunk < 1:
             raise InputError(f"chunk_size must be >= 1, got {chunk_size}.")
         maps = []
         z_used = scores
         for first in range(0, count, chunk):
-            index = order[first: first + chunk]
+            index = order[first : first + chunk]
 
             def starts(z: Tensor, index: Tensor = index) -> Tensor:
                 start = torch.zeros(len(index), *z.shape, dtype=z.dtype, device=z.device)
                 rows, cols = index // width, index % width
-                for slot, (u, v) in enumerate(zip(rows.tolist(), cols.tolist())):
+                for slot, (u, v) in enumerate(zip(rows.tolist(), cols.tolist(), strict=False)):
                     k = classes[:, u, v]
                     start[slot, torch.arange(batch), k, u, v] = z[torch.arange(batch), k, u, v]
                 return start
@@ -471,7 +490,9 @@ class LRPReadout:
         conservation = relevance.sum(dim=(-2, -1)) / start
         done = torch.zeros(height * width, dtype=torch.bool)
         done[order] = True
-        conservation = conservation.masked_fill(~done.view(1, height, width).to(conservation.device), float("nan"))
+        conservation = conservation.masked_fill(
+            ~done.view(1, height, width).to(conservation.device), float("nan")
+        )
         return CellRelevance(
             relevance=relevance.detach(),
             classes=classes,
@@ -511,7 +532,9 @@ class LRPReadout:
 
         grads, z = self._run(inputs, starts)
         relevance = grads.sum(dim=2).permute(1, 0, 2, 3)  # B×M×H×W
-        padded = relevance.masked_fill((classes < 0).view(batch, groups, 1, 1).to(relevance.device), float("-inf"))
+        padded = relevance.masked_fill(
+            (classes < 0).view(batch, groups, 1, 1).to(relevance.device), float("-inf")
+        )
         winner = padded.argmax(dim=1).cpu()
         labels = classes.gather(1, winner.flatten(1)).view_as(winner)
         top = z.max(dim=1).values.sum(dim=(1, 2))
@@ -526,7 +549,9 @@ class LRPReadout:
             composite=self.composite_name,
         )
 
-    def _result(self, grad: Tensor, start: Tensor, classes: Tensor, cells: Optional[Tensor], scores: Tensor) -> LRPResult:
+    def _result(
+        self, grad: Tensor, start: Tensor, classes: Tensor, cells: Tensor | None, scores: Tensor
+    ) -> LRPResult:
         relevance = grad.sum(dim=1, keepdim=True)
         conservation = relevance.sum(dim=(1, 2, 3)) / start
         return LRPResult(
@@ -547,7 +572,7 @@ class LRPReadout:
 class _Root(nn.Module):
     """Container holding the model (and custom features/head) for composite registration."""
 
-    def __init__(self, model: nn.Module, features: object, head: Optional[nn.Module]) -> None:
+    def __init__(self, model: nn.Module, features: object, head: nn.Module | None) -> None:
         super().__init__()
         self.model = model
         if isinstance(features, nn.Module):
@@ -571,7 +596,12 @@ def _check_cells(cell: Cell, batch: int, grid: Sequence[int]) -> Tensor:
         raise InputError(
             f"cell must be (u, v) or a B×2 tensor (B={batch}); got shape {tuple(cells.shape)}."
         )
-    if (cells[:, 0] < 0).any() or (cells[:, 0] >= height).any() or (cells[:, 1] < 0).any() or (cells[:, 1] >= width).any():
+    if (
+        (cells[:, 0] < 0).any()
+        or (cells[:, 0] >= height).any()
+        or (cells[:, 1] < 0).any()
+        or (cells[:, 1] >= width).any()
+    ):
         raise InputError(
             f"cell {cells.tolist()} is outside the {height}×{width} readout grid "
             f"(rows 0..{height - 1}, columns 0..{width - 1})."

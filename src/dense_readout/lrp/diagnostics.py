@@ -12,8 +12,8 @@ positive part only (evidence *for* the class).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
 import torch
 from torch import Tensor
@@ -21,12 +21,12 @@ from torch import Tensor
 from ..errors import InputError
 
 __all__ = [
+    "ReceptiveFieldSummary",
     "cell_patch_masks",
     "outside_share",
-    "window_share",
-    "uniform_window_share",
-    "ReceptiveFieldSummary",
     "summarize_shares",
+    "uniform_window_share",
+    "window_share",
 ]
 
 _MODES = ("abs", "positive")
@@ -44,7 +44,9 @@ def _bounds(index: int, cells: int, pixels: int) -> tuple[int, int]:
     return (index * pixels) // cells, ((index + 1) * pixels) // cells
 
 
-def cell_patch_masks(grid_size: tuple[int, int], input_size: tuple[int, int], radius: int = 0) -> Tensor:
+def cell_patch_masks(
+    grid_size: tuple[int, int], input_size: tuple[int, int], radius: int = 0
+) -> Tensor:
     """Boolean ``h×w×H×W``: pixels of the patch of each cell, grown by ``radius`` cells.
 
     Cell ``(u, v)`` owns rows ``[u·H/h, (u+1)·H/h)`` and columns ``[v·W/w, (v+1)·W/w)``
@@ -95,7 +97,9 @@ def outside_share(cell_maps: Tensor, mode: str = "abs") -> Tensor:
     return 1 - window_share(cell_maps, 0, mode)
 
 
-def uniform_window_share(grid_size: tuple[int, int], input_size: tuple[int, int], radius: int = 0) -> Tensor:
+def uniform_window_share(
+    grid_size: tuple[int, int], input_size: tuple[int, int], radius: int = 0
+) -> Tensor:
     """What :func:`window_share` would be for relevance spread uniformly: the window's area fraction."""
     masks = cell_patch_masks(grid_size, input_size, radius)
     return masks.float().mean(dim=(-2, -1))
@@ -120,7 +124,9 @@ class ReceptiveFieldSummary:
         return dict(self.__dict__)
 
 
-def summarize_shares(shares: Iterable[Tensor], uniform: Optional[float] = None) -> ReceptiveFieldSummary:
+def summarize_shares(
+    shares: Iterable[Tensor], uniform: float | None = None
+) -> ReceptiveFieldSummary:
     """Summarise outside shares (any shapes; NaNs dropped) into a :class:`ReceptiveFieldSummary`."""
     values = torch.cat([torch.as_tensor(s, dtype=torch.float64).flatten() for s in shares])
     values = values[torch.isfinite(values)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from torch import Tensor
@@ -17,9 +17,9 @@ def plot_cell_relevance(
     labels: Tensor,
     relevance: Tensor,
     cell: tuple[int, int],
-    class_names: Optional[Sequence[str]] = None,
+    class_names: Sequence[str] | None = None,
     *,
-    title: Optional[str] = None,
+    title: str | None = None,
     max_legend: int = 8,
 ):
     """Two panels: label grid with ``cell`` outlined in red; its relevance, cell outlined in white.
@@ -52,7 +52,11 @@ def plot_cell_relevance(
     grid = np.asarray(labels.detach().cpu() if isinstance(labels, Tensor) else labels)
     if grid.ndim != 2:
         raise InputError(f"labels must be an h×w grid, got shape {grid.shape}.")
-    heat = relevance.detach().cpu().float().numpy() if isinstance(relevance, Tensor) else np.asarray(relevance)
+    heat = (
+        relevance.detach().cpu().float().numpy()
+        if isinstance(relevance, Tensor)
+        else np.asarray(relevance)
+    )
     heat = heat.reshape(heat.shape[-2:])
     rows, cols = picture.shape[:2]
     if heat.shape != (rows, cols):
@@ -65,11 +69,13 @@ def plot_cell_relevance(
 
     classes, counts = np.unique(grid, return_counts=True)
     classes = classes[np.argsort(-counts)]
-    colours = dict(zip(classes.tolist(), class_palette(len(classes))))
+    colours = dict(zip(classes.tolist(), class_palette(len(classes)), strict=False))
     tint = np.zeros((height, width, 3))
     for k, colour in colours.items():
         tint[grid == k] = colour
-    tint_full = np.kron(tint, np.ones((int(np.ceil(cell_h)), int(np.ceil(cell_w)), 1)))[:rows, :cols]
+    tint_full = np.kron(tint, np.ones((int(np.ceil(cell_h)), int(np.ceil(cell_w)), 1)))[
+        :rows, :cols
+    ]
 
     figure = Figure(figsize=(10, 6.0), facecolor="white")  # Agg canvas: no pyplot state, no display
     FigureCanvasAgg(figure)
@@ -79,17 +85,34 @@ def plot_cell_relevance(
         left.axvline(x * cell_w - 0.5, color="white", lw=0.5)
     for y in range(1, height):
         left.axhline(y * cell_h - 0.5, color="white", lw=0.5)
-    left.add_patch(Rectangle((v * cell_w - 0.5, u * cell_h - 0.5), cell_w, cell_h, fill=False, ec="red", lw=3))
-    names = [short_name(class_names[k]) if class_names and k < len(class_names) else str(k) for k in classes]
-    handles = [Patch(color=colours[k], label=n) for k, n in zip(classes.tolist(), names)][:max_legend]
-    left.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(3, len(handles)),
-                fontsize=8, frameon=False)
+    left.add_patch(
+        Rectangle((v * cell_w - 0.5, u * cell_h - 0.5), cell_w, cell_h, fill=False, ec="red", lw=3)
+    )
+    names = [
+        short_name(class_names[k]) if class_names and k < len(class_names) else str(k)
+        for k in classes
+    ]
+    handles = [
+        Patch(color=colours[k], label=n) for k, n in zip(classes.tolist(), names, strict=False)
+    ][:max_legend]
+    left.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.01),
+        ncol=min(3, len(handles)),
+        fontsize=8,
+        frameon=False,
+    )
     left.set_title("(a) label grid (top-1 per cell)", fontsize=10)
 
     limit = float(np.abs(heat).max()) or 1.0
     shown = right.imshow(heat, cmap="bwr", vmin=-limit, vmax=limit)
     right.imshow(picture.mean(axis=-1), cmap="gray", alpha=0.12)
-    right.add_patch(Rectangle((v * cell_w - 0.5, u * cell_h - 0.5), cell_w, cell_h, fill=False, ec="white", lw=2.5))
+    right.add_patch(
+        Rectangle(
+            (v * cell_w - 0.5, u * cell_h - 0.5), cell_w, cell_h, fill=False, ec="white", lw=2.5
+        )
+    )
     right.set_facecolor("black")
     right.set_title(f"(b) LRP relevance of cell ({u}, {v})", fontsize=10)
     figure.colorbar(shown, ax=right, fraction=0.046, pad=0.02)

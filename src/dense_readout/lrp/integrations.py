@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from .core import LRPReadout
 __all__ = ["LRPReadoutAttribution", "LRPReadoutCAM"]
 
 
-def _captum_target(target: Any, batch: int) -> Optional[Union[int, List[int]]]:
+def _captum_target(target: Any, batch: int) -> int | list[int] | None:
     if target is None:
         return None
     if isinstance(target, Tensor):
@@ -65,12 +66,14 @@ class LRPReadoutAttribution(_CaptumAttribution):  # type: ignore[misc]
 
     def __init__(
         self,
-        forward_func: Union[nn.Module, LRPReadout, DenseReadout],
+        forward_func: nn.Module | LRPReadout | DenseReadout,
         composite: Any = None,
-        composite_options: Optional[dict] = None,
+        composite_options: dict | None = None,
     ) -> None:
-        lrp = forward_func if isinstance(forward_func, LRPReadout) else LRPReadout(
-            forward_func, composite, composite_options=composite_options
+        lrp = (
+            forward_func
+            if isinstance(forward_func, LRPReadout)
+            else LRPReadout(forward_func, composite, composite_options=composite_options)
         )
         self.lrp = lrp
         if _CaptumAttribution is not object:
@@ -85,13 +88,13 @@ class LRPReadoutAttribution(_CaptumAttribution):  # type: ignore[misc]
 
     def attribute(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        inputs: Tensor | tuple[Tensor, ...],
         target: Any = None,
-        additional_forward_args: Optional[object] = None,
-        cell: Optional[Union[Tuple[int, int], Sequence[Sequence[int]], Tensor]] = None,
+        additional_forward_args: object | None = None,
+        cell: tuple[int, int] | Sequence[Sequence[int]] | Tensor | None = None,
         sum_channels: bool = True,
         return_convergence_delta: bool = False,
-    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Relevance of the readout score(s) of ``target``.
 
         Args:
@@ -109,7 +112,9 @@ class LRPReadoutAttribution(_CaptumAttribution):  # type: ignore[misc]
         if not single and len(inputs) != 1:
             raise InputError("LRPReadoutAttribution takes one input tensor (the image batch).")
         if additional_forward_args is not None:
-            raise InputError("additional_forward_args is not supported: the readout takes only the image.")
+            raise InputError(
+                "additional_forward_args is not supported: the readout takes only the image."
+            )
         k = _captum_target(target, images.shape[0])
         if cell is None:
             result = self.lrp.class_map(images, k)
@@ -160,24 +165,29 @@ class LRPReadoutCAM(_BaseCAM):  # type: ignore[misc]
     def __init__(
         self,
         model: nn.Module,
-        target_layers: Optional[List[nn.Module]] = None,
-        reshape_transform: Optional[Callable] = None,
+        target_layers: list[nn.Module] | None = None,
+        reshape_transform: Callable | None = None,
         composite: Any = None,
-        composite_options: Optional[dict] = None,
-        lrp: Optional[LRPReadout] = None,
+        composite_options: dict | None = None,
+        lrp: LRPReadout | None = None,
     ) -> None:
         if _BaseCAM is not object:
             _BaseCAM.__init__(self, model, [], None, uses_gradients=False)
         self.lrp = lrp or LRPReadout(model, composite, composite_options=composite_options)
-        self.raw: Optional[Tensor] = None
+        self.raw: Tensor | None = None
 
-    def forward(self, input_tensor: Tensor, targets: Optional[List[Callable]] = None, eigen_smooth: bool = False) -> np.ndarray:
+    def forward(
+        self,
+        input_tensor: Tensor,
+        targets: list[Callable] | None = None,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
         raw = self.raw_maps(input_tensor, targets)
         self.raw = raw
         cam = np.maximum(raw.cpu().numpy(), 0)
         return scale_cam_image(cam)
 
-    def raw_maps(self, input_tensor: Tensor, targets: Optional[List[Callable]] = None) -> Tensor:
+    def raw_maps(self, input_tensor: Tensor, targets: list[Callable] | None = None) -> Tensor:
         """Signed relevance ``B×H×W`` before ReLU and min-max."""
         batch = input_tensor.shape[0]
         if targets is not None and len(targets) != batch:
@@ -198,8 +208,10 @@ class LRPReadoutCAM(_BaseCAM):  # type: ignore[misc]
                 cells = z[b].permute(1, 2, 0).reshape(-1, z.shape[1]).detach().requires_grad_(True)
                 with torch.enable_grad():
                     value = target(cells)
-                    grad, = torch.autograd.grad(value.sum(), cells)
-                rows.append((cells.detach() * grad).reshape(z.shape[2], z.shape[3], -1).permute(2, 0, 1))
+                    (grad,) = torch.autograd.grad(value.sum(), cells)
+                rows.append(
+                    (cells.detach() * grad).reshape(z.shape[2], z.shape[3], -1).permute(2, 0, 1)
+                )
             holder["start"] = torch.stack(rows)
             return holder["start"].unsqueeze(0)
 
@@ -207,8 +219,13 @@ class LRPReadoutCAM(_BaseCAM):  # type: ignore[misc]
         grads, _ = lrp._run(input_tensor, starts)
         return grads[0].sum(dim=1).detach()
 
-    def __call__(self, input_tensor: Tensor, targets: Optional[List[Callable]] = None,
-                 aug_smooth: bool = False, eigen_smooth: bool = False) -> np.ndarray:
+    def __call__(
+        self,
+        input_tensor: Tensor,
+        targets: list[Callable] | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
         if aug_smooth:
             return self.forward_augmentation_smoothing(input_tensor, targets, eigen_smooth)
         return self.forward(input_tensor, targets, eigen_smooth)
@@ -236,8 +253,11 @@ def _register_compare() -> None:
     @register_method("lrp", "LRP (zennit) refinement of the readout class map to pixels (signed)")
     def _lrp_factory(context: Any) -> SaliencyMethod:
         options = dict(context.options)
-        lrp = LRPReadout(context.readout, options.pop("composite", None),
-                         composite_options=options.pop("composite_options", None))
+        lrp = LRPReadout(
+            context.readout,
+            options.pop("composite", None),
+            composite_options=options.pop("composite_options", None),
+        )
         return LRPMethod(lrp)
 
 

@@ -1,0 +1,156 @@
+"""One registry type for every pluggable name in dense-readout.
+
+Adapters, aggregation rules, compare methods, metrics, LRP composites and blocks,
+box layouts, fills, recipes … are all kept in a :class:`Registry`: register under a
+name (as a decorator or a plain call), look up with an error that lists the known
+names, list with :meth:`Registry.names`, and undo with :meth:`Registry.unregister`
+or the :meth:`Registry.temporarily` context manager (for tests and examples that
+must not leave a name behind). Re-registering a name warns with
+:class:`RegistryOverwriteWarning` and replaces the entry.
+
+Every registry created in the package is listed by :func:`registries`, the way
+timm's ``list_models()`` lists every model, so a test can iterate all of them.
+
+Example:
+    >>> from dense_readout.registry import Registry
+    >>> colours = Registry("colour")
+    >>> @colours.register("red")
+    ... def red():
+    ...     return (1.0, 0.0, 0.0)
+    >>> colours.names(), colours.get("red")()
+    (['red'], (1.0, 0.0, 0.0))
+    >>> with colours.temporarily("blue", lambda: (0.0, 0.0, 1.0)):
+    ...     colours.names()
+    ['blue', 'red']
+    >>> colours.names()
+    ['red']
+    >>> colours.get("green")
+    Traceback (most recent call last):
+    ...
+    dense_readout.registry.UnknownNameError: Unknown colour 'green'; known: red.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar, overload
+
+from .errors import InputError
+
+__all__ = ["Registry", "RegistryOverwriteWarning", "UnknownNameError", "registries"]
+
+T = TypeVar("T")
+
+_ALL: dict[str, Registry[Any]] = {}
+
+
+class UnknownNameError(InputError, KeyError):
+    """A name was looked up that no registry entry has; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RegistryOverwriteWarning(UserWarning):
+    """A name was registered twice; the newer entry replaced the older one."""
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind (``kind`` is used in messages, e.g. ``"aggregation rule"``).
+
+    ``hint`` is appended to the unknown-name error (e.g. how to register your own).
+    """
+
+    def __init__(self, kind: str, *, hint: str = "") -> None:
+        self.kind = kind
+        self.hint = hint
+        self._entries: dict[str, T] = {}
+        if kind in _ALL:
+            raise ValueError(f"A registry of kind {kind!r} exists already.")
+        _ALL[kind] = self
+
+    @overload
+    def register(self, name: str) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: str, obj: T) -> T: ...
+
+    def register(self, name: str, obj: Any = None) -> Any:
+        """Register ``obj`` under ``name``; without ``obj``, return a decorator that does."""
+        if obj is None:
+
+            def decorator(entry: T) -> T:
+                self._add(name, entry)
+                return entry
+
+            return decorator
+        self._add(name, obj)
+        return obj
+
+    def _add(self, name: str, entry: T) -> None:
+        if not isinstance(name, str) or not name:
+            raise InputError(f"A {self.kind} needs a non-empty string name, got {name!r}.")
+        if name in self._entries and self._entries[name] is not entry:
+            warnings.warn(
+                f"{self.kind} {name!r} was registered already; the new entry replaces it.",
+                RegistryOverwriteWarning,
+                stacklevel=4,
+            )
+        self._entries[name] = entry
+
+    def get(self, name: str) -> T:
+        """The entry registered under ``name``; :class:`UnknownNameError` lists the known names."""
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            known = ", ".join(self.names()) or "(none)"
+            hint = f" {self.hint}" if self.hint else ""
+            raise UnknownNameError(
+                f"Unknown {self.kind} {name!r}; known: {known}.{hint}"
+            ) from None
+
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return its entry."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
+    @contextmanager
+    def temporarily(self, name: str, obj: T) -> Iterator[T]:
+        """Register ``obj`` under ``name`` for the ``with`` block, then restore what was there."""
+        previous = self._entries.get(name)
+        self._entries[name] = obj
+        try:
+            yield obj
+        finally:
+            if previous is None:
+                self._entries.pop(name, None)
+            else:
+                self._entries[name] = previous
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        """``(name, entry)`` pairs in registration order."""
+        return list(self._entries.items())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, names={self.names()})"
+
+
+def registries() -> dict[str, Registry[Any]]:
+    """Every registry created so far, by kind (import a subpackage to create its registries)."""
+    return dict(_ALL)
