@@ -15,8 +15,10 @@ from .errors import (
     CheckpointError,
     DatasetError,
     DenseReadoutError,
+    GradientsUnavailableError,
     ImageLoadError,
     InputError,
+    TrainingModeError,
     UnsupportedModelError,
 )
 from .readout import DenseReadout, ReadoutResult
@@ -28,10 +30,12 @@ __all__ = [
     "DatasetError",
     "DenseReadout",
     "DenseReadoutError",
+    "GradientsUnavailableError",
     "ImageLoadError",
     "InputError",
     "ModelAdapter",
     "ReadoutResult",
+    "TrainingModeError",
     "UnsupportedModelError",
     "__version__",
     "aggregate",

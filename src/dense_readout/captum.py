@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ._cells import grid_from_layer_output, head_channels, scores_from_grid
 from .errors import InputError
 from .readout import DenseReadout
-from .validation import check_images, check_targets
+from .validation import check_eval_mode, check_images, check_targets
 
 __all__ = ["DenseReadoutAttribution"]
 
@@ -199,8 +199,8 @@ class DenseReadoutAttribution(LayerAttribution):
         self, inputs: tuple[Tensor, ...], extra: tuple[Any, ...] | None
     ) -> tuple[Tensor, Tensor]:
         model = self.dense_readout.model
-        if self.dense_readout.check_mode and model.training:
-            raise InputError("The model is in training mode; call model.eval() before attributing.")
+        if self.dense_readout.check_mode:
+            check_eval_mode(model, "the attribution")
         captured: list = []
         handle = self.layer.register_forward_hook(lambda module, args, out: captured.append(out))
         try:

@@ -44,9 +44,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._cells import require_affine
-from .errors import DenseReadoutError, InputError
+from .errors import DenseReadoutError, GradientsUnavailableError, InputError
 from .readout import DenseReadout
-from .validation import check_images, check_targets
+from .validation import check_eval_mode, check_images, check_targets
 
 __all__ = [
     "Comparison",
@@ -60,10 +60,6 @@ __all__ = [
     "register_method",
     "resolve_method",
 ]
-
-
-class GradientsUnavailableError(DenseReadoutError):
-    """A gradient-based method was asked to run where autograd is disabled (inference mode)."""
 
 
 # -- method registry ----------------------------------------------------------------------
@@ -653,8 +649,7 @@ def compare(
         raise InputError("Give at least one method, e.g. methods=['dense-readout', 'gradcam'].")
     readout = readout if readout is not None else DenseReadout(model)
     check_images(inputs, channels=readout.adapter.in_channels)
-    if model.training:
-        raise InputError("The model is in training mode; call model.eval() before comparing.")
+    check_eval_mode(model, "the comparison")
     if targets is None:
         with torch.no_grad():
             targets = readout(inputs).logits.argmax(dim=1)

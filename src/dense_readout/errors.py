@@ -30,3 +30,11 @@ class CheckpointError(DenseReadoutError, OSError):
 
 class DatasetError(DenseReadoutError, ValueError):
     """A dataset root, annotation file or record is missing or malformed."""
+
+
+class TrainingModeError(InputError):
+    """The model is in training mode (dropout, batch statistics); call ``model.eval()``."""
+
+
+class GradientsUnavailableError(DenseReadoutError):
+    """A gradient-based method was asked to run where autograd is disabled (inference mode)."""

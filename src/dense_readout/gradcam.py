@@ -130,7 +130,7 @@ class DenseReadoutCAM(BaseCAM):
                     "per image, e.g. [ClassifierOutputTarget(k)] * batch, or targets=None for "
                     "each image's top class."
                 )
-        if self.model.training:
+        if self.model.training:  # pytorch-grad-cam's convention: CAM classes switch to eval
             self.model.eval()
         with torch.no_grad():
             return super().forward(input_tensor, targets, eigen_smooth)

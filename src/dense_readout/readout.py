@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from .adapters import CustomAdapter, ModelAdapter, find_adapter
 from .aggregation import aggregate as _aggregate
-from .errors import DenseReadoutError, InputError
-from .validation import check_images, check_targets
+from .errors import InputError
+from .validation import check_eval_mode, check_images, check_targets
 
 Target = int | Sequence[int] | Tensor
 
@@ -215,12 +215,8 @@ class DenseReadout:
         With ``grad=True`` the computation is recorded for autograd (needed by
         gradient-based consumers); otherwise it runs under ``torch.no_grad``.
         """
-        if self.check_mode and self.model.training:
-            raise DenseReadoutError(
-                "The model is in training mode: dropout and batch-norm would make the "
-                "readout random and inconsistent with the logits. Call model.eval() first "
-                "(or pass check_mode=False if you know what you are doing)."
-            )
+        if self.check_mode:  # check_mode=False: the caller knows what they are doing
+            check_eval_mode(self.model, "the readout")
         check_images(inputs, channels=self.adapter.in_channels)
         context = contextlib.nullcontext() if grad else torch.no_grad()
         with context:

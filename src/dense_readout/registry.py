@@ -107,9 +107,7 @@ class Registry(Generic[T]):
         except (KeyError, TypeError):
             known = ", ".join(self.names()) or "(none)"
             hint = f" {self.hint}" if self.hint else ""
-            raise UnknownNameError(
-                f"Unknown {self.kind} {name!r}; known: {known}.{hint}"
-            ) from None
+            raise UnknownNameError(f"Unknown {self.kind} {name!r}; known: {known}.{hint}") from None
 
     def unregister(self, name: str) -> T:
         """Remove ``name`` and return its entry."""

@@ -9,11 +9,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .errors import InputError
+from .errors import InputError, TrainingModeError
 
-__all__ = ["check_images", "check_targets"]
+__all__ = ["check_eval_mode", "check_images", "check_targets"]
+
+
+def check_eval_mode(model: nn.Module, purpose: str = "the readout") -> None:
+    """Raise :class:`TrainingModeError` if ``model`` is in training mode.
+
+    Dropout and batch statistics would make ``purpose`` random and inconsistent with
+    the model's logits. One message everywhere; ``DenseReadoutCAM`` alone follows
+    pytorch-grad-cam's convention and switches the model to eval itself.
+
+    Example:
+        >>> from torch import nn
+        >>> check_eval_mode(nn.Linear(2, 2).eval())  # passes silently
+        >>> check_eval_mode(nn.Linear(2, 2).train(), "LRP")
+        Traceback (most recent call last):
+        ...
+        dense_readout.errors.TrainingModeError: The model is in training mode: dropout and batch-norm statistics would make LRP random and inconsistent with the logits. Call model.eval() first.
+    """
+    if model.training:
+        raise TrainingModeError(
+            "The model is in training mode: dropout and batch-norm statistics would make "
+            f"{purpose} random and inconsistent with the logits. Call model.eval() first."
+        )
 
 
 def check_images(inputs: object, channels: int = 3) -> Tensor:

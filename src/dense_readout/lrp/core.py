@@ -26,9 +26,9 @@ from torch import Tensor, nn
 from zennit.core import Composite
 
 from ..adapters import ModelAdapter
-from ..errors import DenseReadoutError, InputError, UnsupportedModelError
+from ..errors import InputError, UnsupportedModelError
 from ..readout import DenseReadout
-from ..validation import check_images, check_targets
+from ..validation import check_eval_mode, check_images, check_targets
 from . import composites as _composites
 from .canonizers import (
     BlockCanonizer,
@@ -286,11 +286,7 @@ class LRPReadout:
 
         Everything is undone in ``finally``, also when the body raises.
         """
-        if self.model.training:
-            raise DenseReadoutError(
-                "The model is in training mode: batch-norm merging and dropout make LRP "
-                "meaningless there. Call model.eval() first."
-            )
+        check_eval_mode(self.model, "LRP (batch-norm merging)")
         canonizers = self._canonizers(inputs)
         composite = self._make_composite(inputs)
         applied: list = []
