@@ -164,11 +164,12 @@ def test_captum_metrics_and_visualisation(resnet, explainer):
     assert score.shape == (2,) and torch.isfinite(score).all()
     sensitivity = sensitivity_max(explainer.attribute, x, target=3, n_perturb_samples=2)
     assert sensitivity.shape == (2,) and torch.isfinite(sensitivity).all()
-    # sensitivity of a map to its own input is 0 when the perturbation is 0
+    # sensitivity of a map to its own input is 0 when the perturbation is 0, up to float
+    # rounding: captum re-runs the batch repeated, and CPU kernels may block it differently
     zero = sensitivity_max(
         explainer.attribute, x, target=3, n_perturb_samples=2, perturb_radius=0.0
     )
-    assert torch.allclose(zero, torch.zeros(2))
+    assert torch.allclose(zero, torch.zeros(2), atol=1e-5)
     upsampled = explainer.attribute(x, target=3, interpolate_to_input=True)
     image = (x[0].permute(1, 2, 0).numpy() - x.min().item()) / (x.max() - x.min()).item()
     figure, axis = viz.visualize_image_attr(
