@@ -32,6 +32,10 @@ class DatasetError(DenseReadoutError, ValueError):
     """A dataset root, annotation file or record is missing or malformed."""
 
 
+class MissingDependencyError(DenseReadoutError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
 class TrainingModeError(InputError):
     """The model is in training mode (dropout, batch statistics); call ``model.eval()``."""
 

@@ -1,0 +1,138 @@
+"""Pictures of a dense readout: the label grid (the paper's Fig. 0) and class heatmaps.
+
+* :func:`plot_label_grid` draws the image with the readout grid on it; every cell
+  is tinted with the colour of its top-1 class and shows the class's short name
+  (or, when names do not fit, a legend key), with a legend of the classes present.
+* :func:`plot_heatmap` overlays one class's per-cell scores ``Z_k`` on the image,
+  bilinearly upsampled, with a colour bar in the scores' own units.
+
+Both return a :class:`matplotlib.figure.Figure` built on the Agg canvas (no
+pyplot, no global state, no display needed); :func:`save_png` writes it and
+:func:`figure_to_array` rasterises it. The image is drawn at ``panel_px`` pixels
+per side (a 224 px input is upscaled so that text stays legible) and the grid
+lines fall exactly on the cell boundaries: cell ``(u, v)`` of an ``h×w`` grid
+covers rows ``u·H/h … (u+1)·H/h`` and columns ``v·W/w … (v+1)·W/w`` of the image.
+
+Example:
+    >>> import numpy as np
+    >>> from dense_readout.viz import plot_label_grid, figure_to_array
+    >>> image = np.full((224, 224, 3), 0.5)
+    >>> labels = np.array([[0, 1], [1, 1]])
+    >>> figure = plot_label_grid(image, labels, ["cat", "dog"], panel_px=200)
+    >>> figure_to_array(figure).shape[2]
+    3
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ._common import DPI, ImageLike, _name_of, class_palette, short_name
+from ._common import _as_rgb_array as _as_rgb_array  # used by lrp.figures
+from .heatmap import plot_heatmap
+from .label_grid import plot_label_grid
+
+__all__ = [
+    "class_palette",
+    "figure_to_array",
+    "panel_box",
+    "plot_heatmap",
+    "plot_label_grid",
+    "readout_figures",
+    "save_png",
+    "short_name",
+]
+
+
+# -- convenience ----------------------------------------------------------------------
+def readout_figures(
+    result,
+    image: ImageLike,
+    class_names: Sequence[str] | None = None,
+    *,
+    index: int = 0,
+    target: int | None = None,
+    name: str = "",
+):
+    """Label grid and heatmap figures of image ``index`` of a :class:`ReadoutResult`.
+
+    The heatmap shows ``target`` (default: the image-level top-1 class from the
+    model's own logits). Returns ``(label_grid_figure, heatmap_figure)``.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.viz import readout_figures
+        >>> model = timm.create_model("resnet18", num_classes=5).eval()
+        >>> x = torch.rand(1, 3, 64, 64)
+        >>> grid, heat = readout_figures(DenseReadout(model)(x), x[0])
+    """
+    if not 0 <= index < result.batch_size:
+        raise InputError(f"index must be in [0, {result.batch_size}), got {index}.")
+    image_probs = torch.softmax(result.logits[index].detach().float(), dim=0)
+    top = int(image_probs.argmax()) if target is None else int(target)
+    if not 0 <= top < result.num_classes:
+        raise InputError(f"target must be in [0, {result.num_classes}), got {top}.")
+    cell_probs = result.probabilities()[index].detach()
+    labels = cell_probs.argmax(dim=0)
+    top_probs = cell_probs.max(dim=0).values
+    h, w = result.grid_size
+    prefix = f"{name} · " if name else ""
+    exactness = "mean of cells = logits" if result.exact else "not exact: mean of cells ≠ logits"
+    top_name = _name_of(top, class_names)
+    grid_title = (
+        f"{prefix}image top-1: {top_name} ({100 * float(image_probs[top]):.1f}%)\n"
+        f"top-1 class of each of the {h}×{w} cells ({exactness})"
+    )
+    grid_figure = plot_label_grid(
+        image, labels, class_names, probabilities=top_probs, title=grid_title
+    )
+    heat_title = (
+        f"{prefix}evidence for {top_name}" + (f" ({top})" if class_names is not None else "") + "\n"
+        f"per-cell logit Z of the class, {h}×{w} grid upsampled bilinearly"
+    )
+    heat_figure = plot_heatmap(
+        image,
+        result.class_map(top)[index].detach(),
+        title=heat_title,
+        value_label=f"Z[{top}] per cell (logit units; cells average to the image logit)"
+        if result.exact
+        else f"Z[{top}] per cell (logit units)",
+    )
+    return grid_figure, heat_figure
+
+
+def save_png(figure, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG at its own size (no cropping) and release it.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from dense_readout.viz import plot_heatmap, save_png
+        >>> path = save_png(plot_heatmap(np.ones((8, 8, 3)), np.eye(2)), os.path.join(tempfile.mkdtemp(), "h.png"))
+        >>> path.suffix
+        '.png'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, format="png", facecolor="white")
+    figure.clear()
+    return path
+
+
+def figure_to_array(figure) -> np.ndarray:
+    """Rasterise ``figure`` to an ``H×W×3`` uint8 array (as :func:`save_png` would write it)."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def panel_box(figure) -> tuple[int, int, int, int]:
+    """Pixel box ``(left, top, right, bottom)`` of the image panel in the rasterised figure."""
+    figure.canvas.draw()
+    box = figure.axes[0].get_window_extent()
+    height = figure.canvas.get_width_height()[1]
+    return (round(box.x0), round(height - box.y1), round(box.x1), round(height - box.y0))
