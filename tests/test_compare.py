@@ -27,14 +27,19 @@ from pytorch_grad_cam import GradCAM
 from dense_readout import DenseReadout
 from dense_readout.captum import DenseReadoutAttribution
 from dense_readout.compare import (
+    METHODS,
+    GradientsUnavailableError,
+    MethodRegistration,
     SaliencyMethod,
     available_methods,
+    check_method_spec,
     compare,
     postprocess,
     register_method,
 )
 from dense_readout.errors import DenseReadoutError, InputError
 from dense_readout.gradcam import DenseReadoutCAM
+from dense_readout.registry import RegistryOverwriteWarning, UnknownNameError, registries
 
 
 class TinyNet(nn.Module):
@@ -135,6 +140,14 @@ def test_methods_by_class_callable_label_and_registry(tiny):
     def _flat(context):
         return Flat()
 
+    try:
+        _compare_every_kind_of_spec(model, readout, x, centre)
+    finally:
+        METHODS.unregister("test-flat")
+    assert "test-flat" not in available_methods()
+
+
+def _compare_every_kind_of_spec(model, readout, x, centre):
     methods = [
         GradCAM,
         DenseReadoutCAM,
@@ -310,3 +323,47 @@ def test_bad_options_are_errors(tiny):
         compare(model, _batch(), 1, methods=["cam"], readout=readout, errors="ignore")
     with pytest.raises(InputError, match="neither a pytorch-grad-cam BaseCAM"):
         compare(model, _batch(), 1, methods=[np.ndarray], readout=readout)
+
+
+# -- the method registry ----------------------------------------------------------------
+
+
+def test_methods_live_in_the_package_registry():
+    assert registries()["method"] is METHODS
+    assert available_methods() == {
+        name: METHODS.get(name).description for name in sorted(METHODS.names())
+    }
+    assert list(available_methods()) == sorted(available_methods())
+    assert "Selvaraju" in available_methods()["gradcam"]
+    assert GradientsUnavailableError.__module__ == "dense_readout.errors"
+
+
+def test_unknown_names_raise_the_registry_error_with_a_hint():
+    with pytest.raises(UnknownNameError, match="Unknown method 'gradkam'.*register_method"):
+        check_method_spec("gradkam")
+    with pytest.raises(InputError, match="Unknown method 'nope'"):
+        check_method_spec(("label", "nope"))
+
+
+def test_register_method_normalises_names_and_warns_on_overwrite(tiny):
+    model, readout = tiny
+
+    class Flat(SaliencyMethod):
+        name, needs_gradients = "flat", False
+
+        def __call__(self, inputs, targets):
+            return torch.zeros(inputs.shape[0], 2, 2)
+
+    try:
+        register_method("Test_Flat", "first")(lambda context: Flat())
+        assert available_methods()["test-flat"] == "first"
+        with pytest.warns(RegistryOverwriteWarning, match="test-flat"):
+            register_method("test-flat", "second")(lambda context: Flat())
+        assert available_methods()["test-flat"] == "second"
+        result = compare(model, _batch(), 1, methods=["TEST_FLAT"], readout=readout)
+        assert list(result.maps) == ["flat"] and result.failures == {}
+    finally:
+        METHODS.unregister("test-flat")
+    with METHODS.temporarily("test-flat", MethodRegistration(lambda context: Flat(), "tmp")):
+        assert available_methods()["test-flat"] == "tmp"
+    assert "test-flat" not in METHODS
