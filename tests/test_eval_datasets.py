@@ -195,3 +195,11 @@ def test_real_sample_labels_match_val_labels(data_root):
         sample = dataset[index]
         assert sample.label == int(labels[sample.path.name])
         assert sample.real is not None
+
+
+def test_box_layouts_stay_importable_from_datasets():
+    from dense_readout.evaluation import box_layouts, datasets
+
+    for name in ("BOX_LAYOUTS", "Annotation", "BoxLayout", "detect_layout", "register_box_layout"):
+        assert getattr(datasets, name) is getattr(box_layouts, name), name
+    assert all(hasattr(datasets, name) for name in datasets.__all__)

@@ -111,6 +111,26 @@ def test_paper_preprocess_is_256_224_with_the_models_normalisation(embedded):
     assert imagenet.mean == (0.485, 0.456, 0.406)
 
 
+def test_paper_preprocess_is_256_224_whatever_the_models_input_size():
+    """A 240-px model (EfficientNet-Lite1's config) still gets the paper's 256 -> 224."""
+    lite1 = torch.nn.Identity()
+    lite1.pretrained_cfg = {
+        "input_size": (3, 240, 240),
+        "crop_pct": 0.882,
+        "interpolation": "bilinear",
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+    }
+    own, imagenet = paper_preprocess(lite1), paper_preprocess(lite1, "imagenet")
+    assert (own.resize, own.crop) == (256, 224) == (imagenet.resize, imagenet.crop)
+    assert own.interpolation == "bilinear" and own.mean == (0.5, 0.5, 0.5)  # from the model
+    assert imagenet.mean == (0.485, 0.456, 0.406)
+    larger = paper_preprocess(lite1, crop=240)  # the CLI's --crop keeps the 0.875 ratio
+    assert (larger.resize, larger.crop) == (274, 240)
+    bare = paper_preprocess(torch.nn.Identity())  # no timm config at all
+    assert (bare.resize, bare.crop, bare.interpolation) == (256, 224, "bicubic")
+
+
 def test_real_sample_masks_cover_the_boxes(data_root):
     from dense_readout.evaluation.datasets import ILSVRCBoxes
 

@@ -12,9 +12,11 @@ from PIL import Image
 import test_eval_fixtures as fx
 from dense_readout import DenseReadout, load_image
 from dense_readout.errors import DatasetError, DenseReadoutError
+from dense_readout.evaluation.batches import BenchmarkItems
 from dense_readout.evaluation.datasets import ILSVRCBoxes, ImageNetA
 from dense_readout.evaluation.protocol import Protocol, paper_preprocess
 from dense_readout.evaluation.runner import RunConfig, run_benchmark
+from dense_readout.preprocessing import Preprocess
 
 QUIET = {"progress": False, "workers": 0}
 
@@ -40,7 +42,7 @@ def _oracle(dataset, model, protocol):
     for index in range(len(dataset)):
         try:
             sample = dataset[index]
-            image = load_image(sample.path)
+            image = load_image(sample.path, exif_transpose=False)
         except Exception:
             continue
         x, mask = protocol.transform(image, sample.boxes)
@@ -201,7 +203,7 @@ def test_imagenet_a_restricts_logits_to_its_classes(tmp_path, tiny):
     readout = DenseReadout(tiny_a)
     hits = {"a_acc_top1": [], "a_acc_top5": [], "a_det_top1": [], "a_det_top5": []}
     for sample in (dataset[i] for i in range(len(dataset))):
-        result = readout(protocol.preprocess(load_image(sample.path))[None])
+        result = readout(protocol.preprocess(load_image(sample.path, exif_transpose=False))[None])
         logits, scores = result.logits[0, keep], result.scores[0, keep]
         t = int((keep == sample.label).nonzero())
         hits["a_acc_top1"].append(int(logits.argmax()) == t)
@@ -212,3 +214,39 @@ def test_imagenet_a_restricts_logits_to_its_classes(tmp_path, tiny):
         assert results[name] == pytest.approx(100 * np.mean(values)), name
     assert sample.label == imagenet_wnids().index(wnids[-1])
     assert "top-1" in (tmp_path / "out" / "results.md").read_text()
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_exif_oriented_file_keeps_its_mask_on_the_boxed_pixels(tmp_path, orientation):
+    """Orientations 5-8 swap width and height; the boxes refer to the stored frame, and so must the pixels."""
+    root = tmp_path / "data"
+    (root / "val").mkdir(parents=True)
+    (root / "bbox_val").mkdir()
+    stored = np.zeros((40, 80, 3), np.uint8)  # stored frame: 80 wide, 40 high
+    stored[10:30, 30:50] = 255  # the boxed object, white on black
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(root / "val" / fx.image_name(1), exif=exif, quality=95)
+    (root / "bbox_val" / "ILSVRC2012_val_00000001.xml").write_text(
+        fx.voc_xml(1, (80, 40), 3, [[30, 10, 49, 29]])
+    )
+    dataset = ILSVRCBoxes(root)
+    assert dataset[0].image_size == (80, 40)  # the header's size: the stored frame
+    assert load_image(dataset[0].path).size == (40, 80)  # what an upright viewer shows
+    protocol = Protocol(Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3))  # white 1, black -1
+    item = BenchmarkItems(dataset, protocol, [0], num_classes=1000, boxes=True)[0]
+    x, mask = item["x"], item["mask"]
+    assert item["status"] == "" and 1000 < int(mask.sum()) < mask.numel() // 2
+    assert float(x[:, mask].mean()) > 0.9  # inside the mask: the white object
+    assert float(x[:, ~mask].mean()) < -0.9  # outside: the black background
+
+
+def test_split_modules_keep_the_runner_names_importable():
+    from dense_readout.evaluation import batches, distributed, runner, state
+
+    assert runner.SKIP_REASONS is state.SKIP_REASONS
+    assert runner.BenchmarkState is state.BenchmarkState
+    assert runner.distributed_context is distributed.distributed_context
+    assert all(hasattr(runner, name) for name in runner.__all__)
+    assert {"RunConfig", "run_benchmark"} <= set(runner.__all__)
+    assert batches.BenchmarkItems.__module__ == "dense_readout.evaluation.batches"

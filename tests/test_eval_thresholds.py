@@ -15,15 +15,15 @@ from dense_readout.evaluation.thresholds import CELL_SCORES, PrototypeAccumulato
 def test_confidence_scores_by_hand():
     scores = torch.zeros(1, 4, 1, 2)
     scores[0, 2, 0, 1] = 100.0  # cell 0 uniform, cell 1 certain
-    softmax = CELL_SCORES["max_softmax"](scores, None, {})
-    entropy = CELL_SCORES["entropy"](scores, None, {})
+    softmax = CELL_SCORES.get("max_softmax")(scores, None, {})
+    entropy = CELL_SCORES.get("entropy")(scores, None, {})
     assert softmax[0, 0, 0] == pytest.approx(0.25) and softmax[0, 0, 1] == pytest.approx(1.0)
     assert entropy[0, 0, 0] == pytest.approx(0.0, abs=1e-6) and entropy[0, 0, 1] == pytest.approx(
         1.0, abs=1e-6
     )
     # two classes at 1/2 each among K=4: H = log 2, confidence 1 - log2/log4 = 0.5
     scores[0, :, 0, 0] = torch.tensor([0.0, 0.0, -1e4, -1e4])
-    assert CELL_SCORES["entropy"](scores, None, {})[0, 0, 0] == pytest.approx(0.5, abs=1e-5)
+    assert CELL_SCORES.get("entropy")(scores, None, {})[0, 0, 0] == pytest.approx(0.5, abs=1e-5)
 
 
 def test_prototype_is_the_mean_of_correct_foreground_cells():
@@ -56,14 +56,14 @@ def test_class_prototype_score_uses_the_cells_top1_class():
     features = torch.tensor([[[[1.0, 1.0, 1.0]], [[0.0, 1.0, 0.0]]]])  # cells (1,0), (1,1), (1,0)
     scores = torch.zeros(1, 3, 1, 3)
     scores[0, 0, 0, 0] = scores[0, 1, 0, 1] = scores[0, 2, 0, 2] = 1.0  # top-1: 0, 1, 2
-    cosine = CELL_SCORES["feat_fg"](scores, features, prototypes)[0, 0]
+    cosine = CELL_SCORES.get("feat_fg")(scores, features, prototypes)[0, 0]
     assert cosine[0] == pytest.approx(1.0) and cosine[1] == pytest.approx(math.sqrt(0.5))
     assert cosine[2] == pytest.approx(-1.0)  # no prototype for class 2: the global one
 
 
 def test_cosine_scores_need_a_prototype():
     with pytest.raises(InputError, match="prototype"):
-        CELL_SCORES["logit_fg"](torch.zeros(1, 2, 1, 1), None, {})
+        CELL_SCORES.get("logit_fg")(torch.zeros(1, 2, 1, 1), None, {})
 
 
 def _batch(seed):

@@ -245,6 +245,18 @@ def test_exif_orientation_is_applied(tmp_path):
     assert out[:5, :5, 0].mean() < 50
 
 
+def test_exif_orientation_can_be_skipped_for_the_stored_frame(tmp_path):
+    array = np.zeros((20, 40, 3), dtype=np.uint8)
+    array[:6, :6] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(array).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    out = np.asarray(load_image(tmp_path / "phone.jpg", exif_transpose=False)).astype(int)
+    assert out.shape == (20, 40, 3)  # as stored, not rotated
+    assert out[:5, :5, 0].mean() > 200 and out[:5, :5, 1].mean() < 50  # still top-left
+    assert load_image(tmp_path / "phone.jpg", exif_transpose=False).mode == "RGB"
+
+
 def test_animated_gif_gives_the_first_frame(tmp_path):
     first, second = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)
     Image.fromarray(first).save(

@@ -97,6 +97,31 @@ def test_score_masks_runs_the_registry_on_a_batch_of_tensors():
     assert scores["relevance_rank"].tolist() == pytest.approx([1.0, 0.25, 0.0])
 
 
+def test_mask_metrics_are_a_package_registry_in_registration_order():
+    from dense_readout.localization import MASK_METRICS, register_mask_metric
+    from dense_readout.registry import Registry, UnknownNameError, registries
+
+    assert isinstance(MASK_METRICS, Registry)
+    assert registries()["localization metric"] is MASK_METRICS
+    defaults = ["pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank"]
+    assert list(score_masks(_square(), _mask())) == defaults  # as before: registration order
+
+    def inside(saliency, mask):
+        return relevance_mass(saliency, mask)
+
+    try:
+        assert register_mask_metric("inside_for_test", inside) is inside
+        scores = score_masks(_square(), _mask())
+        assert list(scores) == [*defaults, "inside_for_test"]
+        assert scores["inside_for_test"].tolist() == scores["relevance_mass"].tolist()
+    finally:
+        MASK_METRICS.unregister("inside_for_test")
+    with pytest.raises(UnknownNameError, match="Unknown localization metric 'inside_for_test'"):
+        MASK_METRICS.get("inside_for_test")
+    with pytest.raises(InputError, match="Unknown localization metric"):
+        score_masks(_square(), _mask(), ["inside_for_test"])
+
+
 # -- boxes ---------------------------------------------------------------------------------
 
 

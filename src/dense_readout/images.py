@@ -2,7 +2,10 @@
 
 Conversions (documented in docs/cli.md and docs/concepts.md):
 
-* EXIF orientation is applied (a phone photo comes out upright).
+* EXIF orientation is applied (a phone photo comes out upright), unless
+  ``exif_transpose=False``: then the pixels come in the stored frame, the one that
+  ImageNet-style box annotations and the file header's size refer to (the
+  benchmark loads images this way).
 * Grayscale is replicated to three channels. 8-bit (``L``, ``1``) as is; 16-bit
   (``I;16*``) scaled from the full 0..65535 range; 32-bit integer ``I`` as 8-bit
   if its values lie in 0..255, as 16-bit if in 0..65535, else min–max; float
@@ -25,8 +28,11 @@ from .errors import ImageLoadError
 __all__ = ["load_image", "to_rgb"]
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path, *, exif_transpose: bool = True) -> Image.Image:
     """Open ``path`` and return an upright RGB image; raise :class:`ImageLoadError` if impossible.
+
+    ``exif_transpose=False`` skips the EXIF orientation and returns the pixels as
+    stored (for annotations made in the stored frame, such as ILSVRC's boxes).
 
     Example:
         >>> import tempfile, os
@@ -36,6 +42,11 @@ def load_image(path: str | Path) -> Image.Image:
         >>> Image.new("L", (8, 8), 128).save(path)
         >>> load_image(path).mode
         'RGB'
+        >>> exif = Image.Exif(); exif[0x0112] = 6  # orientation 6: display rotated 90° clockwise
+        >>> rotated = os.path.join(tempfile.mkdtemp(), "phone.jpg")
+        >>> Image.new("RGB", (40, 20)).save(rotated, exif=exif)
+        >>> load_image(rotated).size, load_image(rotated, exif_transpose=False).size
+        ((20, 40), (40, 20))
     """
     path = Path(path)
     if not path.exists():
@@ -45,6 +56,8 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()  # decode now: truncated files fail here, not later
+            if not exif_transpose:
+                return to_rgb(image)
             upright = ImageOps.exif_transpose(image)
             return to_rgb(upright if upright is not None else image)
     except UnidentifiedImageError:

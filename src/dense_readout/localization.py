@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from .errors import DenseReadoutError, InputError
+from .registry import Registry
 
 __all__ = [
     "MASK_METRICS",
@@ -177,7 +178,10 @@ def relevance_rank(saliency: ArrayLike, mask: ArrayLike) -> np.ndarray:
 
 MaskMetric = Callable[[ArrayLike, ArrayLike], np.ndarray]
 
-MASK_METRICS: dict[str, MaskMetric] = {}
+MASK_METRICS: Registry[MaskMetric] = Registry(
+    "localization metric",
+    hint="Register your own with dense_readout.localization.register_mask_metric.",
+)
 
 
 def register_mask_metric(name: str, metric: MaskMetric) -> MaskMetric:
@@ -189,10 +193,10 @@ def register_mask_metric(name: str, metric: MaskMetric) -> MaskMetric:
         >>> _ = register_mask_metric("peak_value", lambda s, m: np.asarray(s).reshape(-1, 4).max(1))
         >>> score_masks(np.ones((2, 2)), np.ones((2, 2), bool), ["peak_value"])["peak_value"].tolist()
         [1.0]
-        >>> del MASK_METRICS["peak_value"]
+        >>> _ = MASK_METRICS.unregister("peak_value"); "peak_value" in MASK_METRICS
+        False
     """
-    MASK_METRICS[name] = metric
-    return metric
+    return MASK_METRICS.register(name, metric)
 
 
 register_mask_metric("pointing_game", pointing_game)
@@ -204,14 +208,17 @@ register_mask_metric("relevance_rank", relevance_rank)
 def score_masks(
     saliency: ArrayLike, mask: ArrayLike, metrics: Iterable[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """Several registered per-image metrics at once: ``{name: B scores}``."""
-    names = list(metrics) if metrics is not None else list(MASK_METRICS)
+    """Several registered per-image metrics at once: ``{name: B scores}``.
+
+    Without ``metrics``, every registered one, in registration order.
+    """
+    names = list(metrics) if metrics is not None else [name for name, _ in MASK_METRICS.items()]
     unknown = [name for name in names if name not in MASK_METRICS]
     if unknown:
         raise InputError(
             f"Unknown localization metric(s) {unknown}; registered: {sorted(MASK_METRICS)}."
         )
-    return {name: MASK_METRICS[name](saliency, mask) for name in names}
+    return {name: MASK_METRICS.get(name)(saliency, mask) for name in names}
 
 
 # -- boxes ------------------------------------------------------------------------------
@@ -277,6 +284,11 @@ def _boxes_at(
     return np.asarray(boxes, dtype=np.float64)
 
 
+def _threshold_grid(thresholds: Sequence[float] | np.ndarray | None) -> np.ndarray:
+    """The map thresholds as a float64 array (default ``0, 0.001, …, 0.999``)."""
+    return np.asarray(np.arange(0, 1, 0.001) if thresholds is None else thresholds, np.float64)
+
+
 @dataclass
 class MaxBoxAccResult:
     """``per_iou``: ``{δ: MaxBoxAcc(δ)}``; ``v2``: their mean; ``best_threshold``: the argmax τ per δ."""
@@ -310,23 +322,23 @@ class MaxBoxAcc:
     """
 
     iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7)
-    thresholds: Sequence[float] | None = None
+    thresholds: Sequence[float] | np.ndarray | None = None  # an array after __post_init__
     multi_contour: bool = True
     wsol_boxes: bool = False
+    _taus: np.ndarray = field(init=False, repr=False)
     _correct: np.ndarray = field(init=False, repr=False)
     _count: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        if self.thresholds is None:
-            self.thresholds = np.arange(0, 1, 0.001)
-        self.thresholds = np.asarray(self.thresholds, dtype=np.float64)
-        if self.thresholds.ndim != 1 or len(self.thresholds) == 0:
+        taus = _threshold_grid(self.thresholds)
+        if taus.ndim != 1 or len(taus) == 0:
             raise InputError("thresholds must be a non-empty 1-D sequence in [0, 1).")
-        if (self.thresholds < 0).any() or (self.thresholds >= 1).any():
+        if (taus < 0).any() or (taus >= 1).any():
             raise InputError("thresholds must lie in [0, 1).")
         if not all(0 < delta <= 1 for delta in self.iou_thresholds):
             raise InputError(f"iou_thresholds must lie in (0, 1], got {list(self.iou_thresholds)}.")
-        self._correct = np.zeros((len(self.iou_thresholds), len(self.thresholds)))
+        self.thresholds = self._taus = taus
+        self._correct = np.zeros((len(self.iou_thresholds), len(taus)))
 
     def best_ious(self, saliency: ArrayLike, boxes: np.ndarray) -> np.ndarray:
         """Best IoU with any ground-truth box at every threshold, for one map."""
@@ -335,7 +347,7 @@ class MaxBoxAcc:
         if len(gt) == 0:
             raise InputError("Each image needs at least one ground-truth box (x0, y0, x1, y1).")
         image = (_normalise(one) * 255).astype(np.uint8)
-        levels = (self.thresholds * image.max()).astype(int)
+        levels = (self._taus * image.max()).astype(int)
         cache: dict[int, float] = {}
         result = np.empty(len(levels))
         for index, level in enumerate(levels):
@@ -364,7 +376,7 @@ class MaxBoxAcc:
         accuracy = self._correct / self._count
         per_iou = {float(d): float(accuracy[i].max()) for i, d in enumerate(self.iou_thresholds)}
         best = {
-            float(d): float(self.thresholds[accuracy[i].argmax()])
+            float(d): float(self._taus[accuracy[i].argmax()])
             for i, d in enumerate(self.iou_thresholds)
         }
         return MaxBoxAccResult(
@@ -389,16 +401,15 @@ class PxAP:
         1.0
     """
 
-    thresholds: Sequence[float] | None = None
+    thresholds: Sequence[float] | np.ndarray | None = None  # an array after __post_init__
     _positive: np.ndarray = field(init=False, repr=False)
     _negative: np.ndarray = field(init=False, repr=False)
     _edges: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.thresholds is None:
-            self.thresholds = np.arange(0, 1, 0.001)
-        self.thresholds = np.asarray(self.thresholds, dtype=np.float64)
-        self._edges = np.append(self.thresholds, [1.0, 2.0, 3.0])
+        taus = _threshold_grid(self.thresholds)
+        self.thresholds = taus
+        self._edges = np.append(taus, [1.0, 2.0, 3.0])
         self._positive = np.zeros(len(self._edges) - 1)
         self._negative = np.zeros(len(self._edges) - 1)
 

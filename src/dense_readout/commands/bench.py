@@ -125,11 +125,11 @@ def _parse_list(text: str, cast=str) -> tuple:
 def run_bench(args: argparse.Namespace) -> int:
     """Build dataset, model and protocol from ``args`` and run the benchmark."""
     from ..evaluation.datasets import ILSVRCBoxes, ImageNetA
-    from ..evaluation.protocol import Protocol
+    from ..evaluation.protocol import Protocol, paper_preprocess
     from ..evaluation.runner import RunConfig, run_benchmark
-    from ..preprocessing import Preprocess
     from ..pretrained import DEFAULT_MODEL, load_pretrained
 
+    dataset: ILSVRCBoxes | ImageNetA
     try:
         if args.kind == "ilsvrc":
             real = False if args.no_real else args.real
@@ -146,9 +146,7 @@ def run_bench(args: argparse.Namespace) -> int:
         model = load_pretrained(
             name, checkpoint=args.checkpoint, normalization=args.normalization
         ).model
-        preprocess = Preprocess.from_model(
-            model, normalization=args.normalization, crop=args.crop, crop_pct=0.875
-        )
+        preprocess = paper_preprocess(model, args.normalization, crop=args.crop)
         if args.interpolation != "model":
             preprocess = dataclasses.replace(preprocess, interpolation=args.interpolation)
         protocol = Protocol(preprocess, fill=fill)

@@ -29,6 +29,10 @@ Undefined cases are skipped and counted, never scored: FG metrics skip images
 without an FG cell (boxes cropped away), BG metrics skip images whose FG covers
 every cell, ReaL metrics skip empty ReaL sets.
 
+This module is a little over 450 lines on purpose: it holds one job, the table
+above, with each metric a short registered class next to its siblings and the
+base class they share; split, the registry would depend on import order.
+
 Example:
     >>> import torch
     >>> from dense_readout.evaluation.metrics import GridBatch, MetricSuite
@@ -50,6 +54,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..registry import Registry
 
 __all__ = [
     "FIXED",
@@ -194,13 +199,30 @@ class Accumulator:
         return {"used": used, "skipped": int(self.offered) - used}
 
 
-METRICS: dict[str, type[Accumulator]] = {}
+METRICS: Registry[type[Accumulator]] = Registry(
+    "benchmark metric",
+    hint="Register your own with dense_readout.evaluation.metrics.register_metric.",
+)
 
 
 def register_metric(cls: type[Accumulator]) -> type[Accumulator]:
-    """Class decorator: add an :class:`Accumulator` subclass under its ``name``."""
-    METRICS[cls.name] = cls
-    return cls
+    """Class decorator: add an :class:`Accumulator` subclass under its ``name``.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.metrics import METRICS, Accumulator, register_metric
+        >>> @register_metric
+        ... class Seen(Accumulator):
+        ...     name = "seen"
+        ...     def observe(self, batch):
+        ...         ones = torch.ones_like(batch.target)
+        ...         return ones, ones, ones.bool()
+        >>> METRICS.get("seen") is Seen
+        True
+        >>> METRICS.unregister("seen") is Seen, "seen" in METRICS
+        (True, False)
+    """
+    return METRICS.register(cls.name, cls)
 
 
 def _ones(batch: GridBatch) -> Tensor:
@@ -252,7 +274,10 @@ class _CellMetric(Accumulator):
             return None
         cells = batch.fg if self.region == "fg" else ~batch.fg
         count = cells.flatten(1).sum(dim=1)
-        used = batch.annotated & (count > 0)
+        annotated = batch.annotated
+        if annotated is None:  # set by __post_init__ whenever fg is; only if cleared later
+            annotated = torch.ones_like(count, dtype=torch.bool)
+        used = annotated & (count > 0)
         return cells, used
 
 
@@ -451,7 +476,7 @@ class MetricSuite:
         unknown = [n for n in names if n not in METRICS]
         if unknown:
             raise InputError(f"Unknown metrics {unknown}; registered: {sorted(METRICS)}.")
-        self.metrics: dict[str, Accumulator] = {n: METRICS[n](num_classes) for n in names}
+        self.metrics: dict[str, Accumulator] = {n: METRICS.get(n)(num_classes) for n in names}
         self.num_classes = int(num_classes)
 
     def __getitem__(self, name: str) -> Accumulator:

@@ -1,7 +1,8 @@
 """The paper's evaluation protocol: crop, box mask, any-pixel grid occupancy, occlusion.
 
 1. The image is resized (shorter side 256) and centre-cropped to 224 by a
-   :class:`~dense_readout.preprocessing.Preprocess` (``crop_pct=0.875``), then normalised.
+   :class:`~dense_readout.preprocessing.Preprocess` (``crop_pct=0.875``), then normalised
+   (:func:`paper_preprocess`: 256→224 for every model, whatever its own input size).
 2. The foreground is the union of the boxes filled at the stored file's pixel
    resolution (boxes are inclusive pixel index ranges); the mask gets the same
    resize+crop with nearest-neighbour interpolation.
@@ -42,9 +43,12 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..preprocessing import Preprocess
+from ..registry import Registry
 
 __all__ = [
     "FILLS",
+    "PAPER_CROP",
+    "PAPER_RESIZE",
     "Protocol",
     "boxes_to_mask",
     "grid_occupancy",
@@ -53,13 +57,34 @@ __all__ = [
     "register_fill",
 ]
 
+PAPER_RESIZE, PAPER_CROP = 256, 224  # A.1: shorter side 256, centre crop 224 (crop_pct 0.875)
+
 # name -> colour in [0,1] pixel space given the normalisation (mean, std)
-FILLS: dict[str, Callable[[Preprocess], tuple[float, float, float]]] = {}
+FillColour = Callable[[Preprocess], tuple[float, ...]]
+FILLS: Registry[FillColour] = Registry(
+    "occlusion fill",
+    hint="Give 'r,g,b' in [0, 1], or register a name with "
+    "dense_readout.evaluation.protocol.register_fill.",
+)
 
 
 def register_fill(name: str, colour: Callable[[Preprocess], Sequence[float]]) -> None:
-    """Register a named fill colour (a function of the preprocessing, returning RGB in [0, 1])."""
-    FILLS[name] = lambda pre: tuple(float(c) for c in colour(pre))  # type: ignore[misc]
+    """Register a named fill colour (a function of the preprocessing, returning RGB in [0, 1]).
+
+    Example:
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.evaluation.protocol import FILLS, Protocol, register_fill
+        >>> register_fill("red", lambda pre: (1, 0, 0))
+        >>> Protocol(Preprocess(), fill="red").fill_colour()
+        (1.0, 0.0, 0.0)
+        >>> _ = FILLS.unregister("red"); "red" in FILLS
+        False
+    """
+
+    def fill(pre: Preprocess) -> tuple[float, ...]:
+        return tuple(float(c) for c in colour(pre))
+
+    FILLS.register(name, fill)
 
 
 register_fill("mean", lambda pre: pre.mean)  # zero after normalisation
@@ -68,14 +93,34 @@ register_fill("white", lambda pre: (1.0, 1.0, 1.0))
 register_fill("gray", lambda pre: (0.5, 0.5, 0.5))
 
 
-def paper_preprocess(model: torch.nn.Module, normalization: str = "model") -> Preprocess:
-    """The paper's preprocessing for ``model``: shorter side 256, centre crop 224."""
-    return Preprocess.from_model(model, normalization=normalization, crop_pct=0.875)
+def paper_preprocess(
+    model: torch.nn.Module, normalization: str = "model", *, crop: int = PAPER_CROP
+) -> Preprocess:
+    """The paper's preprocessing (A.1) for ``model``: shorter side 256, centre crop 224.
+
+    The geometry is the paper's for every model, whatever input size the model's
+    own data config declares (e.g. 240 px for EfficientNet-Lite1, which would
+    otherwise give 274→240); only the normalisation (``'model'``: the config's
+    mean/std, ``'imagenet'``: ImageNet's) and the resize filter come from the
+    model. ``crop`` changes the crop at the same ratio (``resize = crop / 0.875``).
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.protocol import paper_preprocess
+        >>> lite1 = torch.nn.Identity()
+        >>> lite1.pretrained_cfg = {"input_size": (3, 240, 240), "crop_pct": 0.882}
+        >>> pre = paper_preprocess(lite1)
+        >>> pre.resize, pre.crop
+        (256, 224)
+    """
+    return Preprocess.from_model(
+        model, normalization=normalization, crop=crop, crop_pct=PAPER_CROP / PAPER_RESIZE
+    )
 
 
 def boxes_to_mask(size: tuple[int, int], boxes: np.ndarray) -> Image.Image:
     """Union of ``boxes`` (``N×4`` inclusive pixel ranges) as an 'L' mask of ``size=(W, H)``."""
-    mask = Image.new("L", tuple(int(v) for v in size), 0)
+    mask = Image.new("L", (int(size[0]), int(size[1])), 0)
     draw = ImageDraw.Draw(mask)
     for xmin, ymin, xmax, ymax in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
         draw.rectangle([round(xmin), round(ymin), round(xmax), round(ymax)], fill=255)
@@ -116,10 +161,10 @@ class Protocol:
     preprocess: Preprocess
     fill: str = "mean"
 
-    def fill_colour(self) -> tuple[float, float, float]:
-        """The fill colour in [0, 1] pixel space."""
+    def fill_colour(self) -> tuple[float, ...]:
+        """The fill colour (R, G, B) in [0, 1] pixel space."""
         if self.fill in FILLS:
-            return FILLS[self.fill](self.preprocess)
+            return FILLS.get(self.fill)(self.preprocess)
         try:
             values = tuple(float(v) for v in str(self.fill).split(","))
         except ValueError:
@@ -128,7 +173,7 @@ class Protocol:
             raise InputError(
                 f"fill must be one of {sorted(FILLS)} or 'r,g,b' with values in [0, 1], got {self.fill!r}."
             )
-        return values  # type: ignore[return-value]
+        return values
 
     def fill_value(self) -> Tensor:
         """The fill colour after normalisation (length-3 tensor); ``'mean'`` gives zeros."""

@@ -25,35 +25,50 @@ are kept.
 Per-item errors (see :mod:`.datasets`) are counted by reason and the item is skipped
 (``on_error='skip'``), or the run stops with the item's message (``'stop'``).
 
+The pieces live in :mod:`.batches` (items decoded in the workers, one batch's
+forward and metric update), :mod:`.state` (state, checkpoints, results dictionary)
+and :mod:`.distributed` (process group, all-reduce); this module holds the run's
+settings (:class:`RunConfig`) and the loop over phases and batches. Their public
+names stay importable from here.
+
 Example:
     >>> from dense_readout.evaluation.runner import RunConfig
     >>> RunConfig(batch_size=8).on_error
     'skip'
+    >>> RunConfig(on_error="ignore")
+    Traceback (most recent call last):
+    ...
+    dense_readout.errors.InputError: on_error must be 'skip' or 'stop', got 'ignore'.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
 
 from .. import __version__
-from ..errors import DatasetError, DenseReadoutError, ImageLoadError, InputError
-from ..images import load_image
+from ..errors import InputError
 from ..readout import DenseReadout
-from .metrics import ILSVRC_METRICS, IMAGENET_A_METRICS, GridBatch, MetricSuite, restrict_classes
-from .protocol import Protocol, grid_occupancy
+from .batches import BenchmarkItems, check_errors, make_loader, process_batch
+from .distributed import all_reduce_sum, barrier, distributed_context
+from .metrics import ILSVRC_METRICS, IMAGENET_A_METRICS, MetricSuite
+from .protocol import Protocol
+from .state import (
+    EDGE_CASES,
+    PHASES,
+    SKIP_REASONS,
+    BenchmarkState,
+    Checkpoint,
+    build_results,
+    keep_speed,
+)
 from .thresholds import (
     DEFAULT_SCORES,
     DEFAULT_TAUS,
@@ -62,21 +77,17 @@ from .thresholds import (
     ThresholdSweep,
 )
 
-__all__ = ["SKIP_REASONS", "BenchmarkState", "RunConfig", "distributed_context", "run_benchmark"]
+__all__ = [
+    "EDGE_CASES",
+    "PHASES",
+    "SKIP_REASONS",
+    "BenchmarkState",
+    "RunConfig",
+    "distributed_context",
+    "run_benchmark",
+]
 
-# per-item outcomes counted in every run (fixed vocabulary -> one int64 vector, all-reducible)
-SKIP_REASONS: tuple[str, ...] = (
-    "missing_annotation",
-    "malformed_annotation",
-    "no_box",
-    "box_outside_image",
-    "missing_image",
-    "corrupt_image",
-    "other_error",
-)
-# edge cases that are scored for some metrics and skipped by others
-EDGE_CASES: tuple[str, ...] = ("no_fg_cell", "no_bg_cell", "empty_real_set", "boxes_clipped_images")
-PHASES = ("prototypes", "main")
+KINDS = ("ilsvrc", "imagenet-a")
 
 
 @dataclass
@@ -107,175 +118,46 @@ class RunConfig:
         self.taus = tuple(float(t) for t in self.taus)
 
 
-# --------------------------------------------------------------------------------------
-# items
-# --------------------------------------------------------------------------------------
-class _Items(Dataset):
-    """Turns dataset samples into tensors in the workers; per-item errors become a status."""
-
-    def __init__(
-        self,
-        dataset: Any,
-        protocol: Protocol,
-        indices: Sequence[int],
-        num_classes: int,
-        boxes: bool,
-    ) -> None:
-        self.dataset, self.protocol, self.indices = dataset, protocol, list(indices)
-        self.num_classes, self.boxes = num_classes, boxes
-        self.crop = protocol.preprocess.crop
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, position: int) -> dict:
-        index = self.indices[position]
-        real = torch.zeros(self.num_classes, dtype=torch.bool)
-        item = {
-            "index": index,
-            "status": "",
-            "message": "",
-            "label": -1,
-            "real": real,
-            "real_known": False,
-            "clipped": 0,
-        }
-        try:
-            sample = self.dataset[index]
-            image = load_image(sample.path)
-            if self.boxes:
-                x, mask = self.protocol.transform(image, sample.boxes)
-            else:
-                x, mask = (
-                    self.protocol.preprocess(image),
-                    torch.zeros(self.crop, self.crop, dtype=torch.bool),
-                )
-            item.update(x=x, mask=mask, label=int(sample.label), clipped=int(sample.boxes_clipped))
-            if sample.real is not None:
-                item["real_known"] = True
-                labels = [v for v in sample.real if 0 <= v < self.num_classes]
-                real[labels] = True
-        except (DatasetError, ImageLoadError) as error:
-            reason = getattr(error, "reason", None)
-            if reason is None:
-                reason = "corrupt_image" if isinstance(error, ImageLoadError) else "other_error"
-            item.update(
-                status=reason if reason in SKIP_REASONS else "other_error", message=str(error)
-            )
-        if "x" not in item:
-            item["x"] = torch.zeros(3, self.crop, self.crop)
-            item["mask"] = torch.zeros(self.crop, self.crop, dtype=torch.bool)
-        return item
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-
-
-# --------------------------------------------------------------------------------------
-# state
-# --------------------------------------------------------------------------------------
 @dataclass
-class BenchmarkState:
-    """Everything a checkpoint holds: the phase, position in the shard and the accumulators."""
+class _Job:
+    """What every phase of one run (in one process) shares."""
 
-    suite: MetricSuite
-    sweep: ThresholdSweep | None
-    prototypes: PrototypeAccumulator
-    skips: Tensor = field(default_factory=lambda: torch.zeros(len(SKIP_REASONS), dtype=torch.int64))
-    edges: Tensor = field(default_factory=lambda: torch.zeros(len(EDGE_CASES), dtype=torch.int64))
-    seen: Tensor = field(default_factory=lambda: torch.zeros(1, dtype=torch.int64))
-    phase: str = "main"
-    done: int = 0
+    dataset: Any
+    protocol: Protocol
+    readout: DenseReadout
+    config: RunConfig
+    kind: str
+    device: torch.device
+    rank: int
+    world_size: int
+    shard: list[int]
 
-    def state_dict(self) -> dict:
-        return {
-            "suite": self.suite.state_dict(),
-            "sweep": self.sweep.state_dict() if self.sweep else None,
-            "prototypes": self.prototypes.state_dict(),
-            "skips": self.skips.clone(),
-            "edges": self.edges.clone(),
-            "seen": self.seen.clone(),
-            "phase": self.phase,
-            "done": self.done,
-        }
+    @property
+    def boxes(self) -> bool:
+        return self.kind == "ilsvrc"
 
-    def load_state_dict(self, state: dict) -> None:
-        self.suite.load_state_dict(state["suite"])
-        if self.sweep is not None and state["sweep"] is not None:
-            self.sweep.load_state_dict(state["sweep"])
-        self.prototypes.load_state_dict(state["prototypes"])
-        self.skips, self.edges, self.seen = (
-            state["skips"].clone(),
-            state["edges"].clone(),
-            state["seen"].clone(),
-        )
-        self.phase, self.done = state["phase"], int(state["done"])
+    @property
+    def num_classes(self) -> int:
+        return self.readout.num_classes
 
-    def reducible(self) -> list[Tensor]:
-        """Tensors summed across processes at the end of the main pass."""
-        out = [*self.suite.tensors(), self.skips, self.edges, self.seen]
-        return out + (self.sweep.tensors() if self.sweep else [])
+    @property
+    def subset(self) -> list[int] | None:
+        """ImageNet-A: the 200 classes the scores are restricted to."""
+        return list(self.dataset.class_indices) if self.kind == "imagenet-a" else None
 
+    @property
+    def thresholds(self) -> tuple[str, ...]:
+        return self.config.thresholds if self.boxes else ()
 
-def _save_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return ILSVRC_METRICS if self.boxes else IMAGENET_A_METRICS
 
-
-# --------------------------------------------------------------------------------------
-# distributed
-# --------------------------------------------------------------------------------------
-class distributed_context:
-    """Initialise torch.distributed from the environment when ``WORLD_SIZE`` > 1.
-
-    gloo on CPU, NCCL when CUDA is available; tears the process group down on exit
-    if it created it. ``rank``/``world_size`` are 0/1 without a launcher.
-    """
-
-    def __init__(self) -> None:
-        self.created = False
-        self.rank, self.world_size = 0, 1
-
-    def __enter__(self) -> distributed_context:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1 and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend=backend)
-            self.created = True
-        if dist.is_initialized():
-            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.created and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _all_reduce(tensors: list[Tensor], device: torch.device) -> None:
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return
-    backend_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
-    for tensor in tensors:
-        if tensor.numel() == 0:
-            continue
-        buffer = tensor.to(backend_device)
-        dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-        tensor.copy_(buffer.cpu())
-
-
-# --------------------------------------------------------------------------------------
-# the run
-# --------------------------------------------------------------------------------------
-def _fingerprint(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
-        :16
-    ]
+    @property
+    def phases(self) -> list[str]:
+        """``['main']``, preceded by ``'prototypes'`` when a threshold score needs prototypes."""
+        needs_prototypes = any(t in PROTOTYPE_SCORES for t in self.thresholds)
+        return [p for p in PHASES if p == "main" or needs_prototypes]
 
 
 def run_benchmark(
@@ -304,191 +186,160 @@ def run_benchmark(
     Returns:
         The results dictionary written to ``results.json`` (every rank gets it).
 
-    Example:
-        >>> from dense_readout.evaluation.runner import run_benchmark
-        >>> callable(run_benchmark)
-        True
+    Example (one 64×48 image with one box, a random tiny timm model):
+        >>> import pathlib, tempfile, timm
+        >>> from PIL import Image
+        >>> from dense_readout.evaluation.datasets import ILSVRCBoxes
+        >>> from dense_readout.evaluation.protocol import Protocol, paper_preprocess
+        >>> from dense_readout.evaluation.runner import RunConfig, run_benchmark
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> (root / "val").mkdir(); (root / "bbox_val").mkdir()
+        >>> Image.new("RGB", (64, 48), "white").save(root / "val" / "ILSVRC2012_val_00000001.JPEG")
+        >>> _ = (root / "bbox_val" / "ILSVRC2012_val_00000001.xml").write_text(
+        ...     "<annotation><size><width>64</width><height>48</height></size><object>"
+        ...     "<name>n01440764</name><bndbox><xmin>8</xmin><ymin>8</ymin><xmax>40</xmax>"
+        ...     "<ymax>40</ymax></bndbox></object></annotation>")
+        >>> model = timm.create_model("test_resnet", pretrained=False).eval()
+        >>> config = RunConfig(batch_size=1, workers=0, thresholds=(), progress=False, device="cpu")
+        >>> results = run_benchmark(
+        ...     ILSVRCBoxes(root), model, Protocol(paper_preprocess(model)), root / "out", config)
+        >>> results["images"]["evaluated"], results["counts"]["top1"], results["edge_cases"]["no_fg_cell"]
+        (1, {'used': 1, 'skipped': 0}, 0)
+        >>> sorted(p.name for p in (root / "out").glob("results.*"))
+        ['results.json', 'results.md']
     """
     from .reports import write_reports  # local: reports pulls in matplotlib
 
     config = config or RunConfig()
-    if kind not in ("ilsvrc", "imagenet-a"):
+    if kind not in KINDS:
         raise InputError(f"kind must be 'ilsvrc' or 'imagenet-a', got {kind!r}.")
-    boxes = kind == "ilsvrc"
     out_dir = Path(out_dir)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     readout = DenseReadout(model)
-    num_classes = readout.num_classes
-    subset = list(dataset.class_indices) if kind == "imagenet-a" else None
-    thresholds = config.thresholds if boxes else ()
-    metric_names = ILSVRC_METRICS if boxes else IMAGENET_A_METRICS
-
     with distributed_context() as ctx:
-        if device.type == "cuda" and ctx.world_size > 1:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ctx.rank)))
-        model.to(device)
-        total = len(dataset) if config.limit is None else min(config.limit, len(dataset))
-        shard = list(range(total))[ctx.rank :: ctx.world_size]
-        state = BenchmarkState(
-            suite=MetricSuite(metric_names, num_classes),
-            sweep=ThresholdSweep(thresholds, config.taus) if thresholds else None,
-            prototypes=PrototypeAccumulator(),
+        job = _start(dataset, model, readout, protocol, config, kind, device, ctx)
+        state = _new_state(job)
+        settings = _settings(job, model, model_info)
+        checkpoint = Checkpoint(
+            out_dir / "checkpoint" / f"rank{ctx.rank}-of-{ctx.world_size}.pt", settings
         )
-        phases = [
-            p for p in PHASES if p == "main" or any(t in PROTOTYPE_SCORES for t in thresholds)
-        ]
-        state.phase = phases[0]
-        if (
-            "prototypes" in phases
-        ):  # size the prototype sums now: every process must hold equal shapes
-            crop = protocol.preprocess.crop
-            channels = readout(torch.zeros(1, 3, crop, crop, device=device)).features.shape[1]
-            state.prototypes = PrototypeAccumulator(channels, num_classes)
-        settings = {
-            "kind": kind,
-            "dataset": dataset.describe(),
-            "model": model_info or {"class": type(model).__name__},
-            "protocol": protocol.describe(),
-            "limit": config.limit,
-            "batch_size": config.batch_size,
-            "thresholds": list(thresholds),
-            "taus": list(config.taus),
-            "metrics": list(metric_names),
-            "world_size": ctx.world_size,
-            "version": __version__,
-        }
-        fingerprint = _fingerprint(settings)
-        checkpoint = out_dir / "checkpoint" / f"rank{ctx.rank}-of-{ctx.world_size}.pt"
-        resumed_from = None
-        if config.resume and checkpoint.is_file():
-            payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            if payload.get("fingerprint") != fingerprint:
-                raise DenseReadoutError(
-                    f"{checkpoint} belongs to a run with other settings; use the same arguments to resume, "
-                    f"or another --out directory (or delete {checkpoint.parent}) to start afresh."
-                )
-            state.load_state_dict(payload["state"])
-            resumed_from = {"phase": state.phase, "done": state.done}
-
-        timing = {
-            "forward_s": 0.0,
-            "wall_s": 0.0,
-            "images": 0,
-            "forwards_per_image": 3 if boxes else 1,
-        }
-
-        def save() -> None:
-            _save_atomic(
-                checkpoint,
-                {"fingerprint": fingerprint, "settings": settings, "state": state.state_dict()},
-            )
-
-        for phase in phases[phases.index(state.phase) :]:
-            if state.phase != phase:
-                state.phase, state.done = phase, 0
-            if phase == "main" and state.sweep is not None:
-                prototypes = PrototypeAccumulator()
-                prototypes.merge(state.prototypes)
-                _all_reduce(
-                    prototypes.tensors(), device
-                )  # every rank runs this exactly once per process
-                state.sweep.prototypes = prototypes.prototypes()
-            _run_phase(
-                phase,
-                state,
-                dataset,
-                protocol,
-                readout,
-                shard,
-                config,
-                num_classes,
-                boxes,
-                subset,
-                device,
-                ctx.rank,
-                save,
-                timing if phase == "main" else None,
-            )
-            save()
-        _all_reduce(state.reducible(), device)
-        results = _results(state, settings, config, timing, resumed_from, ctx.world_size)
-        results["speed"] = _keep_speed(
-            checkpoint.with_name(f"speed-rank{ctx.rank}.json"), results["speed"]
+        resumed_from = checkpoint.resume(state) if config.resume else None
+        timing = _new_timing(job)
+        _run_phases(job, state, checkpoint, timing)
+        all_reduce_sum(state.reducible(), job.device)
+        results = build_results(state, settings, config, timing, resumed_from, ctx.world_size)
+        results["speed"] = keep_speed(
+            checkpoint.path.with_name(f"speed-rank{ctx.rank}.json"), results["speed"]
         )
         if ctx.rank == 0:
             write_reports(results, state, out_dir)
-        if dist.is_initialized():
-            dist.barrier()
+        barrier()
     return results
+
+
+def _start(
+    dataset: Any,
+    model: nn.Module,
+    readout: DenseReadout,
+    protocol: Protocol,
+    config: RunConfig,
+    kind: str,
+    device: torch.device,
+    ctx: distributed_context,
+) -> _Job:
+    """Pick this process's device, move the model there and take its shard of the indices."""
+    if device.type == "cuda" and ctx.world_size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ctx.rank)))
+    model.to(device)
+    total = len(dataset) if config.limit is None else min(config.limit, len(dataset))
+    shard = list(range(total))[ctx.rank :: ctx.world_size]
+    return _Job(dataset, protocol, readout, config, kind, device, ctx.rank, ctx.world_size, shard)
+
+
+def _new_state(job: _Job) -> BenchmarkState:
+    """Empty accumulators, in the first phase; prototype sums sized when that phase runs."""
+    state = BenchmarkState(
+        suite=MetricSuite(job.metric_names, job.num_classes),
+        sweep=ThresholdSweep(job.thresholds, job.config.taus) if job.thresholds else None,
+        prototypes=PrototypeAccumulator(),
+    )
+    state.phase = job.phases[0]
+    if (
+        "prototypes" in job.phases
+    ):  # size the prototype sums now: every process must hold equal shapes
+        crop = job.protocol.preprocess.crop
+        probe = torch.zeros(1, 3, crop, crop, device=job.device)
+        channels = job.readout(probe).features.shape[1]
+        state.prototypes = PrototypeAccumulator(channels, job.num_classes)
+    return state
+
+
+def _settings(job: _Job, model: nn.Module, model_info: dict | None) -> dict:
+    """Everything that changes the numbers (fingerprinted: a checkpoint resumes only with equal ones)."""
+    return {
+        "kind": job.kind,
+        "dataset": job.dataset.describe(),
+        "model": model_info or {"class": type(model).__name__},
+        "protocol": job.protocol.describe(),
+        "limit": job.config.limit,
+        "batch_size": job.config.batch_size,
+        "thresholds": list(job.thresholds),
+        "taus": list(job.config.taus),
+        "metrics": list(job.metric_names),
+        "world_size": job.world_size,
+        "version": __version__,
+    }
+
+
+def _new_timing(job: _Job) -> dict:
+    return {
+        "forward_s": 0.0,
+        "wall_s": 0.0,
+        "images": 0,
+        "forwards_per_image": 3 if job.boxes else 1,
+    }
+
+
+def _run_phases(job: _Job, state: BenchmarkState, checkpoint: Checkpoint, timing: dict) -> None:
+    """Run the phases left (from the checkpoint's), saving after each."""
+    phases = job.phases
+    for phase in phases[phases.index(state.phase) :]:
+        if state.phase != phase:
+            state.phase, state.done = phase, 0
+        if phase == "main" and state.sweep is not None:
+            prototypes = PrototypeAccumulator()
+            prototypes.merge(state.prototypes)
+            # every rank runs this exactly once per process
+            all_reduce_sum(prototypes.tensors(), job.device)
+            state.sweep.prototypes = prototypes.prototypes()
+        _run_phase(phase, job, state, checkpoint, timing if phase == "main" else None)
+        checkpoint.save(state)
 
 
 def _run_phase(
     phase: str,
+    job: _Job,
     state: BenchmarkState,
-    dataset: Any,
-    protocol: Protocol,
-    readout: DenseReadout,
-    shard: list[int],
-    config: RunConfig,
-    num_classes: int,
-    boxes: bool,
-    subset: list[int] | None,
-    device: torch.device,
-    rank: int,
-    save,
+    checkpoint: Checkpoint,
     timing: dict | None,
 ) -> None:
-    remaining = shard[state.done :]
+    """Stream the rest of the shard through one phase, checkpointing every few batches."""
+    remaining = job.shard[state.done :]
     if not remaining:
         return
-    items = _Items(dataset, protocol, remaining, num_classes, boxes)
-    loader = DataLoader(
-        items,
-        batch_size=config.batch_size,
-        shuffle=False,
-        num_workers=config.workers,
-        worker_init_fn=_worker_init if config.workers else None,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if config.workers else None,
-        persistent_workers=False,
-    )
-    bar = None
-    if config.progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=len(shard),
-            initial=state.done,
-            unit="img",
-            desc=f"{phase}",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            smoothing=0.1,
-        )
+    items = BenchmarkItems(job.dataset, job.protocol, remaining, job.num_classes, job.boxes)
+    loader = make_loader(items, job.config.batch_size, job.config.workers, job.device)
+    bar = _progress_bar(job, state, phase)
     batches = 0
     start = time.perf_counter()
     try:
         for batch in loader:
-            _check_errors(batch, config)
-            ok = torch.tensor([s == "" for s in batch["status"]], dtype=torch.bool)
-            if phase == "main":
-                for status in batch["status"]:
-                    if status:
-                        state.skips[SKIP_REASONS.index(status)] += 1
-                state.seen += len(batch["status"])
-            if ok.any():
-                elapsed = _process(
-                    phase, state, batch, ok, protocol, readout, boxes, subset, device
-                )
-                if timing is not None:
-                    timing["forward_s"] += elapsed
-                    timing["images"] += int(ok.sum())
-            state.done += len(batch["status"])
+            _consume(phase, job, state, batch, timing)
             batches += 1
             if bar is not None:
                 bar.update(len(batch["status"]))
-            if batches % max(1, config.checkpoint_every) == 0:
-                save()
+            if batches % max(1, job.config.checkpoint_every) == 0:
+                checkpoint.save(state)
     finally:
         if bar is not None:
             bar.close()
@@ -496,148 +347,36 @@ def _run_phase(
         timing["wall_s"] += time.perf_counter() - start
 
 
-def _check_errors(batch: dict, config: RunConfig) -> None:
-    if config.on_error == "stop":
-        for status, message in zip(batch["status"], batch["message"], strict=False):
-            if status:
-                raise DatasetError(
-                    f"{message} (reason: {status}; pass --on-error skip to skip and count such items)"
-                )
+def _progress_bar(job: _Job, state: BenchmarkState, phase: str) -> Any:
+    """A tqdm bar on rank 0 when ``config.progress`` (else None)."""
+    if not (job.config.progress and job.rank == 0):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=len(job.shard),
+        initial=state.done,
+        unit="img",
+        desc=f"{phase}",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _process(
-    phase: str,
-    state: BenchmarkState,
-    batch: dict,
-    ok: Tensor,
-    protocol: Protocol,
-    readout: DenseReadout,
-    boxes: bool,
-    subset: list[int] | None,
-    device: torch.device,
-) -> float:
-    x = batch["x"][ok].to(device, non_blocking=True)
-    mask = batch["mask"][ok].to(device, non_blocking=True)
-    target = batch["label"][ok].to(device)
-    size = x.shape[0]
-    inputs = protocol.three_inputs(x, mask) if (boxes and phase == "main") else x
-    _synchronize(device)
-    tic = time.perf_counter()
-    result = readout(inputs)
-    _synchronize(device)
-    elapsed = time.perf_counter() - tic
-    scores, logits, features = result.scores, result.logits, result.features
-    if subset is not None:
-        scores, logits = restrict_classes(scores, subset), restrict_classes(logits, subset)
-    fg = grid_occupancy(mask, result.grid_size) if boxes else None
-    if phase == "prototypes":
-        state.prototypes.update(scores, features, fg, target)
-        return elapsed
-    real = batch["real"][ok].to(device)
-    real_known = batch["real_known"][ok].to(device)
-    if boxes:
-        n_fg = fg.flatten(1).sum(1)
-        cells = fg[0].numel()
-        state.edges += torch.tensor(
-            [
-                int((n_fg == 0).sum()),
-                int((n_fg == cells).sum()),
-                int((real_known & (real.sum(1) == 0)).sum()),
-                int((batch["clipped"][ok] > 0).sum()),
-            ]
+def _consume(
+    phase: str, job: _Job, state: BenchmarkState, batch: dict, timing: dict | None
+) -> None:
+    """One batch: stop or count failed items, forward the good ones, advance the position."""
+    check_errors(batch, job.config.on_error)
+    ok = torch.tensor([s == "" for s in batch["status"]], dtype=torch.bool)
+    if phase == "main":
+        state.count_skips(list(batch["status"]))
+    if ok.any():
+        elapsed = process_batch(
+            phase, state, batch, ok, job.protocol, job.readout, job.boxes, job.subset, job.device
         )
-        grid = GridBatch(
-            target=target,
-            logits=logits[:size],
-            scores=scores[:size],
-            fg=fg,
-            scores_wo_bg=scores[size : 2 * size],
-            scores_wo_fg=scores[2 * size :],
-            real=real if bool(real_known.any()) else None,
-            real_known=real_known,
-        )
-        if state.sweep is not None:
-            state.sweep.update(scores[:size], features[:size], fg, target)
-    else:
-        grid = GridBatch(target=target, logits=logits, scores=scores)
-    state.suite.update(grid)
-    return elapsed
-
-
-def _keep_speed(path: Path, speed: dict | None) -> dict | None:
-    """Store this session's speed; a session that processed nothing reports the last measured one."""
-    if speed is not None:
-        _save_json_atomic(path, speed)
-        return speed
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        previous["note"] = (
-            "measured in an earlier session of this run (this session had nothing left to do)"
-        )
-        return previous
-    return None
-
-
-def _save_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, path)
-
-
-def _results(
-    state: BenchmarkState,
-    settings: dict,
-    config: RunConfig,
-    timing: dict,
-    resumed_from: dict | None,
-    world_size: int,
-) -> dict:
-    values = state.suite.values()
-    # skipped = every image of the run not counted by the metric (item errors included)
-    counts = {
-        name: {"used": c["used"], "skipped": int(state.seen) - c["used"]}
-        for name, c in state.suite.counts().items()
-    }
-    images = timing["images"]
-    speed = None
-    if images and timing["forward_s"] > 0 and timing["wall_s"] > 0:
-        throughput = images / timing["wall_s"]
-        forward_rate = images / timing["forward_s"]
-        speed = {
-            "images": images,
-            "wall_s": round(timing["wall_s"], 3),
-            "forward_s": round(timing["forward_s"], 3),
-            "images_per_s": round(throughput, 3),
-            "forward_bound_images_per_s": round(forward_rate, 3),
-            "ratio_to_forward_bound": round(throughput / forward_rate, 3),
-            "forwards_per_image": timing["forwards_per_image"],
-            "rank": 0,
-            "workers": config.workers,
-            "batch_size": config.batch_size,
-            "note": "measured by rank 0 in this session (after any resume)",
-        }
-    return {
-        **{name: values[name] for name in values},
-        "counts": counts,
-        "images": {
-            "total": int(state.seen),
-            "skipped": dict(zip(SKIP_REASONS, (int(v) for v in state.skips), strict=False)),
-            "evaluated": int(state.seen) - int(state.skips.sum()),
-        },
-        "edge_cases": dict(zip(EDGE_CASES, (int(v) for v in state.edges), strict=False)),
-        "thresholds": state.sweep.curves() if state.sweep is not None else None,
-        "settings": settings,
-        "model": settings["model"],
-        "preprocessing": settings["protocol"],
-        "version": __version__,
-        "speed": speed,
-        "world_size": world_size,
-        "resumed_from": resumed_from,
-        "on_error": config.on_error,
-    }
+        if timing is not None:
+            timing["forward_s"] += elapsed
+            timing["images"] += int(ok.sum())
+    state.done += len(batch["status"])

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
+from ..registry import Registry
 from .metrics import FIXED
 
 __all__ = [
@@ -66,18 +67,28 @@ PROTO_SCALE = 1 << 20  # fixed point of the prototype sums
 
 # name -> fn(scores B×K×h×w, features B×C×h×w, prototypes dict) -> B×h×w
 CellScore = Callable[[Tensor, Tensor | None, dict], Tensor]
-CELL_SCORES: dict[str, CellScore] = {}
+CELL_SCORES: Registry[CellScore] = Registry(
+    "threshold cell score",
+    hint="Register your own with dense_readout.evaluation.thresholds.register_cell_score.",
+)
 PROTOTYPE_SCORES = ("feat_fg", "logit_fg", "feat_fg_global", "logit_fg_global")
 
 
 def register_cell_score(name: str) -> Callable[[CellScore], CellScore]:
-    """Decorator: add a per-cell score function under ``name``."""
+    """Decorator: add a per-cell score function under ``name``.
 
-    def add(fn: CellScore) -> CellScore:
-        CELL_SCORES[name] = fn
-        return fn
-
-    return add
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.thresholds import CELL_SCORES, register_cell_score
+        >>> @register_cell_score("top_score")
+        ... def top_score(scores, features, prototypes):
+        ...     return scores.amax(dim=1)
+        >>> CELL_SCORES.get("top_score")(torch.ones(1, 3, 2, 2), None, {}).tolist()
+        [[[1.0, 1.0], [1.0, 1.0]]]
+        >>> CELL_SCORES.unregister("top_score") is top_score, "top_score" in CELL_SCORES
+        (True, False)
+    """
+    return CELL_SCORES.register(name)
 
 
 @register_cell_score("max_softmax")
@@ -176,6 +187,9 @@ class PrototypeAccumulator:
     """
 
     def __init__(self, channels: int = 0, num_classes: int = 0) -> None:
+        self._allocate(channels, num_classes)
+
+    def _allocate(self, channels: int, num_classes: int) -> None:
         self.features = torch.zeros(num_classes, channels, dtype=torch.int64)
         self.logits = torch.zeros(num_classes, num_classes, dtype=torch.int64)
         self.count = torch.zeros(num_classes, dtype=torch.int64)
@@ -183,7 +197,7 @@ class PrototypeAccumulator:
     def update(self, scores: Tensor, features: Tensor, fg: Tensor, target: Tensor) -> None:
         correct = (scores.argmax(dim=1) == target.view(-1, 1, 1)) & fg  # B×h×w
         if self.features.numel() == 0:
-            self.__init__(features.shape[1], scores.shape[1])
+            self._allocate(features.shape[1], scores.shape[1])
         classes = target.view(-1, 1, 1).expand_as(correct)[correct].cpu()
         cells_f = features.permute(0, 2, 3, 1)[correct].double().cpu()
         cells_z = scores.permute(0, 2, 3, 1)[correct].double().cpu()
@@ -290,7 +304,7 @@ class ThresholdSweep:
         for row, method in enumerate(self.methods):
             if not self.available(method):
                 continue  # no correct FG cell in the whole set: the prototype is undefined
-            cell_score = CELL_SCORES[method](scores, features, self.prototypes)  # B×h×w
+            cell_score = CELL_SCORES.get(method)(scores, features, self.prototypes)  # B×h×w
             kept = cell_score.unsqueeze(0) >= taus  # T×B×h×w
             good_fg = (kept & correct & fg).flatten(2).sum(2)  # T×B
             safe = n_fg.clamp(min=1).long()
