@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -262,3 +263,43 @@ def test_grad_mode_keeps_graph(resnet):
     result.scores[0, 3].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert not DenseReadout(resnet)(x).scores.requires_grad
+
+
+# -- conventions that a plausible off-by-one would break ------------------------------
+def test_topk_fraction_rounds_up():
+    """fraction·n not whole: k = ceil(fraction·n), never floor (7 cells × 0.3 = 2.1 → 3)."""
+    scores = torch.arange(7.0).reshape(1, 1, 1, 7)
+    pooled = aggregate(scores, "topk", fraction=0.3)
+    assert pooled.item() == pytest.approx((6 + 5 + 4) / 3)
+    assert aggregate(scores, "topk", fraction=2 / 7).item() == pytest.approx((6 + 5) / 2)
+
+
+@pytest.mark.parametrize("margin", [1, 2, 3, 5, 6, 7, 11])
+def test_centre_crop_offset_rounds_half_down(margin):
+    """Crop offsets are floor(margin / 2), also for margins ≡ 3 (mod 4)."""
+    from PIL import Image
+
+    from dense_readout.preprocessing import Preprocess
+
+    crop = 8
+    columns = np.tile(np.arange(crop + margin, dtype=np.uint8) * 10, (crop, 1))
+    image = Image.fromarray(np.stack([columns] * 3, axis=-1))
+    out = np.asarray(Preprocess(resize=crop, crop=crop, interpolation="nearest").geometry(image))
+    assert out.shape == (crop, crop, 3)
+    assert int(out[0, 0, 0]) == 10 * (margin // 2)
+
+
+def test_vit_average_over_prefix_tokens_is_not_exact():
+    """pool_include_prefix=True averages the [CLS] token too: mean(Z) over patches ≠ logits."""
+    torch.manual_seed(0)
+    kwargs = {"global_pool": "avg", "fc_norm": False, "num_classes": 5}
+    plain = timm.create_model("vit_tiny_patch16_224", **kwargs).eval()
+    nn.init.normal_(plain.head.weight, std=1.0)  # timm's small init hides the [CLS] share
+    x = torch.randn(1, 3, 224, 224)
+    exact = DenseReadout(plain)(x)
+    assert exact.exact and float(exact.residual.max()) < 1e-4
+    with_prefix = timm.create_model("vit_tiny_patch16_224", pool_include_prefix=True, **kwargs)
+    with_prefix.load_state_dict(plain.state_dict())
+    result = DenseReadout(with_prefix.eval())(x)
+    assert result.exact is False
+    assert float(result.residual.max()) > 1e-2  # the [CLS] token really moves the logits

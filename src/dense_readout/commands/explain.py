@@ -285,6 +285,31 @@ def _explain_one(source: Source, readout, preprocess, names, model_name, args, o
 
 
 # -- the JSON record ------------------------------------------------------------------
+class _ClassEntry:
+    """Builds the ``{"class", "name", "probability"[, "score"]}`` items of a record."""
+
+    def __init__(self, class_names: Sequence[str] | None) -> None:
+        self.class_names = class_names
+
+    def __call__(self, cls: int, probability: float, score: float | None = None) -> dict:
+        name = None if self.class_names is None else self.class_names[cls]
+        item: dict = {"class": cls, "name": name, "probability": probability}
+        if score is not None:
+            item["score"] = score
+        return item
+
+
+def _cell_box(u: int, v: int, grid: tuple[int, int], size: tuple[int, int]) -> list[float]:
+    """``[left, top, right, bottom]`` of cell ``(u, v)`` in input pixels (2 decimals)."""
+    (h, w), (height, width) = grid, size
+    return [
+        round(v * width / w, 2),
+        round(u * height / h, 2),
+        round((v + 1) * width / w, 2),
+        round((u + 1) * height / h, 2),
+    ]
+
+
 def explanation_record(
     result, class_names: Sequence[str] | None = None, topk: int = 3, index: int = 0
 ) -> dict:
@@ -318,50 +343,33 @@ def explanation_record(
             "pass one name per class or None."
         )
     k = min(topk, result.num_classes)
-
-    def entry(cls: int, probability: float, score: float | None = None) -> dict:
-        name = None if class_names is None else class_names[cls]
-        item = {"class": cls, "name": name, "probability": probability}
-        if score is not None:
-            item["score"] = score
-        return item
-
+    entry = _ClassEntry(class_names)
     image_probs = torch.softmax(result.logits[index].detach().float(), dim=0)
     values, classes = image_probs.topk(min(5, result.num_classes))
     logits = result.logits[index].detach().float()
-    top5 = [
-        entry(int(c), float(p), float(logits[c])) for p, c in zip(values, classes, strict=False)
-    ]
+    top5 = [entry(int(c), float(p), float(logits[c])) for p, c in zip(values, classes, strict=True)]
 
     scores = result.scores[index].detach().float()
-    probs = torch.softmax(scores, dim=0)
-    top_probs, top_classes = probs.topk(k, dim=0)
+    top_probs, top_classes = torch.softmax(scores, dim=0).topk(k, dim=0)
     h, w = result.grid_size
     height, width = result.input_size
-    cells = []
-    for u in range(h):
-        for v in range(w):
-            box = [
-                round(v * width / w, 2),
-                round(u * height / h, 2),
-                round((v + 1) * width / w, 2),
-                round((u + 1) * height / h, 2),
-            ]
-            cells.append(
-                {
-                    "row": u,
-                    "col": v,
-                    "box": box,
-                    "topk": [
-                        entry(
-                            int(top_classes[j, u, v]),
-                            float(top_probs[j, u, v]),
-                            float(scores[top_classes[j, u, v], u, v]),
-                        )
-                        for j in range(k)
-                    ],
-                }
-            )
+    cells = [
+        {
+            "row": u,
+            "col": v,
+            "box": _cell_box(u, v, (h, w), (height, width)),
+            "topk": [
+                entry(
+                    int(top_classes[j, u, v]),
+                    float(top_probs[j, u, v]),
+                    float(scores[top_classes[j, u, v], u, v]),
+                )
+                for j in range(k)
+            ],
+        }
+        for u in range(h)
+        for v in range(w)
+    ]
     labels = top_classes[0]
     counts = torch.bincount(labels.flatten(), minlength=result.num_classes)
     present = sorted((int(c) for c in labels.unique()), key=lambda c: (-int(counts[c]), c))
