@@ -1,30 +1,38 @@
 # Two commands for a fresh machine (Python 3.11 + pip, package registries only):
 #   make demo   # explain three real photos with the embedded offline model
-#   make test   # run the test suite
+#   make test   # the quality gate (ruff, formatting, mypy) and the test suite with doctests
 # Both create .venv on first use. torch/torchvision are pinned to the releases in
 # this machine's local wheel store (a bare `torch` would pull a multi-GB build).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# The gate's tools are pinned: a new ruff release may format differently.
+LINT_PINS := ruff==0.17.6 mypy==2.4.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test tox clean
+.PHONY: install demo lint test tox clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(LINT_PINS)
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/dense-readout demo --out out/demo
 
+# ruff (lint + format check) and mypy over src/; the tests never start on a red gate.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 # pytest exits 5 when it collects nothing: that is a failure here too.
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
 
 tox: $(STAMP)

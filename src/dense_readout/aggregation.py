@@ -70,6 +70,7 @@ def _topk_mean(cells: Tensor, k: int | None = None, fraction: float | None = Non
         if not 0 < fraction <= 1:
             raise InputError(f"fraction must be in (0, 1], got {fraction}.")
         k = max(1, math.ceil(fraction * n))
+    assert k is not None  # exactly one of k / fraction was given
     if not 1 <= int(k) <= n:
         raise InputError(f"k must be in [1, {n}] (number of cells), got {k}.")
     return cells.topk(int(k), dim=2).values.mean(dim=2)

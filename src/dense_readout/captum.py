@@ -242,4 +242,4 @@ def _target_indices(target: TargetType, batch: int, classes: int) -> Tensor:
         if any(len(t) != 1 for t in target):
             raise InputError(f"Each tuple target must be (k,) for a B×K output, got {target!r}.")
         target = [t[0] for t in target]
-    return check_targets(target, batch, classes)
+    return check_targets(target, batch, classes)  # type: ignore[arg-type]  # tuples unwrapped above

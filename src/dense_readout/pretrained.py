@@ -13,7 +13,7 @@ import importlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -111,10 +111,11 @@ def load_pretrained(
             "Pass checkpoint=<local .pth/.safetensors file>; downloads are not attempted."
         )
     model.eval()
+    num_classes = int(getattr(model, "num_classes", 0))
     names = (
         imagenet_class_names()
-        if model.num_classes == 1000
-        else tuple(f"class {i}" for i in range(model.num_classes))
+        if num_classes == 1000
+        else tuple(f"class {i}" for i in range(num_classes))
     )
     return Pretrained(
         model, Preprocess.from_model(model, normalization, crop_pct=crop_pct), names, name
@@ -141,7 +142,7 @@ def _read_state_dict(path: Path) -> OrderedDict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
+            state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

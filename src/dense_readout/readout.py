@@ -119,7 +119,7 @@ class ReadoutResult:
         ``maps`` may be ``B×h×w`` or ``B×C×h×w``; the result keeps that rank.
         ``mode='nearest'`` keeps the cells visible as blocks.
         """
-        size = tuple(size) if size is not None else self.input_size
+        size = (int(size[0]), int(size[1])) if size is not None else self.input_size
         if not size or min(size) <= 0:
             raise InputError("upsample needs size=(H, W); the input size is unknown here.")
         source = self.scores if maps is None else maps
@@ -192,7 +192,7 @@ class DenseReadout:
                 "after average pooling), or neither."
             )
         if adapter is None:
-            if features is not None:
+            if features is not None and head is not None:
                 adapter = CustomAdapter(model, features=features, head=head)
             else:
                 adapter = find_adapter(model)

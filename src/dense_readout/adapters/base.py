@@ -17,7 +17,7 @@ the first registered adapter (highest priority first) whose ``matches`` is true.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -170,7 +170,9 @@ class ModelAdapter:
     in_channels: int = 3
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
+        # Any: adapters read family-specific attributes (model.fc, model.head, …) that
+        # nn.Module's stubs type as ``Tensor | Module``; the family check made them safe.
+        self.model: Any = model
 
     # -- lookup -----------------------------------------------------------------
     @classmethod
@@ -254,10 +256,11 @@ class ModelAdapter:
         if input_size:
             size = int(input_size[-1])
         parameter = _first_parameter(self.model)
-        kwargs = {}
-        if parameter is not None:
-            kwargs = {"device": parameter.device, "dtype": parameter.dtype}
-        return torch.zeros(batch, self.in_channels, size, size, **kwargs)
+        if parameter is None:
+            return torch.zeros(batch, self.in_channels, size, size)
+        return torch.zeros(
+            batch, self.in_channels, size, size, device=parameter.device, dtype=parameter.dtype
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__}, exact={self.is_exact()})"

@@ -120,7 +120,8 @@ class TokenGridAdapter(ModelAdapter):
 
     def grid(self, native: Tensor, inputs: Tensor) -> Tensor:
         patches = native[:, self.num_prefix_tokens() :]
-        height, width = self.grid_size(patches.shape[1], tuple(inputs.shape[-2:]))
+        input_hw = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        height, width = self.grid_size(patches.shape[1], input_hw)
         return patches.reshape(patches.shape[0], height, width, -1).permute(0, 3, 1, 2)
 
     def grid_size(self, tokens: int, input_size: tuple[int, int] | None = None) -> tuple[int, int]:

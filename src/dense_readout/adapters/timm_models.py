@@ -9,6 +9,7 @@ Swin and most other timm CNNs. Token models (ViT, DeiT, BEiT, EVA) get their own
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -118,7 +119,7 @@ def _nhwc_to_nchw(tensor: Tensor) -> Tensor:
     return tensor.permute(0, 3, 1, 2)
 
 
-def _head_text(model: nn.Module) -> str:
+def _head_text(model: Any) -> str:  # any timm model (get_classifier)
     try:
         head = model.get_classifier()
     except Exception:

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -139,7 +140,10 @@ def run_explain(args: argparse.Namespace) -> int:
         stem = _unique_stem(Path(path).stem, stems)
         sources.append(
             Source(
-                name=str(path), stem=stem, load=lambda p=path: load_image(p), title=Path(path).name
+                name=str(path),
+                stem=stem,
+                load=functools.partial(load_image, path),
+                title=Path(path).name,
             )
         )
     return _run(sources, args)
@@ -162,7 +166,7 @@ def run_demo(args: argparse.Namespace) -> int:
         Source(
             name=f"skimage.data.{name}",
             stem=name,
-            load=lambda n=name: _skimage_sample(n),
+            load=functools.partial(_skimage_sample, name),
             title=name,
         )
         for name in names
