@@ -280,7 +280,7 @@ def test_probe_learns_from_single_positives_and_reads_out_per_cell():
         100 * (logits.argmax(1) == data["target"]).float().mean().item()
     )
     # learnable toy problem: the prototype cells are read out as their class
-    assert values["loc"] > 90 and any_class.summary()["loc"] > 90
+    assert values["loc"] > 90 and any_class.summary()["loc_cell_pooled"] > 90
     with pytest.raises(InputError):
         train_probe(pooled, data["labels"][:, :3], 4)
 
@@ -293,6 +293,19 @@ def test_cross_validation_evaluates_every_image_once():
     assert result["metrics"]["loc"] > 80
     with pytest.raises(InputError, match="folds"):
         cross_validate(data, 4, folds=31)
+
+
+def test_multi_label_loc_keys_map_to_pooled_and_per_image():
+    """``loc_any_present_class`` is pooled over cells, ``..._per_image`` averaged per image."""
+    from dense_readout.experiments.coco import probe_split
+
+    data = _toy_data(num=12)
+    config = ProbeConfig(epochs=30, lr=0.05)
+    result = probe_split(data, data, 4, config)
+    probe = train_probe(data["grid"].mean(dim=(2, 3)), data["labels"], 4, config)
+    extra = evaluate_probe(probe, data)[1].summary()
+    assert result["loc_any_present_class"] == pytest.approx(extra["loc_cell_pooled"])
+    assert result["loc_any_present_class_per_image"] == pytest.approx(extra["loc"])
 
 
 def test_feature_cache_computes_once_and_matches_a_direct_readout(tiny_coco, tmp_path):

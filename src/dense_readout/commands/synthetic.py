@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import DenseReadoutError
 
@@ -105,9 +106,10 @@ def _sheet(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from ..experiments.synthetic_train import RECIPES
+    from ..experiments.synthetic_recipes import RECIPES
 
-    for name, recipe in sorted(RECIPES.items()):
+    for name in RECIPES.names():
+        recipe = RECIPES.get(name)
         print(
             f"{name} {recipe.model} input {recipe.input_size}px, {recipe.train_size} scenes x "
             f"{recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr}"
@@ -115,8 +117,8 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(pairs: list[str]) -> dict:
-    values = {}
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise DenseReadoutError(f"--set expects FIELD=VALUE, got {pair!r}.")
@@ -129,7 +131,8 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..experiments.synthetic_train import get_recipe, train
+    from ..experiments.synthetic_recipes import get_recipe
+    from ..experiments.synthetic_train import train
 
     try:
         recipe = get_recipe(args.recipe, **_overrides(args.set))

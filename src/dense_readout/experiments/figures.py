@@ -26,30 +26,34 @@ def training_curves(history: dict[str, Any], path: str | Path | None = None):
     """Validation Top-1 and Loc. per epoch (with E[1/n] as a reference line).
 
     ``history`` is what :func:`~dense_readout.experiments.synthetic_train.train`
-    returns (or its ``history.json``). Returns the matplotlib figure.
+    returns (or its ``history.json``, also one written before the Loc. keys were
+    renamed). Returns the matplotlib figure.
 
     Example:
         >>> from dense_readout.experiments.figures import training_curves
-        >>> h = {"expected_top1": 26.1, "initial": {"top1": 5.0, "loc": 5.0, "loc_per_image": 5.0},
-        ...      "epochs": [{"epoch": 1, "val_top1": 20.0, "val_loc": 40.0, "val_loc_per_image": 41.0,
-        ...                  "train_top1": 15.0}]}
-        >>> len(training_curves(h).axes)
-        1
+        >>> h = {"expected_top1": 26.1, "initial": {"top1": 5.0, "loc_cell_pooled": 5.0, "loc": 4.0},
+        ...      "epochs": [{"epoch": 1, "val_top1": 20.0, "val_loc_cell_pooled": 40.0,
+        ...                  "val_loc": 41.0, "train_top1": 15.0}]}
+        >>> [line.get_ydata().tolist() for line in training_curves(h).axes[0].lines[:2]]
+        [[5.0, 40.0], [4.0, 41.0]]
     """
+    from .synthetic_metrics import upgrade_history
+
     plt = _pyplot()
+    history = upgrade_history(history)
     epochs = history["epochs"]
     xs = [e["epoch"] for e in epochs]
     series = {
-        "val Loc. (pooled over FG cells)": [e["val_loc"] for e in epochs],
-        "val Loc. (per-image mean)": [e["val_loc_per_image"] for e in epochs],
+        "val Loc. (pooled over FG cells)": [e["val_loc_cell_pooled"] for e in epochs],
+        "val Loc. (per-image mean)": [e["val_loc"] for e in epochs],
         "val Top-1 (vs sampled target)": [e["val_top1"] for e in epochs],
         "train Top-1 (running, vs training label)": [e["train_top1"] for e in epochs],
     }
     initial = history.get("initial")
     figure, axis = plt.subplots(figsize=(6, 4))
     keys = {
-        "val Loc. (pooled over FG cells)": "loc",
-        "val Loc. (per-image mean)": "loc_per_image",
+        "val Loc. (pooled over FG cells)": "loc_cell_pooled",
+        "val Loc. (per-image mean)": "loc",
         "val Top-1 (vs sampled target)": "top1",
     }
     for label, values in series.items():
@@ -94,7 +98,8 @@ def overlay_grid(
     """
     from ..readout import DenseReadout
     from .synthetic import SceneConfig, SceneGenerator
-    from .synthetic_train import SyntheticDataset, _normalize, grid_size_of
+    from .synthetic_data import SyntheticDataset, normalize_images
+    from .synthetic_recipes import grid_size_of
 
     plt = _pyplot()
     model.eval()
@@ -104,7 +109,7 @@ def overlay_grid(
     items = [dataset[i] for i in indices]
     images = torch.stack([item[0] for item in items])
     device = next(model.parameters()).device
-    result = DenseReadout(model)(_normalize(images).to(device))
+    result = DenseReadout(model)(normalize_images(images).to(device))
     labels = result.labels().cpu()
     predicted = result.logits.argmax(1).cpu()
     figure, axes = plt.subplots(1, len(indices), figsize=(3.2 * len(indices), 3.6))

@@ -1,22 +1,25 @@
-"""Synthetic single-label multi-object scenes (paper A.2, Fig. 4).
+"""Synthetic single-label multi-object scenes (paper A.2): the scene dataset.
 
-Each 224×224 RGB scene holds 3–5 objects of distinct classes out of K = 20
-(10 base shapes × 2 internal patterns: a centre dot for classes 0–9, a diagonal
-cross for classes 10–19), scale 42–68 px (diameter of the shape's circumscribed
-circle), rotation uniform in ±180°, positions uniform subject to an overlap
-constraint, colour from a fixed palette with per-channel jitter (independent of
-the class), a light random background, random render order. For each scene the
-generator returns the RGB image, a semantic mask (0 = background, 1..K = class
-+ 1), an instance mask (0 = background, 1..n = instance id in render order) and
-a JSON-serialisable record (sampled target, visible classes, per-object class,
+Each 224×224 RGB scene holds 3–5 objects of distinct classes out of K = 20 (the
+symbols of :mod:`.synthetic_symbols`: 10 base shapes × 2 internal patterns),
+scale 42–68 px (diameter of the shape's circumscribed circle), rotation uniform
+in ±180°, positions uniform subject to an overlap constraint, colour from a
+fixed palette with per-channel jitter (independent of the class), a light
+random background, random render order. For each scene the generator returns
+the RGB image, a semantic mask (0 = background, 1..K = class + 1), an instance
+mask (0 = background, 1..n = instance id in render order) and a
+JSON-serialisable record (sampled target, visible classes, per-object class,
 scale, rotation, centre, colour, bbox, areas).
 
 Scenes are a pure function of ``(seed, split, index)``: the same arguments give
 identical bytes, so a dataset can be streamed on the fly (random access) or
-written to disk with :func:`write_scenes`.
+written to disk with :func:`write_scenes` and read back with :func:`read_scene`.
 
 Rendering is crisp (no anti-aliasing) so the masks agree pixel for pixel with
 the image: a pixel belongs to the object drawn last over it.
+
+The class names of :mod:`.synthetic_symbols` (``NUM_CLASSES``, ``class_name``,
+``render_symbol``, ``contact_sheet`` …) are re-exported here.
 """
 
 from __future__ import annotations
@@ -24,15 +27,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..errors import DatasetError, InputError
+from .synthetic_symbols import (
+    BASE_SHAPES,
+    DEFAULT_PATTERN_SIZES,
+    NUM_CLASSES,
+    PATTERNS,
+    class_name,
+    contact_sheet,
+    pattern_color,
+    render_symbol,
+    symbol_masks,
+)
 
 __all__ = [
     "BASE_SHAPES",
@@ -50,83 +64,6 @@ __all__ = [
     "write_scenes",
 ]
 
-Point = tuple[float, float]
-
-
-# -- the 20 classes -------------------------------------------------------------------
-
-
-def _regular(n: int, phase: float = -math.pi / 2) -> list[Point]:
-    return [
-        (math.cos(phase + 2 * math.pi * i / n), math.sin(phase + 2 * math.pi * i / n))
-        for i in range(n)
-    ]
-
-
-def _star(points: int = 5, inner: float = 0.45) -> list[Point]:
-    out: list[Point] = []
-    for i in range(2 * points):
-        radius = 1.0 if i % 2 == 0 else inner
-        angle = -math.pi / 2 + math.pi * i / points
-        out.append((radius * math.cos(angle), radius * math.sin(angle)))
-    return out
-
-
-def _ellipse(a: float, b: float, n: int = 64) -> list[Point]:
-    return [
-        (a * math.cos(2 * math.pi * i / n), b * math.sin(2 * math.pi * i / n)) for i in range(n)
-    ]
-
-
-def _plus(arm: float = 0.34) -> list[Point]:
-    # circumradius 1: the arm tips' outer corners lie on the unit circle
-    tip = math.sqrt(1.0 - arm * arm)
-    return [
-        (-arm, -tip),
-        (arm, -tip),
-        (arm, -arm),
-        (tip, -arm),
-        (tip, arm),
-        (arm, arm),
-        (arm, tip),
-        (-arm, tip),
-        (-arm, arm),
-        (-tip, arm),
-        (-tip, -arm),
-        (-arm, -arm),
-    ]
-
-
-def _arrow() -> list[Point]:
-    # tail corners at radius sqrt(0.95² + 0.3²) < 1, tip at 1
-    return [
-        (-0.95, -0.3),
-        (0.15, -0.3),
-        (0.15, -0.66),
-        (1.0, 0.0),
-        (0.15, 0.66),
-        (0.15, 0.3),
-        (-0.95, 0.3),
-    ]
-
-
-# Unit outlines centred on the origin, inside the unit circle, each containing the
-# origin (where the centre dot goes).
-BASE_SHAPES: dict[str, list[Point]] = {
-    "circle": _ellipse(1.0, 1.0),
-    "triangle": _regular(3),
-    "square": _regular(4, phase=-math.pi / 4),
-    "pentagon": _regular(5),
-    "hexagon": _regular(6),
-    "star": _star(),
-    "plus": _plus(),
-    "rhombus": [(0.0, -1.0), (0.55, 0.0), (0.0, 1.0), (-0.55, 0.0)],
-    "arrow": _arrow(),
-    "ellipse": _ellipse(1.0, 0.5),
-}
-PATTERNS: tuple[str, ...] = ("dot", "cross")
-NUM_CLASSES = len(BASE_SHAPES) * len(PATTERNS)  # 20
-_SHAPE_NAMES = tuple(BASE_SHAPES)
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
 # Saturated palette (object colour is independent of the class).
@@ -142,13 +79,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (110, 120, 20),
     (30, 30, 110),
 )
-
-
-def class_name(k: int) -> str:
-    """Human name of class ``k`` (0..19), e.g. ``class_name(13) == 'pentagon+cross'``."""
-    if not 0 <= int(k) < NUM_CLASSES:
-        raise InputError(f"class index must be in [0, {NUM_CLASSES - 1}], got {k}.")
-    return f"{_SHAPE_NAMES[k % len(_SHAPE_NAMES)]}+{PATTERNS[k // len(_SHAPE_NAMES)]}"
 
 
 def expected_top1(min_objects: int = 3, max_objects: int = 5) -> float:
@@ -188,7 +118,10 @@ class SceneConfig:
             target) if at least this fraction of its pixels stays unoccluded.
         background_range: each background channel is uniform in this range (light).
         color_jitter: each object channel is the palette value ± this (uniform).
-        pattern_scale: centre-dot radius / cross arm length relative to the radius.
+        dot_radius, cross_half_length, cross_half_width: centre-dot radius and the
+            cross bars' half length and half width, relative to the object's radius
+            (:data:`~.synthetic_symbols.DEFAULT_PATTERN_SIZES`).
+        max_attempts: rejection-sampling attempts per object position and per scene.
     """
 
     image_size: int = 224
@@ -201,9 +134,9 @@ class SceneConfig:
     min_visible_fraction: float = 0.25
     background_range: tuple[int, int] = (190, 255)
     color_jitter: int = 25
-    dot_radius: float = 0.24
-    cross_half_length: float = 0.75
-    cross_half_width: float = 0.09
+    dot_radius: float = DEFAULT_PATTERN_SIZES.dot_radius
+    cross_half_length: float = DEFAULT_PATTERN_SIZES.cross_half_length
+    cross_half_width: float = DEFAULT_PATTERN_SIZES.cross_half_width
     max_attempts: int = 200
 
     def __post_init__(self) -> None:
@@ -225,52 +158,6 @@ class SceneConfig:
 
 
 # -- rendering ----------------------------------------------------------------------------
-
-
-def _transform(
-    points: Sequence[Point], center: Point, radius: float, degrees: float
-) -> list[Point]:
-    angle = math.radians(degrees)
-    cos, sin = math.cos(angle), math.sin(angle)
-    cx, cy = center
-    return [
-        (cx + radius * (x * cos - y * sin), cy + radius * (x * sin + y * cos)) for x, y in points
-    ]
-
-
-def _polygon_mask(size: int, polygons: Sequence[Sequence[Point]]) -> np.ndarray:
-    canvas = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(canvas)
-    for polygon in polygons:
-        draw.polygon([(float(x), float(y)) for x, y in polygon], fill=255)
-    return np.asarray(canvas) > 0
-
-
-def _pattern_polygons(pattern: str, config: SceneConfig) -> list[list[Point]]:
-    if pattern == "dot":
-        return [_ellipse(config.dot_radius, config.dot_radius, n=32)]
-    length, width = config.cross_half_length, config.cross_half_width
-    bar = [(-length, -width), (length, -width), (length, width), (-length, width)]
-    return [_transform(bar, (0.0, 0.0), 1.0, 45.0), _transform(bar, (0.0, 0.0), 1.0, -45.0)]
-
-
-def _symbol_masks(
-    k: int, center: Point, radius: float, degrees: float, size: int, config: SceneConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """(shape mask, pattern mask inside the shape) of class ``k`` on a ``size`` canvas."""
-    outline = BASE_SHAPES[_SHAPE_NAMES[k % len(_SHAPE_NAMES)]]
-    shape = _polygon_mask(size, [_transform(outline, center, radius, degrees)])
-    pattern_polys = [
-        _transform(poly, center, radius, degrees)
-        for poly in _pattern_polygons(PATTERNS[k // len(_SHAPE_NAMES)], config)
-    ]
-    pattern = _polygon_mask(size, pattern_polys) & shape
-    return shape, pattern
-
-
-def _pattern_color(color: np.ndarray) -> np.ndarray:
-    luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-    return np.array([20, 20, 20] if luminance > 150 else [245, 245, 245], dtype=np.uint8)
 
 
 @dataclass
@@ -389,9 +276,9 @@ class SceneGenerator:
         image[:] = background.astype(np.uint8)
         semantic = np.zeros((size, size), dtype=np.uint8)
         instance = np.zeros((size, size), dtype=np.uint8)
-        full_areas = []
+        full_areas: list[int] = []
         for instance_id, obj in enumerate(objects, start=1):
-            shape, pattern = _symbol_masks(
+            shape, pattern = symbol_masks(
                 obj["class"],
                 tuple(obj["center"]),
                 obj["scale"] / 2.0,
@@ -401,26 +288,11 @@ class SceneGenerator:
             )
             color = np.array(obj["color"], dtype=np.uint8)
             image[shape] = color
-            image[pattern] = _pattern_color(color)
+            image[pattern] = pattern_color(color)
             semantic[shape] = obj["class"] + 1
             instance[shape] = instance_id
             full_areas.append(int(shape.sum()))
-        visible: list[int] = []
-        for instance_id, (obj, full) in enumerate(zip(objects, full_areas, strict=False), start=1):
-            ys, xs = np.nonzero(instance == instance_id)
-            area = int(ys.size)
-            obj["instance_id"] = instance_id
-            obj["render_order"] = instance_id - 1
-            obj["area"] = full
-            obj["visible_area"] = area
-            obj["visible"] = bool(full > 0 and area >= config.min_visible_fraction * full)
-            obj["bbox"] = (
-                [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-                if area
-                else None
-            )
-            if obj["visible"]:
-                visible.append(obj["class"])
+        visible = self._record_visibility(objects, instance, full_areas)
         if not visible:
             return None
         visible_sorted = sorted(visible)
@@ -439,57 +311,33 @@ class SceneGenerator:
         }
         return Scene(image=image, semantic=semantic, instance=instance, record=record)
 
+    def _record_visibility(
+        self, objects: list[dict[str, Any]], instance: np.ndarray, full_areas: list[int]
+    ) -> list[int]:
+        """Add ids, areas, bbox and visibility to each object; return the visible classes."""
+        visible: list[int] = []
+        for instance_id, (obj, full) in enumerate(zip(objects, full_areas, strict=False), start=1):
+            ys, xs = np.nonzero(instance == instance_id)
+            area = int(ys.size)
+            obj["instance_id"] = instance_id
+            obj["render_order"] = instance_id - 1
+            obj["area"] = full
+            obj["visible_area"] = area
+            obj["visible"] = bool(full > 0 and area >= self.config.min_visible_fraction * full)
+            obj["bbox"] = (
+                [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+                if area
+                else None
+            )
+            if obj["visible"]:
+                visible.append(obj["class"])
+        return visible
+
     def __iter__(self) -> Iterator[Scene]:  # an endless stream
         index = 0
         while True:
             yield self(index)
             index += 1
-
-
-# -- single symbols and the contact sheet ------------------------------------------------
-
-
-def render_symbol(
-    k: int,
-    size: int = 96,
-    color: Sequence[int] = (30, 70, 200),
-    background: Sequence[int] = (235, 235, 235),
-    config: SceneConfig | None = None,
-) -> np.ndarray:
-    """Class ``k`` upright and centred on a ``size``-px tile (H×W×3 uint8)."""
-    class_name(k)  # validates k
-    config = config or SceneConfig()
-    shape, pattern = _symbol_masks(k, (size / 2.0, size / 2.0), size * 0.42, 0.0, size, config)
-    tile = np.empty((size, size, 3), dtype=np.uint8)
-    tile[:] = np.asarray(background, dtype=np.uint8)
-    col = np.asarray(color, dtype=np.uint8)
-    tile[shape] = col
-    tile[pattern] = _pattern_color(col)
-    return tile
-
-
-def contact_sheet(path: str | Path | None = None, tile: int = 96, columns: int = 10) -> Image.Image:
-    """The 20 classes on one sheet (paper Fig. 4), labelled with id and name.
-
-    Example:
-        >>> from dense_readout.experiments.synthetic import contact_sheet
-        >>> contact_sheet(tile=48).size
-        (480, 128)
-    """
-    rows = math.ceil(NUM_CLASSES / columns)
-    label = 16
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + label)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for k in range(NUM_CLASSES):
-        r, c = divmod(k, columns)
-        x, y = c * tile, r * (tile + label)
-        sheet.paste(Image.fromarray(render_symbol(k, tile)), (x, y))
-        text = f"{k}" if tile < 80 else f"{k} {class_name(k)}"
-        draw.text((x + 2, y + tile + 2), text, fill=(0, 0, 0))
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(path)
-    return sheet
 
 
 # -- on-disk datasets -----------------------------------------------------------------------

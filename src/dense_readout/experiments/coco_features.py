@@ -1,0 +1,169 @@
+"""The frozen backbone's grids of every COCO image, computed once and cached on disk.
+
+Per image, the backbone runs on the three protocol inputs (original; w/o BG and
+w/o FG for the validation positive's mask) and the grids ``F`` are stored under
+a fingerprint of every setting, so repeated probe runs never recompute the
+backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from .coco_annotations import CocoInstances, PathLike, validation_positive
+
+if TYPE_CHECKING:
+    from ..readout import DenseReadout
+
+__all__ = ["FeatureCache"]
+
+
+class FeatureCache:
+    """Backbone grids of every image, computed once and stored in ``folder``.
+
+    Per image: ``grid`` (C×h×w of the original input), ``grid_wo_bg`` and
+    ``grid_wo_fg`` (inputs with the background / the evaluation class's pixels
+    replaced by the protocol's fill), ``fg`` (h×w cells of the evaluation class,
+    any-pixel occupancy), ``presence`` (K×h×w cells of every kept class), the
+    label set and the evaluation class. The file name holds a fingerprint of the
+    model name, preprocessing, fill, filter and positive seed.
+
+    Args:
+        folder: cache directory (created).
+        model: the frozen backbone (any model :class:`~dense_readout.DenseReadout`
+            supports; only ``result.features`` is used).
+        model_name: identifies the weights in the fingerprint.
+        protocol: a :class:`~dense_readout.evaluation.protocol.Protocol`.
+        seed: seed of :func:`validation_positive`.
+        pooled_only: store only the pooled embedding ``pooled`` (N×C) of the
+            original input — what a training split needs (a 1280×7×7 grid per
+            image would be 30 GB for train2017).
+    """
+
+    def __init__(
+        self,
+        folder: PathLike,
+        model: nn.Module,
+        model_name: str,
+        protocol: Any,
+        seed: int = 0,
+        batch_size: int = 8,
+        pooled_only: bool = False,
+    ) -> None:
+        self.folder = Path(folder)
+        self.model, self.model_name, self.protocol = model, model_name, protocol
+        self.seed, self.batch_size, self.pooled_only = seed, batch_size, pooled_only
+
+    def fingerprint(self, dataset: CocoInstances) -> str:
+        payload = {
+            "model": self.model_name,
+            "protocol": self.protocol.describe(),
+            "seed": self.seed,
+            "min_fraction": dataset.min_fraction,
+            "crowd": dataset.include_crowd,
+            "images": [image.image_id for image in dataset.images],
+            "version": 1,
+            "pooled_only": self.pooled_only,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def path(self, dataset: CocoInstances) -> Path:
+        return (
+            self.folder / f"coco_{dataset.split}_{self.model_name}_{self.fingerprint(dataset)}.pt"
+        )
+
+    def load(self, dataset: CocoInstances, progress: bool = False) -> dict[str, Any]:
+        """The cached features (computing and saving them on the first call).
+
+        Returns a dict with stacked tensors ``grid``, ``grid_wo_bg``, ``grid_wo_fg``
+        (N×C×h×w), ``fg`` (N×h×w), ``presence`` (N×K×h×w), ``labels`` (N×K bool),
+        ``target`` (N), ``image_ids`` (N) and ``computed`` (False when read from disk).
+        """
+        path = self.path(dataset)
+        if path.is_file():
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            data["computed"] = False
+            return data
+        data = self._compute(dataset, progress)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(data, tmp)
+        tmp.replace(path)
+        data["computed"] = True
+        return data
+
+    def _compute(self, dataset: CocoInstances, progress: bool) -> dict[str, Any]:
+        from .. import load_image
+        from ..readout import DenseReadout
+
+        readout = DenseReadout(self.model)
+        keys = (
+            ("pooled",)
+            if self.pooled_only
+            else ("grid", "grid_wo_bg", "grid_wo_fg", "fg", "presence")
+        )
+        out: dict[str, list[Tensor]] = {k: [] for k in keys}
+        labels: list[Tensor] = []
+        targets: list[int] = []
+        ids: list[int] = []
+        inputs: list[Tensor] = []  # the pending batch
+        masks: list[Tensor] = []  # its K×224×224 class masks (none when pooled_only)
+        indices: Iterable[int] = range(len(dataset))
+        if progress:
+            from tqdm import tqdm
+
+            indices = tqdm(indices, desc="backbone features")
+        for index in indices:
+            image = dataset[index]
+            targets.append(validation_positive(image.image_id, image.labels, self.seed))
+            if not self.pooled_only:
+                masks.append(dataset.label_masks(image))
+            inputs.append(self.protocol.preprocess(load_image(image.path)))
+            labels.append(dataset.label_vector(image))
+            ids.append(image.image_id)
+            if len(inputs) == self.batch_size:
+                self._add_batch(readout, inputs, masks, targets[-len(inputs) :], out)
+                inputs, masks = [], []
+        if inputs:
+            self._add_batch(readout, inputs, masks, targets[-len(inputs) :], out)
+        data: dict[str, Any] = {k: torch.stack(v) for k, v in out.items()}
+        data.update(
+            labels=torch.stack(labels),
+            target=torch.tensor(targets),
+            image_ids=torch.tensor(ids),
+            model=self.model_name,
+            protocol=json.dumps(self.protocol.describe()),
+        )
+        return data
+
+    def _add_batch(
+        self,
+        readout: DenseReadout,
+        inputs: list[Tensor],
+        masks: list[Tensor],
+        targets: list[int],
+        out: dict[str, list[Tensor]],
+    ) -> None:
+        """Append the backbone outputs of one batch of preprocessed images to ``out``."""
+        from ..evaluation.protocol import grid_occupancy
+
+        x = torch.stack(inputs)
+        if self.pooled_only:  # training split: only the GAP embedding is needed
+            out["pooled"].extend(readout(x).features.float().mean(dim=(2, 3)))
+            return
+        mask = torch.stack([m[t] for m, t in zip(masks, targets, strict=True)])
+        grids = readout(self.protocol.three_inputs(x, mask)).features.float()
+        count = len(inputs)
+        grid_size = (int(grids.shape[-2]), int(grids.shape[-1]))
+        out["grid"].extend(grids[:count])
+        out["grid_wo_bg"].extend(grids[count : 2 * count])
+        out["grid_wo_fg"].extend(grids[2 * count :])
+        out["fg"].extend(grid_occupancy(mask, grid_size))
+        out["presence"].extend(grid_occupancy(m, grid_size) for m in masks)
