@@ -58,7 +58,8 @@ def main() -> int:
         "initial": history.get("initial"),
         "epochs_done": len(epochs),
         "final": epochs[-1] if epochs else None,
-        "best_by_loc": max(epochs, key=lambda e: e["val_loc"]) if epochs else None,
+        # best.pt is chosen by the cell-pooled Loc.; report the same epoch
+        "best_by_loc": max(epochs, key=lambda e: e["val_loc_cell_pooled"]) if epochs else None,
         "train_seconds_total": sum(e["train_seconds"] + e["eval_seconds"] for e in epochs),
         "wall_seconds_this_call": wall,
         "threads": args.threads,

@@ -21,10 +21,12 @@ class CustomAdapter(ModelAdapter):
         >>> from dense_readout import DenseReadout
         >>> body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.ReLU())
         >>> head = nn.Linear(8, 5)
-        >>> result = DenseReadout(nn.Sequential(body, head), features=body, head=head)(
-        ...     torch.randn(2, 3, 32, 32))
+        >>> model = nn.Sequential(body, head).eval()
+        >>> result = DenseReadout(model, features=body, head=head)(torch.randn(2, 3, 32, 32))
         >>> tuple(result.scores.shape), result.exact
         ((2, 5, 8, 8), True)
+        >>> bool(torch.allclose(result.scores.mean(dim=(2, 3)), result.logits, atol=1e-5))
+        True
     """
 
     name = "custom"
