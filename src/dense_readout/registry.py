@@ -13,7 +13,7 @@ timm's ``list_models()`` lists every model, so a test can iterate all of them.
 
 Example:
     >>> from dense_readout.registry import Registry
-    >>> colours = Registry("colour")
+    >>> colours = Registry("colour", listed=False)
     >>> @colours.register("red")
     ... def red():
     ...     return (1.0, 0.0, 0.0)
@@ -61,15 +61,18 @@ class Registry(Generic[T]):
     """Named entries of one kind (``kind`` is used in messages, e.g. ``"aggregation rule"``).
 
     ``hint`` is appended to the unknown-name error (e.g. how to register your own).
+    ``listed=False`` keeps a private registry (a test's, a user's) out of
+    :func:`registries`.
     """
 
-    def __init__(self, kind: str, *, hint: str = "") -> None:
+    def __init__(self, kind: str, *, hint: str = "", listed: bool = True) -> None:
         self.kind = kind
         self.hint = hint
         self._entries: dict[str, T] = {}
-        if kind in _ALL:
-            raise ValueError(f"A registry of kind {kind!r} exists already.")
-        _ALL[kind] = self
+        if listed:
+            if kind in _ALL:
+                raise ValueError(f"A registry of kind {kind!r} exists already.")
+            _ALL[kind] = self
 
     @overload
     def register(self, name: str) -> Callable[[T], T]: ...
