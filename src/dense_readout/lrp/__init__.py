@@ -10,6 +10,7 @@ Example:
     ((1, 1, 224, 224), 'epsilon_plus_flat')
 """
 
+from . import timm_blocks as _timm_blocks  # noqa: F401  (registers timm's block forwards)
 from .canonizers import pass_multiply, register_block, registered_blocks, residual_sum
 from .composites import (
     FAMILY_DEFAULTS,

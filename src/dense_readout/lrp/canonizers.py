@@ -20,23 +20,34 @@ temporarily and reversibly:
   standard deviation is detached, so it is a linear map of its input and the
   ``Norm`` (epsilon) rule applies (Ali et al. 2022, "XAI for Transformers").
 
-Block rewrites live in a registry (:func:`register_block`), like zennit's
-composites: adding a family is adding one forward function.
+Block rewrites live in a :class:`~dense_readout.registry.Registry`, :data:`BLOCKS`
+(:func:`register_block`), like zennit's composites: adding a family is adding one
+forward function. The timm forwards are in :mod:`dense_readout.lrp.timm_blocks`
+(registered on import of :mod:`dense_readout.lrp`); torchvision's ResNet blocks use
+zennit's own canonized forwards (registered here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from zennit.canonizers import AttributeCanonizer, Canonizer, MergeBatchNorm
 from zennit.layer import Sum
 
+from ..registry import Registry
+
 __all__ = [
+    "BLOCKS",
     "BlockCanonizer",
+    "BlockRewrite",
     "LayerNormCanonizer",
     "MergeBatchNormPairs",
+    "block_forward",
+    "block_name",
     "pass_multiply",
     "register_block",
     "registered_blocks",
@@ -49,13 +60,13 @@ class _PassMultiply(torch.autograd.Function):
     """``x * scale`` whose backward hands the incoming relevance to ``x`` unchanged."""
 
     @staticmethod
-    def forward(ctx, inputs: Tensor, scale: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, inputs: Tensor, scale: Tensor) -> Tensor:
         ctx.scale_shape = scale.shape
         ctx.scale_grad = scale.requires_grad
         return inputs * scale
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         # The gate gets an explicit zero (not None): zennit's hooks on the gate branch
         # must see a defined gradient, or their stored grad_output is None.
         zero = (grad * 0).sum_to_size(ctx.scale_shape) if ctx.scale_grad else None
@@ -77,12 +88,31 @@ def pass_multiply(inputs: Tensor, scale: Tensor) -> Tensor:
 
 def residual_sum(module: nn.Module, *summands: Tensor) -> Tensor:
     """Add ``summands`` through ``module.canonizer_sum`` (a zennit ``Sum`` with a Norm rule)."""
-    return module.canonizer_sum(torch.stack(summands, dim=-1))
+    # BlockCanonizer sets canonizer_sum; nn.Module.__getattr__ is typed Tensor | Module
+    sum_layer = cast(Sum, module.canonizer_sum)
+    return sum_layer(torch.stack(summands, dim=-1))
 
 
 # -- block registry ---------------------------------------------------------------
 
-_BLOCKS: dict[type, Callable[..., Tensor]] = {}
+
+@dataclass(frozen=True)
+class BlockRewrite:
+    """A registered LRP forward: ``forward(self, x)`` replaces the forward of ``block_type``."""
+
+    block_type: type
+    forward: Callable[..., Tensor]
+
+
+BLOCKS: Registry[BlockRewrite] = Registry(
+    "LRP block",
+    hint="Register a forward for your block type with dense_readout.lrp.register_block.",
+)
+
+
+def block_name(block_type: type) -> str:
+    """The registry name of ``block_type``: its qualified name, e.g. ``timm.models.resnet.BasicBlock``."""
+    return f"{block_type.__module__}.{block_type.__qualname__}"
 
 
 def register_block(*block_types: type) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
@@ -90,7 +120,11 @@ def register_block(*block_types: type) -> Callable[[Callable[..., Tensor]], Call
 
     The replacement must compute the same function as the original and route
     residual additions through :func:`residual_sum` and constant gates through
-    :func:`pass_multiply`. Tests check the equality on every registered family.
+    :func:`pass_multiply`. ``tests/test_lrp_registries.py`` checks the equality
+    for every registered block type.
+
+    Each type is registered in :data:`BLOCKS` under :func:`block_name` (undo with
+    ``BLOCKS.unregister(name)``); the canonizer looks a module up by its exact type.
 
     Example:
         >>> import torch
@@ -103,23 +137,36 @@ def register_block(*block_types: type) -> Callable[[Callable[..., Tensor]], Call
         >>> @register_block(Block)
         ... def _block(self, x):
         ...     return residual_sum(self, self.conv(x), x)
+        >>> block_forward(Block()) is _block, block_name(Block) in registered_blocks()
+        (True, True)
+        >>> BLOCKS.unregister(block_name(Block)).block_type is Block
+        True
+        >>> block_forward(Block()) is None
+        True
     """
 
     def decorate(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
         for block_type in block_types:
-            _BLOCKS[block_type] = forward
+            name, entry = block_name(block_type), BlockRewrite(block_type, forward)
+            if name not in BLOCKS or BLOCKS.get(name) != entry:  # re-registering is a no-op
+                BLOCKS.register(name, entry)
         return forward
 
     return decorate
 
 
 def registered_blocks() -> list[str]:
-    """Qualified names of the block types with an LRP forward."""
-    return sorted(f"{t.__module__}.{t.__qualname__}" for t in _BLOCKS)
+    """Qualified names of the block types with an LRP forward (``BLOCKS.names()``)."""
+    return BLOCKS.names()
 
 
-def _lookup(module: nn.Module) -> Callable[..., Tensor] | None:
-    return _BLOCKS.get(type(module))
+def block_forward(module: nn.Module) -> Callable[..., Tensor] | None:
+    """The registered LRP forward for ``module``'s exact type, or None."""
+    name = block_name(type(module))
+    if name not in BLOCKS:
+        return None
+    entry = BLOCKS.get(name)
+    return entry.forward if entry.block_type is type(module) else None
 
 
 class BlockCanonizer(AttributeCanonizer):
@@ -130,7 +177,7 @@ class BlockCanonizer(AttributeCanonizer):
 
     @staticmethod
     def _attribute_map(name: str, module: nn.Module) -> dict | None:
-        forward = _lookup(module)
+        forward = block_forward(module)
         if forward is None:
             return None
         return {"forward": forward.__get__(module), "canonizer_sum": Sum()}
@@ -273,132 +320,7 @@ class MergeBatchNormPairs(MergeBatchNorm):
         )
 
 
-# -- registered block forwards -------------------------------------------------------
-
-
-def _register_timm_blocks() -> None:
-    try:
-        from timm.layers import squeeze_excite as timm_se
-        from timm.models import _efficientnet_blocks as eff
-        from timm.models import convnext as timm_convnext
-        from timm.models import resnet as timm_resnet
-    except ImportError:  # pragma: no cover - timm missing
-        return
-
-    @register_block(timm_resnet.BasicBlock)
-    def _timm_basic_block(self, x: Tensor) -> Tensor:
-        shortcut = x
-        x = self.conv1(x)
-        x = self.bn1(x)
-        x = self.drop_block(x)
-        x = self.act1(x)
-        x = self.aa(x)
-        x = self.conv2(x)
-        x = self.bn2(x)
-        if self.se is not None:
-            x = self.se(x)
-        if self.drop_path is not None:
-            x = self.drop_path(x)
-        if self.downsample is not None:
-            shortcut = self.downsample(shortcut)
-        return self.act2(residual_sum(self, x, shortcut))
-
-    @register_block(timm_resnet.Bottleneck)
-    def _timm_bottleneck(self, x: Tensor) -> Tensor:
-        shortcut = x
-        x = self.conv1(x)
-        x = self.bn1(x)
-        x = self.act1(x)
-        x = self.conv2(x)
-        x = self.bn2(x)
-        x = self.drop_block(x)
-        x = self.act2(x)
-        x = self.aa(x)
-        x = self.conv3(x)
-        x = self.bn3(x)
-        if self.se is not None:
-            x = self.se(x)
-        if self.drop_path is not None:
-            x = self.drop_path(x)
-        if self.downsample is not None:
-            shortcut = self.downsample(shortcut)
-        return self.act3(residual_sum(self, x, shortcut))
-
-    @register_block(eff.DepthwiseSeparableConv)
-    def _timm_ds_conv(self, x: Tensor) -> Tensor:
-        shortcut = x
-        if getattr(self, "conv_s2d", None) is not None:
-            x = self.conv_s2d(x)
-            x = self.bn_s2d(x)
-        x = self.conv_dw(x)
-        x = self.bn1(x)
-        x = self.aa(x)
-        x = self.se(x)
-        x = self.conv_pw(x)
-        x = self.bn2(x)
-        if self.has_skip:
-            x = residual_sum(self, self.drop_path(x), shortcut)
-        return x
-
-    @register_block(eff.InvertedResidual)
-    def _timm_inverted_residual(self, x: Tensor) -> Tensor:
-        shortcut = x
-        if getattr(self, "conv_s2d", None) is not None:
-            x = self.conv_s2d(x)
-            x = self.bn_s2d(x)
-        x = self.conv_pw(x)
-        x = self.bn1(x)
-        x = self.conv_dw(x)
-        x = self.bn2(x)
-        x = self.aa(x)
-        x = self.se(x)
-        x = self.conv_pwl(x)
-        x = self.bn3(x)
-        if self.has_skip:
-            x = residual_sum(self, self.drop_path(x), shortcut)
-        return x
-
-    @register_block(eff.SqueezeExcite)
-    def _timm_squeeze_excite(self, x: Tensor) -> Tensor:
-        x_se = x.mean((2, 3), keepdim=True)
-        x_se = self.conv_reduce(x_se)
-        x_se = self.act1(x_se)
-        x_se = self.conv_expand(x_se)
-        return pass_multiply(x, self.gate(x_se))
-
-    @register_block(timm_se.SEModule)
-    def _timm_se_module(self, x: Tensor) -> Tensor:
-        x_se = x.mean((2, 3), keepdim=True)
-        if self.add_maxpool:
-            x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
-        x_se = self.fc1(x_se)
-        x_se = self.act(self.bn(x_se))
-        x_se = self.fc2(x_se)
-        return pass_multiply(x, self.gate(x_se))
-
-    @register_block(timm_se.EffectiveSEModule)
-    def _timm_effective_se(self, x: Tensor) -> Tensor:
-        x_se = x.mean((2, 3), keepdim=True)
-        if self.add_maxpool:
-            x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
-        x_se = self.fc(x_se)
-        return pass_multiply(x, self.gate(x_se))
-
-    @register_block(timm_convnext.ConvNeXtBlock)
-    def _timm_convnext_block(self, x: Tensor) -> Tensor:
-        shortcut = x
-        x = self.conv_dw(x)
-        if self.use_conv_mlp:
-            x = self.norm(x)
-            x = self.mlp(x)
-        else:
-            x = x.permute(0, 2, 3, 1)
-            x = self.norm(x)
-            x = self.mlp(x)
-            x = x.permute(0, 3, 1, 2)
-        if self.gamma is not None:
-            x = pass_multiply(x, self.gamma.reshape(1, -1, 1, 1))
-        return residual_sum(self, self.drop_path(x), self.shortcut(shortcut))
+# -- torchvision blocks: zennit's own canonized forwards ------------------------------
 
 
 def _register_torchvision_blocks() -> None:
@@ -411,5 +333,4 @@ def _register_torchvision_blocks() -> None:
     register_block(Bottleneck)(ResNetBottleneckCanonizer.forward)
 
 
-_register_timm_blocks()
 _register_torchvision_blocks()

@@ -20,10 +20,13 @@ from zennit.rules import Epsilon, Norm, Pass
 from zennit.types import Linear
 
 from ..errors import InputError
+from ..registry import Registry, UnknownNameError
 
 __all__ = [
+    "COMPOSITES",
     "FAMILY_DEFAULTS",
     "build_composite",
+    "composite_factory",
     "default_composite",
     "extra_layer_map",
     "register_composite",
@@ -31,7 +34,10 @@ __all__ = [
 ]
 
 CompositeFactory = Callable[..., Composite]
-_COMPOSITES: dict[str, CompositeFactory] = {}
+COMPOSITES: Registry[CompositeFactory] = Registry(
+    "LRP composite",
+    hint="Register your own with dense_readout.lrp.register_composite.",
+)
 
 
 def register_composite(name: str) -> Callable[[CompositeFactory], CompositeFactory]:
@@ -42,25 +48,42 @@ def register_composite(name: str) -> Callable[[CompositeFactory], CompositeFacto
     always hold ``stabilizer`` (the denominator shift of the non-epsilon rules,
     including the Norm rule of sums, average pools and LayerNorms).
 
+    The factory is kept in :data:`COMPOSITES` (undo with ``COMPOSITES.unregister(name)``).
+
     Example:
+        >>> import torch
         >>> from zennit.composites import EpsilonAlpha2Beta1
         >>> @register_composite("my_alpha_beta")
         ... def _mine(layer_map, low, high, **kwargs):
         ...     return EpsilonAlpha2Beta1(layer_map=layer_map, **kwargs)
         >>> "my_alpha_beta" in registered_composites()
         True
+        >>> composite = build_composite("my_alpha_beta", low=torch.tensor(-1.0), high=torch.tensor(1.0))
+        >>> type(composite).__name__
+        'EpsilonAlpha2Beta1'
+        >>> COMPOSITES.unregister("my_alpha_beta") is _mine, "my_alpha_beta" in registered_composites()
+        (True, False)
     """
-
-    def decorate(factory: CompositeFactory) -> CompositeFactory:
-        _COMPOSITES[name] = factory
-        return factory
-
-    return decorate
+    return COMPOSITES.register(name)
 
 
 def registered_composites() -> list[str]:
-    """Names accepted by ``composite=``."""
-    return sorted(_COMPOSITES)
+    """Names accepted by ``composite=`` (``COMPOSITES.names()``)."""
+    return COMPOSITES.names()
+
+
+def composite_factory(name: str) -> CompositeFactory:
+    """The factory registered as ``name``.
+
+    Raises:
+        UnknownNameError: (an :class:`~dense_readout.errors.InputError`) listing the known names.
+    """
+    if name not in COMPOSITES:
+        raise UnknownNameError(
+            f"Unknown composite {name!r}. Choose one of {registered_composites()} or register "
+            "one with dense_readout.lrp.register_composite."
+        )
+    return COMPOSITES.get(name)
 
 
 def _plain(cls: type) -> CompositeFactory:
@@ -164,12 +187,7 @@ def build_composite(
     options: dict | None = None,
 ) -> Composite:
     """Instantiate the composite ``name`` with the timm layer map prepended."""
-    factory = _COMPOSITES.get(name)
-    if factory is None:
-        raise InputError(
-            f"Unknown composite {name!r}. Choose one of {registered_composites()} or register "
-            "one with dense_readout.lrp.register_composite."
-        )
+    factory = composite_factory(name)
     options = {"stabilizer": stabilizer, **(options or {})}
     try:
         return factory(
