@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ from zennit.core import Composite
 from ..adapters import ModelAdapter
 from ..errors import InputError, UnsupportedModelError
 from ..readout import DenseReadout
-from ..validation import check_eval_mode, check_images, check_targets
+from ..validation import check_eval_mode, check_images
 from . import composites as _composites
 from .canonizers import (
     BlockCanonizer,
@@ -36,111 +36,25 @@ from .canonizers import (
     MergeBatchNormPairs,
     trace_batch_norm_pairs,
 )
+from .results import CellRelevance, LabelMap, LRPResult
+from .selection import (
+    Cell,
+    Target,
+    cell_classes,
+    cell_order,
+    cell_starts,
+    chunk_length,
+    class_group_starts,
+    class_map_start,
+    refined_mask,
+    scatter_cells,
+    single_cell_start,
+)
 
 __all__ = ["STRATEGIES", "CellRelevance", "LRPReadout", "LRPResult", "LabelMap"]
 
-Target = int | Sequence[int] | Tensor | None
-Cell = tuple[int, int] | Sequence[Sequence[int]] | Tensor
-
 #: How all-cells refinement batches its backward passes.
 STRATEGIES = ("vmap", "expand", "loop")
-
-
-@dataclass
-class LRPResult:
-    """Pixel relevance of one start (a cell's score, or a class map) per image.
-
-    Attributes:
-        relevance: ``B×1×H×W``, input relevance summed over colour channels.
-        input_relevance: ``B×C×H×W``, per input channel.
-        start: ``B``, total relevance put in at the readout (the selected scores' sum).
-        conservation: ``B``, ``relevance.sum() / start`` (health check: 1 for a
-            conservative rule set without biases; see docs/lrp.md).
-        targets: ``B`` class per image.
-        cells: ``B×2`` ``(u, v)`` of the refined cell, or None for a class map.
-        scores: ``Z`` of the same pass, ``B×K×h×w`` (detached).
-        composite: name (or class name) of the composite used.
-    """
-
-    relevance: Tensor
-    input_relevance: Tensor
-    start: Tensor
-    conservation: Tensor
-    targets: Tensor
-    cells: Tensor | None
-    scores: Tensor
-    composite: str
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return int(self.scores.shape[-2]), int(self.scores.shape[-1])
-
-    def outside_share(self, mode: str = "abs") -> Tensor:
-        """``B`` share of the cell's relevance outside its own image patch (cell results only)."""
-        from .diagnostics import _mass, cell_patch_masks
-
-        if self.cells is None:
-            raise InputError(
-                "outside_share needs a single-cell result (LRPReadout.cell), not a class map."
-            )
-        masks = cell_patch_masks(self.grid_size, tuple(self.relevance.shape[-2:]))
-        inside = masks[self.cells[:, 0], self.cells[:, 1]].to(self.relevance.device)  # B×H×W
-        mass = _mass(self.relevance[:, 0], mode)
-        return 1 - (mass * inside).sum(dim=(1, 2)) / mass.sum(dim=(1, 2))
-
-
-@dataclass
-class CellRelevance:
-    """Relevance of every refined cell, kept separate.
-
-    Attributes:
-        relevance: ``B×h×w×H×W`` (channels summed); entry ``[b, u, v]`` is the map
-            of cell ``(u, v)``. Cells not requested are zero.
-        classes: ``B×h×w`` class refined at each cell.
-        start: ``B×h×w`` starting relevance (the cell's score of that class).
-        conservation: ``B×h×w`` input relevance sum / start.
-        scores: ``Z`` (``B×K×h×w``).
-        strategy: the batching strategy that ran.
-    """
-
-    relevance: Tensor
-    classes: Tensor
-    start: Tensor
-    conservation: Tensor
-    scores: Tensor
-    composite: str
-    strategy: str
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return int(self.classes.shape[-2]), int(self.classes.shape[-1])
-
-    def cell(self, u: int, v: int) -> Tensor:
-        """The ``B×1×H×W`` map of cell ``(u, v)``."""
-        return self.relevance[:, u, v].unsqueeze(1)
-
-
-@dataclass
-class LabelMap:
-    """Pixel-level label map from every cell's own top-1 score.
-
-    Attributes:
-        labels: ``B×H×W`` class of the group of cells whose relevance dominates
-            each pixel (argmax over classes of the summed relevance).
-        classes: ``B×M`` class of each group (``-1`` pads images with fewer classes).
-        relevance: ``B×M×H×W`` relevance per class group (channels summed).
-        grid_labels: ``B×h×w`` the readout label grid the groups come from.
-        conservation: ``B`` total input relevance / total starting relevance.
-        scores: ``Z``.
-    """
-
-    labels: Tensor
-    classes: Tensor
-    relevance: Tensor
-    grid_labels: Tensor
-    conservation: Tensor
-    scores: Tensor
-    composite: str
 
 
 def _model_bounds(model: nn.Module) -> tuple[Tensor, Tensor]:
@@ -237,12 +151,7 @@ class LRPReadout:
         if composite is None:
             composite = _composites.default_composite(self.model)
         if isinstance(composite, str):
-            if composite not in _composites.registered_composites():
-                raise InputError(
-                    f"Unknown composite {composite!r}. Choose one of "
-                    f"{_composites.registered_composites()} or register one with "
-                    "dense_readout.lrp.register_composite."
-                )
+            _composites.composite_factory(composite)  # raises for an unknown name
         elif not isinstance(composite, Composite):
             raise InputError(
                 f"composite must be a registered name or a zennit Composite, got "
@@ -370,16 +279,8 @@ class LRPReadout:
         holder: dict = {}
 
         def starts(z: Tensor) -> Tensor:
-            cells = _check_cells(cell, z.shape[0], z.shape[-2:])
-            batch = torch.arange(z.shape[0])
-            if target is None:
-                classes = z[batch, :, cells[:, 0], cells[:, 1]].argmax(dim=1).cpu()
-            else:
-                classes = check_targets(target, z.shape[0], z.shape[1])
-            mask = torch.zeros_like(z)
-            mask[batch, classes, cells[:, 0], cells[:, 1]] = 1
-            holder.update(cells=cells, classes=classes)
-            return (mask * z).unsqueeze(0)
+            start, holder["cells"], holder["classes"] = single_cell_start(z, cell, target)
+            return start
 
         grads, scores = self._run(inputs, starts)
         start = scores[
@@ -400,14 +301,8 @@ class LRPReadout:
         holder: dict = {}
 
         def starts(z: Tensor) -> Tensor:
-            if target is None:
-                classes = z.mean(dim=(2, 3)).argmax(dim=1).cpu()
-            else:
-                classes = check_targets(target, z.shape[0], z.shape[1])
-            mask = torch.zeros_like(z)
-            mask[torch.arange(z.shape[0]), classes] = 1
-            holder.update(classes=classes)
-            return (mask * z).unsqueeze(0)
+            start, holder["classes"] = class_map_start(z, target)
+            return start
 
         grads, scores = self._run(inputs, starts)
         classes = holder["classes"]
@@ -440,61 +335,35 @@ class LRPReadout:
                 EfficientNet-Lite0 at 224 px in one chunk took 3.5 GB).
         """
         inputs = self._check(inputs)
-        batch = inputs.shape[0]
         with torch.no_grad():
             scores = self._scores(inputs)
-        height, width = scores.shape[-2:]
-        if which is None:
-            order = torch.arange(height * width)
-        else:
-            picked = _check_cells(list(which), len(which), (height, width)) if len(which) else None
-            if picked is None:
-                raise InputError("which= must list at least one (u, v) cell.")
-            order = picked[:, 0] * width + picked[:, 1]
-        count = len(order)
-        if target is None:
-            classes = scores.argmax(dim=1).cpu()
-        else:
-            classes = (
-                check_targets(target, batch, scores.shape[1])
-                .view(-1, 1, 1)
-                .expand(-1, height, width)
-            )
-        chunk = chunk_size or max(1, min(count, 16 // max(1, batch)))
-        if chunk < 1:
-            raise InputError(f"chunk_size must be >= 1, got {chunk_size}.")
+        grid = (int(scores.shape[-2]), int(scores.shape[-1]))
+        order = cell_order(which, grid)
+        classes = cell_classes(scores, target)
+        chunk = chunk_length(chunk_size, len(order), inputs.shape[0])
         maps = []
         z_used = scores
-        for first in range(0, count, chunk):
-            index = order[first : first + chunk]
-
-            def starts(z: Tensor, index: Tensor = index) -> Tensor:
-                start = torch.zeros(len(index), *z.shape, dtype=z.dtype, device=z.device)
-                rows, cols = index // width, index % width
-                for slot, (u, v) in enumerate(zip(rows.tolist(), cols.tolist(), strict=False)):
-                    k = classes[:, u, v]
-                    start[slot, torch.arange(batch), k, u, v] = z[torch.arange(batch), k, u, v]
-                return start
-
+        for first in range(0, len(order), chunk):
+            starts = partial(cell_starts, index=order[first : first + chunk], classes=classes)
             grads, z_used = self._run(inputs, starts, strategy=strategy)
             maps.append(grads.sum(dim=2))  # chunk×B×H×W
-        computed = torch.cat(maps).permute(1, 0, 2, 3)  # B×count×H×W
-        relevance = computed.new_zeros(batch, height * width, *inputs.shape[-2:])
-        relevance[:, order.to(relevance.device)] = computed
-        relevance = relevance.reshape(batch, height, width, *inputs.shape[-2:])
-        start = z_used.gather(1, classes.to(z_used.device).unsqueeze(1)).squeeze(1)
+        relevance = scatter_cells(torch.cat(maps), order, grid)
+        return self._cell_result(relevance, order, classes, z_used, strategy)
+
+    def _cell_result(
+        self, relevance: Tensor, order: Tensor, classes: Tensor, scores: Tensor, strategy: str
+    ) -> CellRelevance:
+        """:class:`CellRelevance` from the ``B×h×w×H×W`` maps of the cells in ``order``."""
+        start = scores.gather(1, classes.to(scores.device).unsqueeze(1)).squeeze(1)
         conservation = relevance.sum(dim=(-2, -1)) / start
-        done = torch.zeros(height * width, dtype=torch.bool)
-        done[order] = True
-        conservation = conservation.masked_fill(
-            ~done.view(1, height, width).to(conservation.device), float("nan")
-        )
+        skipped = ~refined_mask(order, (relevance.shape[1], relevance.shape[2]))
+        conservation = conservation.masked_fill(skipped.to(conservation.device), float("nan"))
         return CellRelevance(
             relevance=relevance.detach(),
             classes=classes,
             start=start.detach(),
             conservation=conservation.detach(),
-            scores=z_used,
+            scores=scores,
             composite=self.composite_name,
             strategy=strategy,
         )
@@ -516,17 +385,7 @@ class LRPReadout:
         for b, p in enumerate(present):
             classes[b, : len(p)] = p
 
-        def starts(z: Tensor) -> Tensor:
-            start = torch.zeros(groups, *z.shape, dtype=z.dtype, device=z.device)
-            labels = z.argmax(dim=1)
-            for b in range(batch):
-                for g, k in enumerate(classes[b].tolist()):
-                    if k < 0:
-                        continue
-                    start[g, b, k] = z[b, k] * (labels[b] == k)
-            return start
-
-        grads, z = self._run(inputs, starts)
+        grads, z = self._run(inputs, partial(class_group_starts, classes=classes))
         relevance = grads.sum(dim=2).permute(1, 0, 2, 3)  # B×M×H×W
         padded = relevance.masked_fill(
             (classes < 0).view(batch, groups, 1, 1).to(relevance.device), float("-inf")
@@ -575,31 +434,3 @@ class _Root(nn.Module):
             self.features = features
         if isinstance(head, nn.Module):
             self.head = head
-
-
-def _check_cells(cell: Cell, batch: int, grid: Sequence[int]) -> Tensor:
-    height, width = int(grid[0]), int(grid[1])
-    try:
-        cells = torch.as_tensor(cell)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"Cannot read cell {cell!r} as (u, v) indices: {error}") from None
-    if cells.is_floating_point() or cells.dtype == torch.bool:
-        raise InputError(f"cell must hold integer (row, column) indices, got dtype {cells.dtype}.")
-    cells = cells.long().cpu()
-    if cells.shape == (2,):
-        cells = cells.view(1, 2).expand(batch, 2)
-    if cells.dim() != 2 or cells.shape != (batch, 2):
-        raise InputError(
-            f"cell must be (u, v) or a B×2 tensor (B={batch}); got shape {tuple(cells.shape)}."
-        )
-    if (
-        (cells[:, 0] < 0).any()
-        or (cells[:, 0] >= height).any()
-        or (cells[:, 1] < 0).any()
-        or (cells[:, 1] >= width).any()
-    ):
-        raise InputError(
-            f"cell {cells.tolist()} is outside the {height}×{width} readout grid "
-            f"(rows 0..{height - 1}, columns 0..{width - 1})."
-        )
-    return cells

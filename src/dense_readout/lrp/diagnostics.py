@@ -85,7 +85,8 @@ def window_share(cell_maps: Tensor, radius: int = 0, mode: str = "abs") -> Tenso
         raise InputError(
             f"cell_maps must be B×h×w×H×W (LRPReadout.cells(...).relevance), got {tuple(cell_maps.shape)}."
         )
-    masks = cell_patch_masks(tuple(cell_maps.shape[1:3]), tuple(cell_maps.shape[3:]), radius)
+    _, height, width, rows, cols = cell_maps.shape
+    masks = cell_patch_masks((height, width), (rows, cols), radius)
     mass = _mass(cell_maps, mode)
     inside = (mass * masks.to(mass.device)).sum(dim=(-2, -1))
     total = mass.sum(dim=(-2, -1))

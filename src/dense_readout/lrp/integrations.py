@@ -25,6 +25,9 @@ from .core import LRPReadout
 
 __all__ = ["LRPReadoutAttribution", "LRPReadoutCAM"]
 
+#: What ``LRPReadoutAttribution.attribute`` returns: a tensor, or a 1-tuple for tuple inputs.
+AttributionMaps = Tensor | tuple[Tensor, ...]
+
 
 def _captum_target(target: Any, batch: int) -> int | list[int] | None:
     if target is None:
@@ -44,10 +47,10 @@ def _captum_target(target: Any, batch: int) -> int | list[int] | None:
 try:  # captum is a dependency of the package, but keep the import failure readable
     from captum.attr import Attribution as _CaptumAttribution
 except ImportError:  # pragma: no cover
-    _CaptumAttribution = object  # type: ignore[misc,assignment]
+    _CaptumAttribution = object
 
 
-class LRPReadoutAttribution(_CaptumAttribution):  # type: ignore[misc]
+class LRPReadoutAttribution(_CaptumAttribution):
     """Captum-style LRP refinement of a readout cell or class map.
 
     Args:
@@ -94,7 +97,7 @@ class LRPReadoutAttribution(_CaptumAttribution):  # type: ignore[misc]
         cell: tuple[int, int] | Sequence[Sequence[int]] | Tensor | None = None,
         sum_channels: bool = True,
         return_convergence_delta: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    ) -> AttributionMaps | tuple[AttributionMaps, Tensor]:
         """Relevance of the readout score(s) of ``target``.
 
         Args:
@@ -108,8 +111,8 @@ class LRPReadoutAttribution(_CaptumAttribution):  # type: ignore[misc]
             return_convergence_delta: also return ``relevance.sum() − start`` (``B``).
         """
         single = isinstance(inputs, Tensor)
-        images = inputs if single else inputs[0]
-        if not single and len(inputs) != 1:
+        images = inputs if isinstance(inputs, Tensor) else inputs[0]
+        if not isinstance(inputs, Tensor) and len(inputs) != 1:
             raise InputError("LRPReadoutAttribution takes one input tensor (the image batch).")
         if additional_forward_args is not None:
             raise InputError(
@@ -122,22 +125,21 @@ class LRPReadoutAttribution(_CaptumAttribution):  # type: ignore[misc]
             result = self.lrp.cell(images, cell, k)
         maps = result.relevance if sum_channels else result.input_relevance
         maps = maps.contiguous()
-        if not single:
-            maps = (maps,)  # type: ignore[assignment]
+        output: AttributionMaps = maps if single else (maps,)
         if return_convergence_delta:
             delta = result.relevance.sum(dim=(1, 2, 3)) - result.start
-            return maps, delta  # type: ignore[return-value]
-        return maps
+            return output, delta
+        return output
 
 
 try:
     from pytorch_grad_cam.base_cam import BaseCAM as _BaseCAM
     from pytorch_grad_cam.utils.image import scale_cam_image
 except ImportError:  # pragma: no cover
-    _BaseCAM = object  # type: ignore[misc,assignment]
+    _BaseCAM = object
 
 
-class LRPReadoutCAM(_BaseCAM):  # type: ignore[misc]
+class LRPReadoutCAM(_BaseCAM):
     """pytorch-grad-cam-style LRP map of the readout: ``B×H×W`` in [0, 1].
 
     ``targets`` are pytorch-grad-cam targets evaluated *per cell* on the readout
