@@ -343,10 +343,15 @@ def _draw_legend(
             name = f"{len(others)} other classes"
         else:
             name = _name_of(c, class_names) + ("" if class_names is None else f" ({c})")
-        text = f"{name}: {count}"
-        limit = layout.side_px - box * 1.4 - 10
-        while _text_width(text, size) * DPI / 72 > limit and len(name) > 4:
-            name = name[:-2].rstrip() + "…"
-            text = f"{name}: {count}"
+        text = _fit_legend_text(name, count, size, layout.side_px - box * 1.4 - 10)
         legend.text(box * 1.4 + 8, y + box / 2, text, va="center", fontsize=size, family=FONT)
         y += row_px
+
+
+def _fit_legend_text(name: str, count: int, size: float, limit_px: float) -> str:
+    """``"name: count"``, the name shortened with an ellipsis until it fits ``limit_px``."""
+    text = f"{name}: {count}"
+    while _text_width(text, size) * DPI / 72 > limit_px and len(name) > 4:
+        name = name[:-2].rstrip() + "…"
+        text = f"{name}: {count}"
+    return text
