@@ -35,9 +35,12 @@ class ReadoutResult:
         exact: True when the architecture has only affine maps after average
             pooling, so ``mean_uv Z == logits`` up to float rounding. Decided from the
             model's structure, not from ``residual``.
-        residual: ``B`` tensor, ``max_k |mean_uv Z[b,k] - logits[b,k]|`` on this batch.
-            Near 0 for exact models; for non-exact ones it measures how far the
-            pointwise readout is from a decomposition of the logits.
+        residual: ``B`` tensor, relative to the logits' scale:
+            ``max_k |mean_uv Z[b,k] - logits[b,k]| / max(1, max_k |logits[b,k]|)``.
+            Near 0 (float rounding, ~1e-6) for exact models whatever the size of the
+            logits; for non-exact ones it measures how far the pointwise readout is
+            from a decomposition of the logits.
+        residual_abs: ``B`` tensor, the same gap unscaled, ``max_k |mean_uv Z - logits|``.
         features: the grid ``F`` the head was applied to, ``B×C×h×w``.
         adapter: name of the model adapter that produced the readout.
         exactness_note: why the readout is or is not exact for this model.
@@ -51,6 +54,9 @@ class ReadoutResult:
         ((2, 10, 7, 7), True)
         >>> bool(result.residual.max() < 1e-4)
         True
+        >>> scale = result.logits.abs().amax(dim=1).clamp(min=1)
+        >>> bool(torch.allclose(result.residual, result.residual_abs / scale))
+        True
     """
 
     scores: Tensor
@@ -61,6 +67,11 @@ class ReadoutResult:
     adapter: str = ""
     exactness_note: str = ""
     input_size: tuple[int, int] = field(default=(0, 0))
+    residual_abs: Tensor = field(default_factory=lambda: torch.empty(0))
+
+    def __post_init__(self) -> None:
+        if self.residual_abs.numel() == 0:  # built by hand with one residual: use it for both
+            self.residual_abs = self.residual
 
     # -- shape helpers -------------------------------------------------------------
     @property
@@ -138,6 +149,26 @@ class ReadoutResult:
         """
         return _aggregate(self.scores, rule, **options)
 
+    def to_html(self, image=None, class_names: Sequence[str] | None = None, **options) -> str:
+        """A self-contained interactive HTML page of image ``index`` (see :mod:`dense_readout.page`).
+
+        Example:
+            >>> import timm, torch
+            >>> from dense_readout import DenseReadout
+            >>> model = timm.create_model("resnet18", num_classes=3).eval()
+            >>> DenseReadout(model)(torch.rand(1, 3, 64, 64)).to_html().startswith("<!DOCTYPE html>")
+            True
+        """
+        from .page import readout_page
+
+        return readout_page(self, image, class_names, **options)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the page of the first image, in an iframe."""
+        from .page import notebook_html, readout_page
+
+        return notebook_html(readout_page(self))
+
     def to(self, device: str | torch.device) -> ReadoutResult:
         """Move all tensors to ``device``."""
         return ReadoutResult(
@@ -149,6 +180,7 @@ class ReadoutResult:
             adapter=self.adapter,
             exactness_note=self.exactness_note,
             input_size=self.input_size,
+            residual_abs=self.residual_abs.to(device),
         )
 
 
@@ -224,12 +256,15 @@ class DenseReadout:
             grid = self.adapter.grid(native, inputs)
             logits = self.adapter.image_logits(native)
             scores = self.adapter.readout(grid)
-        residual = (scores.detach().mean(dim=(2, 3)) - logits.detach()).abs().amax(dim=1)
+        self.adapter.check_decomposition(scores, logits)
+        residual_abs = (scores.detach().mean(dim=(2, 3)) - logits.detach()).abs().amax(dim=1)
+        scale = logits.detach().abs().amax(dim=1).clamp(min=1.0)
         return ReadoutResult(
             scores=scores,
             logits=logits,
             exact=self.adapter.is_exact(),
-            residual=residual,
+            residual=residual_abs / scale,
+            residual_abs=residual_abs,
             features=grid,
             adapter=self.adapter.name,
             exactness_note=self.adapter.exactness_note(),
