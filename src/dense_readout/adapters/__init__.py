@@ -1,6 +1,7 @@
 """Model-family adapters (a registry, like timm's models and zennit's composites)."""
 
-from . import timm_models, torchvision_models  # noqa: F401  (registers the adapters)
+from . import hf_models, timm_models, torchvision_models  # noqa: F401  (registers the adapters)
+from . import structural  # noqa: F401  (the fallback, lowest priority: registered last)
 from .base import (
     ModelAdapter,
     affine_leaf,
@@ -11,11 +12,13 @@ from .base import (
 )
 from .custom import CustomAdapter
 from .pooled import PooledGridAdapter, TokenGridAdapter
+from .structural import StructuralAdapter
 
 __all__ = [
     "CustomAdapter",
     "ModelAdapter",
     "PooledGridAdapter",
+    "StructuralAdapter",
     "TokenGridAdapter",
     "affine_leaf",
     "executed_leaves",
