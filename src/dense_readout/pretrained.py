@@ -138,6 +138,8 @@ def _embedded_path(weights: EmbeddedWeights) -> Path:
 def _read_state_dict(path: Path) -> OrderedDict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"Checkpoint {path} is an empty file (0 bytes); save it again.")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -146,14 +148,41 @@ def _read_state_dict(path: Path) -> OrderedDict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"Cannot read checkpoint {path}: {error}") from None
+        raise CheckpointError(_unreadable(path, error)) from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
+    if isinstance(state, nn.Module):  # a safe-loadable pickled module is still a model
+        raise CheckpointError(_PICKLED_MODEL.format(path=path))
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors.")
+        raise CheckpointError(
+            f"{path} does not hold a state dict of tensors; save one with "
+            "torch.save(model.state_dict(), path)."
+        )
     return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+
+
+_PICKLED_MODEL = (
+    "{path} holds a whole pickled model, not a state dict; loading it would run code from "
+    "the file. Load it yourself and pass the state_dict: if you trust the file, "
+    "torch.save(torch.load(path, weights_only=False).state_dict(), 'weights.pth') and "
+    "pass weights.pth."
+)
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """A one-line reason why ``torch.load``/safetensors could not read ``path``."""
+    text = str(error)
+    if "weights_only" in text or "Weights only load failed" in text:
+        return _PICKLED_MODEL.format(path=path)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    first = first if len(first) <= 120 else first[:117] + "..."
+    return (
+        f"{path} is not a PyTorch or safetensors checkpoint ({type(error).__name__}: {first}); "
+        "pass a file saved "
+        "with torch.save(model.state_dict(), path) or safetensors."
+    )
 
 
 def _checkpoint_classes(model: nn.Module, state: dict) -> int | None:
@@ -168,14 +197,29 @@ def _checkpoint_classes(model: nn.Module, state: dict) -> int | None:
 
 
 def _load_by_name(model: nn.Module, state: dict, path: Path) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        summary = str(error).splitlines()[0]
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = [
+        f"{label}: {', '.join(keys[:3])}" + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+        for label, keys in (
+            (f"{len(missing)} missing key(s)", missing),
+            (f"{len(unexpected)} unexpected key(s)", unexpected),
+            (f"{len(resized)} shape mismatch(es)", resized),
+        )
+        if keys
+    ]
+    if problems:
         raise CheckpointError(
-            f"{path} does not match {type(model).__name__}: {summary}. "
+            f"{path} does not match {type(model).__name__} ({'; '.join(problems)}). "
             "Check that --model names the architecture the checkpoint was trained with."
-        ) from None
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def _load_by_position(model: nn.Module, state: dict, path: Path) -> None:
