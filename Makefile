@@ -35,9 +35,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# pyenv's shims refuse versions that are not selected: put every installed pyenv
+# Python's own bin folder on PATH so tox finds python3.10 / python3.12.
+PYENV_BINS := $(subst $() ,:,$(wildcard $(HOME)/.pyenv/versions/3.*/bin))
+
 tox: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'tox>=4'
-	$(BIN)/tox $(TOXARGS)
+	PATH="$(PYENV_BINS):$$PATH" $(BIN)/tox $(TOXARGS)
 
 clean:
 	rm -rf $(VENV) .tox out build src/*.egg-info
