@@ -2,19 +2,22 @@
 
 This is the paper's protocol (A.1: shorter side 256, centre crop 224) with the
 model's own mean/std by default; :meth:`Preprocess.from_model` reads them from
-timm's data config.
+timm's data config, or from a Hugging Face model's saved image processor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ._outputs import is_transformers_model
 from .errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,7 +29,7 @@ _INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
 }
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocess"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocess", "hf_data_config"]
 
 
 @dataclass(frozen=True)
@@ -55,14 +58,15 @@ class Preprocess:
         crop: int | None = None,
         crop_pct: float | None = None,
     ) -> Preprocess:
-        """Preprocessing from a timm model's config.
+        """Preprocessing from a timm model's config, or a Hugging Face model's image
+        processor (see :func:`hf_data_config`).
 
         ``normalization='imagenet'`` switches to ImageNet mean/std (what the paper's
         text states). ``crop_pct`` overrides the config's crop fraction: 0.875 is the
         paper's 256→224 protocol, 1.0 resizes the shorter side to the crop size
         (keeps the most of the photo; used for explanations).
         """
-        cfg = getattr(model, "pretrained_cfg", None) or {}
+        cfg = getattr(model, "pretrained_cfg", None) or hf_data_config(model) or {}
         size = crop or int(cfg.get("input_size", (3, 224, 224))[-1])
         crop_pct = float(crop_pct or cfg.get("crop_pct", 0.875) or 0.875)
         if normalization == "model":
@@ -119,3 +123,67 @@ class Preprocess:
                 "load files with dense_readout.load_image(path)."
             )
         return self.normalize(self.geometry(image))
+
+
+# -- Hugging Face image processors ------------------------------------------------------------
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's resample codes
+
+
+def hf_data_config(model: object) -> dict[str, Any] | None:
+    """A timm-style data config (``input_size``, ``crop_pct``, ``mean``, ``std``,
+    ``interpolation``) for a ``transformers`` model, else ``None``.
+
+    Read from the image processor saved next to the model when it was loaded from a
+    directory (``from_pretrained(local_dir)``; offline, ``local_files_only``); without
+    one, only ``config.image_size``. A processor that resizes to a fixed ``height×width``
+    (ViT's) is approximated by resizing the shorter side to it and centre-cropping.
+    Nothing imports ``transformers`` unless ``model`` comes from it.
+    """
+    if not is_transformers_model(model):
+        return None
+    config = getattr(model, "config", None)
+    size = getattr(config, "image_size", None)
+    cfg: dict[str, Any] = {}
+    if size:
+        side = int(size[-1]) if isinstance(size, (tuple, list)) else int(size)
+        cfg = {"input_size": (3, side, side), "crop_pct": 1.0}
+    directory = Path(str(getattr(model, "name_or_path", "") or ""))
+    if not (directory / "preprocessor_config.json").is_file():
+        return cfg
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(str(directory), local_files_only=True)
+    return {**cfg, **_processor_geometry(processor)}
+
+
+def _side(size: Any) -> int | None:
+    if isinstance(size, int):
+        return size
+    if isinstance(size, dict):
+        for key in ("shortest_edge", "height", "width"):
+            if size.get(key):
+                return int(size[key])
+    return None
+
+
+def _processor_geometry(processor: Any) -> dict[str, Any]:
+    """``input_size``/``crop_pct``/``mean``/``std``/``interpolation`` of an image processor."""
+    resize = _side(getattr(processor, "size", None)) or 224
+    crop = resize
+    if getattr(processor, "do_center_crop", False):
+        crop = _side(getattr(processor, "crop_size", None)) or resize
+    crop_pct = getattr(processor, "crop_pct", None)  # ConvNeXt's: resize = size / crop_pct
+    if crop_pct and crop == resize and resize < 384:
+        resize = round(crop / float(crop_pct))
+    cfg: dict[str, Any] = {"input_size": (3, crop, crop), "crop_pct": crop / max(resize, crop)}
+    if getattr(processor, "do_normalize", True):
+        mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+        if mean is not None and std is not None:
+            cfg["mean"], cfg["std"] = tuple(mean), tuple(std)
+    else:
+        cfg["mean"], cfg["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    resample = getattr(processor, "resample", None)
+    cfg["interpolation"] = (
+        _RESAMPLE.get(int(resample), "bilinear") if resample is not None else "bilinear"
+    )
+    return cfg

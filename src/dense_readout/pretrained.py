@@ -18,13 +18,22 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ._optional import require
 from .errors import CheckpointError
 from .imagenet import imagenet_class_names
 from .preprocessing import Preprocess
 
 DEFAULT_MODEL = "tf_efficientnet_lite0"
+HF_PREFIX = "hf:"  # --model hf:DIR: a saved Hugging Face model directory
 
-__all__ = ["DEFAULT_MODEL", "EMBEDDED_WEIGHTS", "Pretrained", "load_pretrained"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "EMBEDDED_WEIGHTS",
+    "HF_PREFIX",
+    "Pretrained",
+    "load_hf_directory",
+    "load_pretrained",
+]
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,14 @@ def load_pretrained(
     name: str | None = None,
     checkpoint: str | Path | None = None,
     normalization: str = "model",
-    crop_pct: float = 1.0,
+    crop_pct: float | None = 1.0,
 ) -> Pretrained:
     """Load a pretrained classifier without network access.
 
     Args:
         name: a timm model name; default ``tf_efficientnet_lite0`` (embedded weights).
+            ``"hf:DIR"`` loads a Hugging Face image classifier saved with
+            ``save_pretrained(DIR)`` (see :func:`load_hf_directory`).
         checkpoint: a local state-dict file for ``name``; required unless ``name``
             has embedded weights.
         normalization: ``"model"`` (the model's own mean/std, default) or
@@ -89,6 +100,13 @@ def load_pretrained(
         >>> names[285]
         'Egyptian cat'
     """
+    if name is not None and name.startswith(HF_PREFIX):
+        if checkpoint is not None:
+            raise CheckpointError(
+                f"--model {name} is a saved Hugging Face directory; it carries its own "
+                "weights, so drop --checkpoint."
+            )
+        return load_hf_directory(name[len(HF_PREFIX) :], normalization, crop_pct)
     import timm
 
     name = name or DEFAULT_MODEL
@@ -118,8 +136,56 @@ def load_pretrained(
         else tuple(f"class {i}" for i in range(num_classes))
     )
     return Pretrained(
-        model, Preprocess.from_model(model, normalization, crop_pct=crop_pct), names, name
+        model, Preprocess.from_model(model, normalization, crop_pct=crop_pct or 1.0), names, name
     )
+
+
+def load_hf_directory(
+    directory: str | Path, normalization: str = "model", crop_pct: float | None = None
+) -> Pretrained:
+    """A ``transformers`` image classifier saved in ``directory``, offline.
+
+    ``directory`` holds ``save_pretrained`` output (``config.json`` and the weights),
+    ideally with the image processor's ``save_pretrained`` output too
+    (``preprocessor_config.json``): its resize, crop, mean and std become the
+    preprocessing (``crop_pct`` overrides its crop fraction). Class names come from
+    ``config.id2label``. The returned name is ``"hf:<directory>"``.
+
+    Example:
+        >>> import tempfile
+        >>> from transformers import ResNetConfig, ResNetForImageClassification
+        >>> from dense_readout import load_pretrained
+        >>> config = ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1],
+        ...                       id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1})
+        >>> folder = tempfile.mkdtemp()
+        >>> ResNetForImageClassification(config).save_pretrained(folder)
+        >>> model, preprocess, names, name = load_pretrained(f"hf:{folder}")
+        >>> names, name.startswith("hf:"), model.training
+        (('cat', 'dog'), True, False)
+    """
+    require("transformers", extra="hf", purpose="Hugging Face models (--model hf:DIR)")
+    from transformers import AutoModelForImageClassification
+
+    path = Path(directory).expanduser()
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"{path} is not a saved Hugging Face model (no config.json there). Give the "
+            "directory written by model.save_pretrained(DIR) as --model hf:DIR."
+        )
+    try:
+        model = AutoModelForImageClassification.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"Cannot load the Hugging Face image classifier in {path}: {summary}. It must be "
+            "an *ForImageClassification model saved with save_pretrained."
+        ) from None
+    model.eval()
+    id2label = model.config.id2label or {}
+    count = int(model.config.num_labels)
+    names = tuple(str(id2label.get(i, id2label.get(str(i), f"class {i}"))) for i in range(count))
+    preprocess = Preprocess.from_model(model, normalization, crop_pct=crop_pct)
+    return Pretrained(model, preprocess, names, f"{HF_PREFIX}{directory}")
 
 
 def _embedded_path(weights: EmbeddedWeights) -> Path:

@@ -351,7 +351,9 @@ class HFBeitAdapter(_HFTokenAdapter):
         return self._norm() is not None
 
     def exactness_note(self) -> str:
-        return ModelAdapter.exactness_note(self) if self.pools_by_mean() else super().exactness_note()
+        return (
+            ModelAdapter.exactness_note(self) if self.pools_by_mean() else super().exactness_note()
+        )
 
 
 @register_adapter

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._outputs import logits_only
 from ..errors import DenseReadoutError, GradientsUnavailableError, InputError
 from ..readout import DenseReadout
 from ..validation import check_eval_mode, check_images, check_targets
@@ -80,7 +81,8 @@ def compare(
     results: dict[str, MethodResult] = {}
     for spec in methods:
         name = spec_name(spec)
-        context = MethodContext(model, readout, dict(per_method.get(method_key(name), {})))
+        options = dict(per_method.get(method_key(name), {}))
+        context = MethodContext(logits_only(model), readout, options)  # HF: logits tensor
         result = _run_one(spec, name, context, batch)
         if result.error is not None and errors == "raise":
             raise DenseReadoutError(f"Method {name!r} failed: {result.error}")

@@ -93,6 +93,21 @@ def _refuse_unsupported(readout: DenseReadout) -> None:
                 f"LRP refinement does not support {type(model).__name__} (it contains "
                 f"attention, {name}): {why}"
             )
+    _refuse_transformers(model)
+
+
+def _refuse_transformers(model: nn.Module) -> None:
+    """Hugging Face CNNs: their residual blocks have no LRP rules here (relevance leaks)."""
+    from .._outputs import is_transformers_model
+
+    if is_transformers_model(model):
+        raise UnsupportedModelError(
+            f"LRP refinement does not support {type(model).__name__} (Hugging Face "
+            "transformers): its blocks add their shortcuts inside their own forward, which "
+            "has no LRP rule here (only timm and torchvision blocks are canonized), so "
+            "relevance is not conserved. Use the readout itself, dense_readout.gradcam or "
+            "dense_readout.captum for this model, or the timm equivalent for LRP."
+        )
 
 
 class LRPReadout:
