@@ -85,9 +85,47 @@ def test_relu_and_interpolation_match_captum_helpers(explainer):
     raw = explainer.attribute(x, target=2)
     assert torch.equal(explainer.attribute(x, target=2, relu_attributions=True), raw.clamp(min=0))
     upsampled = explainer.attribute(x, target=2, interpolate_to_input=True)
-    assert torch.allclose(upsampled, LayerAttribution.interpolate(raw, (96, 96), "bilinear"))
+    # default: Captum's own default mode (nearest), so it equals LayerAttribution.interpolate
+    assert torch.equal(upsampled, LayerAttribution.interpolate(raw, (96, 96)))
+    assert torch.equal(upsampled, LayerAttribution.interpolate(raw, (96, 96), "nearest"))
+    smooth = explainer.attribute(
+        x, target=2, interpolate_to_input=True, interpolate_mode="bilinear"
+    )
+    assert torch.allclose(smooth, LayerAttribution.interpolate(raw, (96, 96), "bilinear"))
+    assert not torch.allclose(smooth, upsampled)
     expanded = explainer.attribute(x, target=2, expand_to_inputs=True)
     assert expanded.shape == x.shape and torch.equal(expanded[:, 1], upsampled[:, 0])
+
+
+def test_layer_must_output_the_grid():
+    """An equivalent layer (same output as the adapter's) is accepted; another is refused,
+    even with the same channel count (torchvision: timm zero-inits the last BN of each
+    block, so an untrained timm layer4[0] really does output the grid)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = _batch(64)
+    same = DenseReadoutAttribution(model, model.layer4[-1])
+    reference = DenseReadoutAttribution(model).attribute(x, target=1)
+    assert torch.allclose(same.attribute(x, target=1), reference)
+    with pytest.raises(InputError, match=r"get_submodule\('layer4'\)"):
+        DenseReadoutAttribution(model, model.layer4[0])  # 512 channels too, not the grid
+
+
+def test_one_and_four_channel_torchvision_models():
+    import torchvision
+
+    for channels in (1, 4):
+        model = torchvision.models.resnet18(weights=None, num_classes=5)
+        model.conv1 = torch.nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
+        model.eval()
+        x = torch.randn(2, channels, 64, 64)
+        maps = DenseReadoutAttribution(model).attribute(x, target=2)
+        reference = LayerGradCam(model, model.layer4).attribute(x, target=2)
+        assert maps.shape == (2, 1, 2, 2)
+        bias = model.fc.bias.detach()[2]
+        assert (maps - (4 * reference + bias)).abs().max() < 1e-4
 
 
 def test_convergence_delta(resnet, explainer):

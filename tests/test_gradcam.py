@@ -28,7 +28,7 @@ from pytorch_grad_cam.utils.model_targets import (
 
 from dense_readout import DenseReadout
 from dense_readout.errors import InputError
-from dense_readout.gradcam import DenseReadoutCAM
+from dense_readout.gradcam import DenseReadoutCAM, IgnoredTargetLayerWarning
 
 
 @pytest.fixture(scope="module")
@@ -246,9 +246,62 @@ def test_target_without_per_cell_value_is_an_error(resnet, resnet_readout):
 
 
 def test_wrong_target_layer_is_an_error(resnet, resnet_readout):
-    with pytest.raises(InputError, match="channels"):
-        with DenseReadoutCAM(resnet, [resnet.layer3], readout=resnet_readout) as cam:
-            cam(_batch(64), None)
+    with pytest.raises(InputError, match=r"outputs the grid.*get_submodule\('layer4'\)"):
+        DenseReadoutCAM(resnet, [resnet.layer3], readout=resnet_readout)
+
+
+# -- target_layers as pytorch-grad-cam users write them -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def tv_resnet():
+    """torchvision resnet18: its blocks do not zero-init, so layer4[-2] differs from the grid."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
+
+
+def test_several_target_layers_use_the_grid_layer_and_warn(tv_resnet):
+    x = _batch(64)
+    layers = [tv_resnet.layer4[-1], tv_resnet.layer4[-2]]  # pytorch-grad-cam's own test list
+    with pytest.warns(IgnoredTargetLayerWarning, match=r"ignoring .*get_submodule\('layer4.0'\)"):
+        cam = DenseReadoutCAM(tv_resnet, layers)
+    with cam, DenseReadoutCAM(tv_resnet) as default:
+        assert cam.target_layers == [tv_resnet.layer4[-1]]
+        assert np.array_equal(cam(x, None), default(x, None))
+        assert torch.equal(cam.last_raw_cams, default.last_raw_cams)
+
+
+def test_a_layer_with_the_grid_width_but_not_the_grid_is_refused(tv_resnet):
+    """layer4[-2] has the head's 512 channels; its output is not the grid (RefineCAM builds this)."""
+    with pytest.raises(InputError, match=r"none of the target layers.*get_submodule\('layer4'\)"):
+        DenseReadoutCAM(tv_resnet, [tv_resnet.layer4[-2]])
+    from pytorch_grad_cam.refine_cam import RefineCAM
+
+    with pytest.raises(InputError, match="layer4.0"):
+        RefineCAM(
+            tv_resnet, [tv_resnet.layer4[-1], tv_resnet.layer4[-2]], base_method=DenseReadoutCAM
+        )
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_one_and_four_channel_models(channels):
+    """pytorch-grad-cam's test_one_channel model: conv1 replaced, target_layers=[layer4]."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    model.conv1 = torch.nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    model.eval()
+    x = torch.randn(3, channels, 96, 96, generator=torch.Generator().manual_seed(0))
+    targets = [ClassifierOutputTarget(k) for k in (1, 2, 3)]
+    with DenseReadoutCAM(model, [model.layer4], include_bias=False) as cam:
+        ours = cam(x, targets)
+    with GradCAM(model, [model.layer4]) as grad_cam:
+        reference = grad_cam(x, targets)
+    assert ours.shape == (3, 96, 96)
+    assert np.abs(ours - reference).max() < 1e-4
 
 
 def test_bias_removal_needs_an_affine_head():

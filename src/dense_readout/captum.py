@@ -35,6 +35,8 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from ._cells import grid_from_layer_output, head_channels, scores_from_grid
+from ._outputs import logits_only  # Hugging Face models return a ModelOutput
+from ._target_layers import match_input_channels, resolve_grid_layer
 from .errors import InputError
 from .readout import DenseReadout
 from .validation import check_eval_mode, check_images, check_targets
@@ -53,7 +55,9 @@ class DenseReadoutAttribution(LayerAttribution):
             should return the logits.
         layer: the module whose output is the grid the head reads. Default: the
             model adapter's ``target_layer()``. (Second positional argument, as
-            in ``LayerGradCam(model, layer)``.)
+            in ``LayerGradCam(model, layer)``.) Another layer is refused with an
+            ``InputError`` naming the right one; an equivalent one (e.g.
+            ``layer4[-1]`` for ``layer4``, same output) is accepted.
         device_ids: accepted for signature compatibility with ``LayerGradCam``;
             the readout reads the hooked layer output, so DataParallel needs no
             special handling.
@@ -100,15 +104,18 @@ class DenseReadoutAttribution(LayerAttribution):
                 )
         self.dense_readout = readout if readout is not None else DenseReadout(model)
         adapter = self.dense_readout.adapter
+        match_input_channels(adapter, model)
         if layer is None:
             layer = adapter.target_layer()
             if reshape_transform is None:
                 reshape_transform = adapter.reshape_transform()
-        elif reshape_transform is None and layer is adapter.target_layer():
-            reshape_transform = adapter.reshape_transform()
-        if not isinstance(layer, nn.Module):
+        elif not isinstance(layer, nn.Module):
             raise InputError(f"layer must be an nn.Module, got {type(layer).__name__}.")
-        super().__init__(forward_func, layer, device_ids)
+        else:  # the layer must output the grid the head reads (checked on a probe input)
+            layer, reshape_transform = resolve_grid_layer(
+                adapter, model, [layer], reshape_transform, "DenseReadoutAttribution"
+            )
+        super().__init__(logits_only(forward_func), layer, device_ids)  # HF: logits tensor
         self.reshape_transform = reshape_transform
         self._channels = head_channels(adapter)
 
@@ -131,7 +138,7 @@ class DenseReadoutAttribution(LayerAttribution):
         relu_attributions: bool = False,
         include_bias: bool = True,
         interpolate_to_input: bool = False,
-        interpolate_mode: str = "bilinear",
+        interpolate_mode: str = "nearest",
         expand_to_inputs: bool = False,
         return_convergence_delta: bool = False,
     ) -> Tensor | tuple[Tensor, ...] | tuple[Tensor | tuple[Tensor], Tensor]:
@@ -148,8 +155,13 @@ class DenseReadoutAttribution(LayerAttribution):
             relu_attributions: keep only positive evidence, as in ``LayerGradCam``.
             include_bias: add the head bias ``b_k`` (default: ``Z_k`` itself).
                 ``False`` gives ``Z_k − b_k = N · LayerGradCam`` on GAP + linear models.
-            interpolate_to_input: resize to the input's ``H×W`` (like
-                ``LayerAttribution.interpolate``) with ``interpolate_mode``.
+            interpolate_to_input: resize to the input's ``H×W`` with
+                ``LayerAttribution.interpolate(maps, size, interpolate_mode)``.
+            interpolate_mode: ``"nearest"`` (default, Captum's own default, so the
+                result equals ``LayerAttribution.interpolate`` of the grid map and
+                each cell stays a visible block) or ``"bilinear"`` (smooth, what
+                :mod:`dense_readout.compare` and the localization benchmarks use);
+                any mode ``torch.nn.functional.interpolate`` takes.
             expand_to_inputs: resize and repeat over channels to the input's shape
                 ``B×C×H×W``, as ``captum.metrics.infidelity`` requires.
             return_convergence_delta: also return ``mean_uv Z_k − y_k`` (``B``),

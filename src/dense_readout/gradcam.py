@@ -33,11 +33,13 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 from torch import Tensor, nn
 
 from ._cells import grid_from_layer_output, head_channels, require_affine, scores_from_grid
+from ._outputs import logits_only  # Hugging Face models return a ModelOutput
+from ._target_layers import IgnoredTargetLayerWarning, match_input_channels, resolve_grid_layer
 from .errors import InputError
 from .readout import DenseReadout
 from .validation import check_images
 
-__all__ = ["DenseReadoutCAM"]
+__all__ = ["DenseReadoutCAM", "IgnoredTargetLayerWarning"]
 
 
 class DenseReadoutCAM(BaseCAM):
@@ -47,10 +49,15 @@ class DenseReadoutCAM(BaseCAM):
         model: a classifier supported by :class:`~dense_readout.DenseReadout`
             (timm or torchvision CNNs, Swin, ViT, ...). Put in eval mode, as
             every BaseCAM does.
-        target_layers: ``[layer]`` whose output is the grid the head reads.
+        target_layers: layers as pytorch-grad-cam users pass them (e.g.
+            ``[model.layer4[-1], model.layer4[-2]]``). The one whose output *is*
+            the grid the head reads (checked on a probe input against the
+            adapter's grid) is used; the others are ignored with an
+            :class:`IgnoredTargetLayerWarning`; a list without it raises
+            :class:`~dense_readout.errors.InputError` naming the right layer.
             Default: the model adapter's ``target_layer()``. Kept second so
             wrappers that call ``base_method(model, target_layers,
-            reshape_transform)`` (FinerCAM, RefineCAM) work.
+            reshape_transform)`` (FinerCAM) work.
         reshape_transform: maps the layer output to ``B×C×h×w``. Default: the
             adapter's (NHWC→NCHW for Swin, tokens→grid for ViT, none for CNNs).
         include_bias: keep the head's bias in ``Z`` (default). ``False`` gives
@@ -87,17 +94,17 @@ class DenseReadoutCAM(BaseCAM):
         model.eval()
         self.dense_readout = readout if readout is not None else DenseReadout(model)
         adapter = self.dense_readout.adapter
-        if target_layers is None:
-            target_layers = [adapter.target_layer()]
+        match_input_channels(adapter, model)
         if isinstance(target_layers, nn.Module):
             target_layers = [target_layers]
-        if len(target_layers) != 1:
-            raise InputError(
-                f"DenseReadoutCAM reads one grid, got {len(target_layers)} target layers. Pass "
-                "target_layers=None (the adapter's grid layer) or a list with that one layer."
+        if target_layers is None:
+            layer = adapter.target_layer()
+            if reshape_transform is None:
+                reshape_transform = adapter.reshape_transform()
+        else:
+            layer, reshape_transform = resolve_grid_layer(
+                adapter, model, target_layers, reshape_transform, "DenseReadoutCAM"
             )
-        if reshape_transform is None:
-            reshape_transform = adapter.reshape_transform()
         self.include_bias = bool(include_bias)
         if not self.include_bias:  # fail now, not at the first call
             require_affine(adapter)
@@ -105,8 +112,8 @@ class DenseReadoutCAM(BaseCAM):
         self.last_scores: Tensor | None = None
         self.last_raw_cams: Tensor | None = None
         super().__init__(
-            model,
-            list(target_layers),
+            logits_only(model),  # HF models: BaseCAM needs the logits tensor
+            [layer],
             reshape_transform,
             uses_gradients=False,
             tta_transforms=tta_transforms,
