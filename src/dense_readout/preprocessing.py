@@ -157,13 +157,22 @@ def hf_data_config(model: object) -> dict[str, Any] | None:
 
 
 def _side(size: Any) -> int | None:
+    """The side of a processor's ``size``: an int, a dict or a ``SizeDict`` (transformers 5)."""
     if isinstance(size, int):
         return size
-    if isinstance(size, dict):
-        for key in ("shortest_edge", "height", "width"):
-            if size.get(key):
-                return int(size[key])
+    for key in ("shortest_edge", "height", "width"):
+        value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+        if value:
+            return int(value)
     return None
+
+
+def _interpolation(resample: Any) -> str:
+    """PIL's resample code (an int) or torchvision's ``InterpolationMode`` as a name."""
+    if isinstance(resample, int):
+        return _RESAMPLE.get(int(resample), "bilinear")
+    value = str(getattr(resample, "value", resample)).lower()
+    return value if value in ("nearest", "bilinear", "bicubic") else "bilinear"
 
 
 def _processor_geometry(processor: Any) -> dict[str, Any]:
@@ -182,8 +191,5 @@ def _processor_geometry(processor: Any) -> dict[str, Any]:
             cfg["mean"], cfg["std"] = tuple(mean), tuple(std)
     else:
         cfg["mean"], cfg["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    resample = getattr(processor, "resample", None)
-    cfg["interpolation"] = (
-        _RESAMPLE.get(int(resample), "bilinear") if resample is not None else "bilinear"
-    )
+    cfg["interpolation"] = _interpolation(getattr(processor, "resample", None))
     return cfg
