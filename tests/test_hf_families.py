@@ -73,11 +73,15 @@ def _build(name: str):
         "beit_cls": lambda: t.BeitForImageClassification(
             t.BeitConfig(**VIT, use_mean_pooling=False)
         ),
-        "dinov2": lambda: t.Dinov2ForImageClassification(t.Dinov2Config(**{**VIT, "patch_size": 8})),
+        "dinov2": lambda: t.Dinov2ForImageClassification(
+            t.Dinov2Config(**{**VIT, "patch_size": 8})
+        ),
         "dinov2_registers": lambda: t.Dinov2WithRegistersForImageClassification(
             t.Dinov2WithRegistersConfig(**{**VIT, "patch_size": 8, "num_register_tokens": 4})
         ),
     }
+    if name == "dinov2_registers" and not hasattr(t, "Dinov2WithRegistersConfig"):
+        pytest.skip("this transformers release has no Dinov2WithRegisters")
     return configs[name]().eval()
 
 
