@@ -10,6 +10,8 @@ from dense_readout.errors import InputError
 from dense_readout.localization import (
     MaxBoxAcc,
     PxAP,
+    ScoreSummary,
+    attribution_localisation,
     box_iou,
     boxes_from_map,
     energy_pointing_game,
@@ -17,6 +19,8 @@ from dense_readout.localization import (
     relevance_mass,
     relevance_rank,
     score_masks,
+    summarise_scores,
+    top_k_intersection,
 )
 
 
@@ -82,6 +86,57 @@ def test_relevance_rank_counts_the_top_k_pixels():
     assert relevance_rank(1.0 - perfect, mask)[0] == 0.0
 
 
+def test_attribution_localisation_follows_quantus_defaults():
+    saliency = _square()  # +100 inside
+    saliency[0:5, 0:20] = -0.5  # -50 outside: counts as +50 with abs (Quantus' default)
+    assert attribution_localisation(saliency, _mask())[0] == pytest.approx(100 / 150)
+    positive = attribution_localisation(saliency, _mask(), absolute=False, positive=True)
+    assert positive[0] == 1.0 == energy_pointing_game(saliency, _mask())[0]
+    signed = attribution_localisation(saliency, _mask(), absolute=False)  # 100 / 50 > 1
+    assert np.isnan(signed[0])  # Quantus: NaN (with a warning)
+    weighted = attribution_localisation(saliency, _mask(), weighted=True)
+    assert weighted[0] == pytest.approx(100 / 150 * 100 / 1600)
+
+
+def test_top_k_intersection_counts_the_k_highest_pixels():
+    saliency = np.zeros((40, 40))
+    saliency[_mask()] = 2.0  # 100 pixels inside
+    saliency[0:2, 0:25] = 1.0  # 50 pixels outside, next in rank
+    assert top_k_intersection(saliency, _mask(), k=100)[0] == 1.0
+    assert top_k_intersection(saliency, _mask(), k=150)[0] == pytest.approx(100 / 150)
+    influence = top_k_intersection(saliency, _mask(), k=100, concept_influence=True)
+    assert influence[0] == pytest.approx(1600 / 100)
+    with pytest.raises(InputError, match="k must be in"):
+        top_k_intersection(saliency, _mask(), k=1601)
+
+
+def test_rank_ties_follow_quantus_or_pixel_order():
+    """A ReLU'd map whose zero plateau fills the top-|mask|: the first zero pixels are taken
+    (Quantus' argsort(-s)); the earlier implementation took the last ones."""
+    saliency = np.zeros((4, 4))
+    saliency[3, 3] = 1.0
+    mask = np.zeros((4, 4), bool)
+    mask[0, :3] = True  # 3 plateau pixels at the start
+    mask[3, 3] = True  # and the peak
+    assert relevance_rank(saliency, mask)[0] == 1.0  # peak + zeros at indices 0, 1, 2
+    assert relevance_rank(saliency, mask, ties="first")[0] == 1.0
+    assert top_k_intersection(saliency, mask, k=4, ties="first")[0] == 1.0
+    with pytest.raises(InputError, match="ties must be one of"):
+        relevance_rank(saliency, mask, ties="last")
+
+
+def test_every_metric_is_nan_on_an_empty_mask_and_summaries_count_it():
+    saliency = np.stack([_square(), _square()])
+    masks = np.stack([_mask(), np.zeros((40, 40), bool)])
+    scores = score_masks(saliency, masks)
+    for name, values in scores.items():
+        assert not np.isnan(values[0]), name
+        assert np.isnan(values[1]), name  # relevance_mass used to give 0.0 here
+    summary = summarise_scores(scores)
+    assert summary["relevance_mass"] == ScoreSummary(mean=1.0, scored=1, empty=1)
+    assert summary["pointing_game"].mean == 1.0
+
+
 def test_score_masks_runs_the_registry_on_a_batch_of_tensors():
     shifted = [_square(), _square(top=15, left=15), _square(top=25)]  # overlap 100, 25, 0 px
     saliency = torch.stack([torch.from_numpy(one) for one in shifted])
@@ -103,7 +158,14 @@ def test_mask_metrics_are_a_package_registry_in_registration_order():
 
     assert isinstance(MASK_METRICS, Registry)
     assert registries()["localization metric"] is MASK_METRICS
-    defaults = ["pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank"]
+    defaults = [
+        "pointing_game",
+        "energy_pointing_game",
+        "relevance_mass",
+        "relevance_rank",
+        "attribution_localisation",
+        "top_k_intersection",
+    ]
     assert list(score_masks(_square(), _mask())) == defaults  # as before: registration order
 
     def inside(saliency, mask):

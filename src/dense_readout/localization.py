@@ -1,18 +1,33 @@
 """Localization scores of any saliency map against boxes or masks.
 
 Per-image scores against a foreground mask (registered in
-:data:`MASK_METRICS`, add your own with :func:`register_mask_metric`):
+:data:`MASK_METRICS`, add your own with :func:`register_mask_metric`). Each
+returns one value per image; an image whose mask is empty gives **NaN** (as in
+Quantus), and :func:`summarise_scores` counts those images instead of
+averaging them.
 
 * ``pointing_game``: 1 if a maximal pixel of the map lies in the mask (or
   within ``tolerance`` pixels of it, Zhang et al. 2016). Ties: any maximal pixel
-  counts (Quantus' definition).
+  counts (Quantus' ``PointingGame``).
 * ``energy_pointing_game``: the share of the map's positive energy inside the
   mask, ``Σ_mask max(s, 0) / Σ max(s, 0)`` (Wang et al. 2020, Score-CAM).
 * ``relevance_mass``: ``Σ_mask s / Σ s`` on the map as given (Quantus'
   ``RelevanceMassAccuracy`` with ``abs=False``; signed maps can leave [0, 1]).
 * ``relevance_rank``: with ``k`` the mask's pixel count, the share of the ``k``
-  highest pixels that fall in the mask (Quantus' ``RelevanceRankAccuracy``;
-  ties broken by pixel order with a stable sort).
+  highest pixels that fall in the mask (Quantus' ``RelevanceRankAccuracy``).
+* ``attribution_localisation``: ``Σ_mask |s| / Σ |s|`` (Kohlbrenner et al. 2020,
+  Quantus' ``AttributionLocalisation`` with its defaults; NaN above 1, as there).
+* ``top_k_intersection``: the share of the ``k = 1000`` highest pixels inside the
+  mask (Theiner et al. 2021, Quantus' ``TopKIntersection``).
+
+Ties in the two ranking scores (``relevance_rank``, ``top_k_intersection``)
+follow Quantus: pixels are ordered by ``np.argsort(-s)``, numpy's default sort.
+It keeps equal values in pixel order on small maps but not always on large
+ones (it is not a stable sort), so on a map with a plateau across the cut the
+score depends on that order, exactly as Quantus' does; ``ties="first"`` takes
+equal pixels in row-major order instead (a stable sort), which is
+reproducible across numpy versions. The two differ only when a plateau crosses
+the cut (e.g. a ReLU'd map whose zeros must fill the top ``k``).
 
 Dataset-level scores (streaming accumulators, so a benchmark can feed one image
 at a time):
@@ -35,6 +50,9 @@ at a time):
 
 Everything is in fractions (multiply by 100 for percent). Maps and masks are
 ``H×W`` or ``B×H×W`` numpy arrays or tensors and must have the same size:
+
+Everything is in fractions (multiply by 100 for percent). Maps and masks are
+``H×W`` or ``B×H×W`` numpy arrays or tensors and must have the same size:
 upsample maps to the image first (:meth:`dense_readout.ReadoutResult.upsample`).
 
 Example:
@@ -51,13 +69,21 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from .errors import DenseReadoutError, InputError
+from ._boxes import (
+    ArrayLike,
+    MaxBoxAcc,
+    MaxBoxAccResult,
+    PxAP,
+    _pair,
+    box_iou,
+    boxes_from_map,
+)
+from .errors import InputError
 from .registry import Registry
 
 __all__ = [
@@ -65,6 +91,8 @@ __all__ = [
     "MaxBoxAcc",
     "MaxBoxAccResult",
     "PxAP",
+    "ScoreSummary",
+    "attribution_localisation",
     "box_iou",
     "boxes_from_map",
     "energy_pointing_game",
@@ -73,49 +101,11 @@ __all__ = [
     "relevance_mass",
     "relevance_rank",
     "score_masks",
+    "summarise_scores",
+    "top_k_intersection",
 ]
 
-ArrayLike = np.ndarray | torch.Tensor
-
-
-# -- input handling -------------------------------------------------------------------
-
-
-def _as_batch(values: ArrayLike, name: str, dtype: type | None = None) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    array = np.asarray(values)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3:
-        raise InputError(f"{name} must be H×W or B×H×W, got shape {array.shape}.")
-    if dtype is bool:
-        return array.astype(bool)
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        raise InputError(f"{name} contains NaN/Inf values.")
-    return array
-
-
-def _pair(saliency: ArrayLike, mask: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    maps = _as_batch(saliency, "saliency")
-    masks = _as_batch(mask, "mask", bool)
-    if masks.shape[0] == 1 and maps.shape[0] > 1:
-        masks = np.broadcast_to(masks, maps.shape)
-    if maps.shape != masks.shape:
-        raise InputError(
-            f"saliency {maps.shape} and mask {masks.shape} differ in size. Upsample the maps to "
-            "the image size first (e.g. ReadoutResult.upsample or compare(..., size=...))."
-        )
-    return maps, masks
-
-
-def _normalise(saliency: np.ndarray) -> np.ndarray:
-    """Min-max to [0, 1] per map; a constant map becomes all zeros."""
-    low = saliency.min(axis=(-2, -1), keepdims=True)
-    span = saliency.max(axis=(-2, -1), keepdims=True) - low
-    return np.where(span > 0, (saliency - low) / np.where(span > 0, span, 1.0), 0.0)
-
+_TIES = ("quantus", "first")
 
 # -- per-image mask scores ------------------------------------------------------------
 
@@ -142,37 +132,146 @@ def pointing_game(saliency: ArrayLike, mask: ArrayLike, tolerance: float = 0.0) 
     return scores
 
 
+def _ratio(inside: np.ndarray, total: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``inside / total`` per image; NaN where the mask is empty or the total is 0."""
+    valid = (total != 0) & masks.reshape(masks.shape[0], -1).any(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid, inside / np.where(valid, total, 1.0), np.nan)
+
+
 def energy_pointing_game(saliency: ArrayLike, mask: ArrayLike) -> np.ndarray:
-    """Share of the positive saliency energy inside the mask, ``B`` (NaN for an all-≤0 map)."""
+    """Share of the positive saliency energy inside the mask, ``B``.
+
+    NaN for an empty mask or an all-≤0 map.
+
+    Example:
+        >>> import numpy as np
+        >>> s = np.array([[3.0, 1.0], [-2.0, 0.0]])
+        >>> energy_pointing_game(s, np.array([[True, False], [False, False]])).tolist()
+        [0.75]
+    """
     maps, masks = _pair(saliency, mask)
     energy = np.clip(maps, 0.0, None)
-    total = energy.sum(axis=(1, 2))
-    inside = (energy * masks).sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, inside / np.where(total > 0, total, 1.0), np.nan)
+    return _ratio((energy * masks).sum(axis=(1, 2)), energy.sum(axis=(1, 2)), masks)
 
 
 def relevance_mass(saliency: ArrayLike, mask: ArrayLike) -> np.ndarray:
-    """Quantus' relevance mass accuracy: ``Σ_mask s / Σ s`` on the map as given, ``B``."""
+    """Quantus' relevance mass accuracy: ``Σ_mask s / Σ s`` on the map as given, ``B``.
+
+    NaN for an empty mask (Quantus too) or a map summing to 0.
+
+    Example:
+        >>> import numpy as np
+        >>> s = np.array([[3.0, 1.0], [0.0, 0.0]])
+        >>> relevance_mass(s, s > 2).tolist(), relevance_mass(s, s > 5).tolist()
+        ([0.75], [nan])
+    """
     maps, masks = _pair(saliency, mask)
-    total = maps.sum(axis=(1, 2))
-    inside = (maps * masks).sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total != 0, inside / np.where(total != 0, total, 1.0), np.nan)
+    return _ratio((maps * masks).sum(axis=(1, 2)), maps.sum(axis=(1, 2)), masks)
 
 
-def relevance_rank(saliency: ArrayLike, mask: ArrayLike) -> np.ndarray:
-    """Quantus' relevance rank accuracy: share of the top-``|mask|`` pixels in the mask, ``B``."""
+def attribution_localisation(
+    saliency: ArrayLike,
+    mask: ArrayLike,
+    *,
+    absolute: bool = True,
+    positive: bool = False,
+    weighted: bool = False,
+) -> np.ndarray:
+    """Quantus' ``AttributionLocalisation`` (Kohlbrenner et al. 2020): relevance share in the mask, ``B``.
+
+    ``absolute`` (Quantus' ``abs=True``, default) scores ``|s|``; ``positive``
+    keeps ``max(s, 0)`` (then with ``absolute=False`` it is the energy pointing
+    game). A share above 1 (possible for signed maps) is NaN, as in Quantus.
+    ``weighted`` multiplies by the mask's share of the image, ``|mask| / (H·W)``
+    (Quantus 0.6 divides by ``x_batch[2:].size``, the batch from its third image
+    on, which looks like a slip; not reproduced). Quantus adds 1e-9 to the
+    denominator; here an all-zero map gives NaN instead of 0.
+
+    Example:
+        >>> import numpy as np
+        >>> s = np.array([[3.0, -1.0], [0.0, 0.0]])
+        >>> attribution_localisation(s, s > 2).tolist()
+        [0.75]
+        >>> attribution_localisation(s, s > 2, absolute=False, positive=True).tolist()
+        [1.0]
+    """
+    maps, masks = _pair(saliency, mask)
+    if absolute:
+        maps = np.abs(maps)
+    if positive:
+        maps = np.clip(maps, 0.0, None)
+    share = _ratio((maps * masks).sum(axis=(1, 2)), maps.sum(axis=(1, 2)), masks)
+    share[share > 1] = np.nan
+    if weighted:
+        share = share * masks.reshape(masks.shape[0], -1).mean(axis=1)
+    return share
+
+
+def _order(flat: np.ndarray, ties: str) -> np.ndarray:
+    """Pixel indices, highest value first; ``ties`` as in the module docstring."""
+    if ties not in _TIES:
+        raise InputError(f"ties must be one of {list(_TIES)}, got {ties!r}.")
+    return np.argsort(-flat) if ties == "quantus" else np.argsort(-flat, kind="stable")
+
+
+def relevance_rank(saliency: ArrayLike, mask: ArrayLike, ties: str = "quantus") -> np.ndarray:
+    """Quantus' relevance rank accuracy: share of the top-``|mask|`` pixels in the mask, ``B``.
+
+    NaN for an empty mask. Ties: see the module docstring (``"quantus"`` or ``"first"``).
+
+    Example:
+        >>> import numpy as np
+        >>> s = np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 2.0, 0.0]])
+        >>> mask = np.zeros((3, 4), bool); mask[0, :2] = True  # 2 pixels, on the plateau
+        >>> relevance_rank(s, mask).tolist(), relevance_rank(s, mask, ties="first").tolist()
+        ([0.0], [0.0])
+        >>> mask[2, 2] = True  # now 3 pixels: the peak, then one plateau pixel (the first)
+        >>> relevance_rank(s, mask).tolist()
+        [0.6666666666666666]
+    """
     maps, masks = _pair(saliency, mask)
     scores = np.empty(maps.shape[0])
     for index, (one, region) in enumerate(zip(maps, masks, strict=False)):
         flat = region.ravel()
         size = int(flat.sum())
-        if size == 0:
+        scores[index] = np.nan if size == 0 else flat[_order(one.ravel(), ties)[:size]].mean()
+    return scores
+
+
+def top_k_intersection(
+    saliency: ArrayLike,
+    mask: ArrayLike,
+    k: int = 1000,
+    *,
+    concept_influence: bool = False,
+    ties: str = "quantus",
+) -> np.ndarray:
+    """Quantus' ``TopKIntersection``: share of the ``k`` highest pixels inside the mask, ``B``.
+
+    ``concept_influence`` divides by the mask's share of the image (Quantus'
+    option). NaN for an empty mask. Ties: see the module docstring.
+
+    Example:
+        >>> import numpy as np
+        >>> s = np.arange(16.0).reshape(4, 4)  # the highest pixels are the bottom row
+        >>> mask = np.zeros((4, 4), bool); mask[3] = True
+        >>> top_k_intersection(s, mask, k=4).tolist(), top_k_intersection(s, mask, k=8).tolist()
+        ([1.0], [0.5])
+    """
+    maps, masks = _pair(saliency, mask)
+    pixels = maps.shape[1] * maps.shape[2]
+    if not 1 <= int(k) <= pixels:
+        raise InputError(f"k must be in [1, {pixels}] (the map's pixels), got {k}.")
+    scores = np.empty(maps.shape[0])
+    for index, (one, region) in enumerate(zip(maps, masks, strict=False)):
+        flat = region.ravel()
+        if not flat.any():
             scores[index] = np.nan
             continue
-        top = np.argsort(one.ravel(), kind="stable")[-size:]
-        scores[index] = float(flat[top].sum()) / size
+        scores[index] = flat[_order(one.ravel(), ties)[: int(k)]].mean()
+        if concept_influence:
+            scores[index] *= pixels / flat.sum()
     return scores
 
 
@@ -203,6 +302,8 @@ register_mask_metric("pointing_game", pointing_game)
 register_mask_metric("energy_pointing_game", energy_pointing_game)
 register_mask_metric("relevance_mass", relevance_mass)
 register_mask_metric("relevance_rank", relevance_rank)
+register_mask_metric("attribution_localisation", attribution_localisation)
+register_mask_metric("top_k_intersection", top_k_intersection)
 
 
 def score_masks(
@@ -221,216 +322,27 @@ def score_masks(
     return {name: MASK_METRICS.get(name)(saliency, mask) for name in names}
 
 
-# -- boxes ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoreSummary:
+    """One score over a set of images: ``mean`` of the ``scored`` images; ``empty`` were NaN."""
+
+    mean: float
+    scored: int
+    empty: int
 
 
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU matrix of ``x0, y0, x1, y1`` boxes with inclusive pixel coordinates (``+1`` areas)."""
-    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 1, 4)
-    b = np.asarray(boxes_b, dtype=np.float64).reshape(1, -1, 4)
-    width = np.clip(
-        np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1, 0, None
-    )
-    height = np.clip(
-        np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1, 0, None
-    )
-    intersection = width * height
-    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
-    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
-    union = area_a + area_b - intersection
-    return np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 0.0)
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError:  # pragma: no cover - cv2 comes with pytorch-grad-cam
-        raise DenseReadoutError(
-            "Box metrics need OpenCV for contours: pip install opencv-python-headless "
-            "(it is installed with the grad-cam extra)."
-        ) from None
-    return cv2
-
-
-def boxes_from_map(
-    saliency: ArrayLike, threshold: float, multi_contour: bool = True, wsol_boxes: bool = False
-) -> np.ndarray:
-    """Boxes (``N×4``, inclusive) around the contours of a map thresholded at ``threshold``.
-
-    The map is min-max normalised and quantised to uint8 as in wsolevaluation;
-    pixels above ``int(threshold · max)`` are on. No contour gives ``[[0, 0, 0, 0]]``.
-    """
-    (one,) = _as_batch(saliency, "saliency")
-    image = (_normalise(one) * 255).astype(np.uint8)
-    return _boxes_at(image, int(threshold * image.max()), multi_contour, wsol_boxes)
-
-
-def _boxes_at(
-    image: np.ndarray, level: int, multi_contour: bool, wsol_boxes: bool = False
-) -> np.ndarray:
-    cv2 = _cv2()
-    height, width = image.shape
-    _, binary = cv2.threshold(image, level, 255, cv2.THRESH_BINARY)
-    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
-    if len(contours) == 0:
-        return np.zeros((1, 4))
-    if not multi_contour:
-        contours = [max(contours, key=cv2.contourArea)]
-    boxes = []
-    past = 0 if wsol_boxes else 1  # wsolevaluation: x1 = x + w (one pixel past the contour)
-    for contour in contours:
-        x, y, w, h = cv2.boundingRect(contour)
-        boxes.append([x, y, min(x + w - past, width - 1), min(y + h - past, height - 1)])
-    return np.asarray(boxes, dtype=np.float64)
-
-
-def _threshold_grid(thresholds: Sequence[float] | np.ndarray | None) -> np.ndarray:
-    """The map thresholds as a float64 array (default ``0, 0.001, …, 0.999``)."""
-    return np.asarray(np.arange(0, 1, 0.001) if thresholds is None else thresholds, np.float64)
-
-
-@dataclass
-class MaxBoxAccResult:
-    """``per_iou``: ``{δ: MaxBoxAcc(δ)}``; ``v2``: their mean; ``best_threshold``: the argmax τ per δ."""
-
-    per_iou: dict[float, float]
-    v2: float
-    best_threshold: dict[float, float]
-    count: int
-    multi_contour: bool
-
-
-@dataclass
-class MaxBoxAcc:
-    """Streaming MaxBoxAcc / MaxBoxAccV2 (Choe et al. 2020).
-
-    Args:
-        iou_thresholds: the δ values (default 0.3, 0.5, 0.7).
-        thresholds: map thresholds τ in [0, 1) (default ``np.arange(0, 1, 0.001)``).
-        multi_contour: True for V2 (all contours), False for the original MaxBoxAcc
-            (largest contour only; use ``iou_thresholds=(0.5,)`` for the original).
-        wsol_boxes: reproduce wsolevaluation's one-pixel-too-large contour boxes.
+def summarise_scores(scores: dict[str, np.ndarray]) -> dict[str, ScoreSummary]:
+    """Per-metric mean over the images with a score; NaN images (empty masks) are counted.
 
     Example:
         >>> import numpy as np
-        >>> from dense_readout.localization import MaxBoxAcc
-        >>> metric = MaxBoxAcc()
-        >>> saliency = np.zeros((32, 32)); saliency[8:16, 8:24] = 1
-        >>> _ = metric.update(saliency, [np.array([[8, 8, 23, 15]])])
-        >>> metric.compute().per_iou[0.7]
-        1.0
+        >>> summarise_scores({"pointing_game": np.array([1.0, np.nan, 0.0])})
+        {'pointing_game': ScoreSummary(mean=0.5, scored=2, empty=1)}
     """
-
-    iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7)
-    thresholds: Sequence[float] | np.ndarray | None = None  # an array after __post_init__
-    multi_contour: bool = True
-    wsol_boxes: bool = False
-    _taus: np.ndarray = field(init=False, repr=False)
-    _correct: np.ndarray = field(init=False, repr=False)
-    _count: int = field(init=False, default=0)
-
-    def __post_init__(self) -> None:
-        taus = _threshold_grid(self.thresholds)
-        if taus.ndim != 1 or len(taus) == 0:
-            raise InputError("thresholds must be a non-empty 1-D sequence in [0, 1).")
-        if (taus < 0).any() or (taus >= 1).any():
-            raise InputError("thresholds must lie in [0, 1).")
-        if not all(0 < delta <= 1 for delta in self.iou_thresholds):
-            raise InputError(f"iou_thresholds must lie in (0, 1], got {list(self.iou_thresholds)}.")
-        self.thresholds = self._taus = taus
-        self._correct = np.zeros((len(self.iou_thresholds), len(taus)))
-
-    def best_ious(self, saliency: ArrayLike, boxes: np.ndarray) -> np.ndarray:
-        """Best IoU with any ground-truth box at every threshold, for one map."""
-        (one,) = _as_batch(saliency, "saliency")
-        gt = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        if len(gt) == 0:
-            raise InputError("Each image needs at least one ground-truth box (x0, y0, x1, y1).")
-        image = (_normalise(one) * 255).astype(np.uint8)
-        levels = (self._taus * image.max()).astype(int)
-        cache: dict[int, float] = {}
-        result = np.empty(len(levels))
-        for index, level in enumerate(levels):
-            if level not in cache:
-                estimated = _boxes_at(image, int(level), self.multi_contour, self.wsol_boxes)
-                cache[level] = float(box_iou(estimated, gt).max())
-            result[index] = cache[level]
-        return result
-
-    def update(self, saliency: ArrayLike, boxes: Sequence[np.ndarray]) -> np.ndarray:
-        """Add a batch: maps ``B×H×W`` and one ``N_i×4`` box array per map. Returns ``B×T`` IoUs."""
-        maps = _as_batch(saliency, "saliency")
-        if len(boxes) != maps.shape[0]:
-            raise InputError(
-                f"Got {len(boxes)} box arrays for {maps.shape[0]} maps; give one per map."
-            )
-        ious = np.stack([self.best_ious(one, gt) for one, gt in zip(maps, boxes, strict=False)])
-        for row, delta in enumerate(self.iou_thresholds):
-            self._correct[row] += (ious >= delta).sum(axis=0)
-        self._count += maps.shape[0]
-        return ious
-
-    def compute(self) -> MaxBoxAccResult:
-        if self._count == 0:
-            raise InputError("MaxBoxAcc has no images yet; call update() first.")
-        accuracy = self._correct / self._count
-        per_iou = {float(d): float(accuracy[i].max()) for i, d in enumerate(self.iou_thresholds)}
-        best = {
-            float(d): float(self._taus[accuracy[i].argmax()])
-            for i, d in enumerate(self.iou_thresholds)
-        }
-        return MaxBoxAccResult(
-            per_iou, float(np.mean(list(per_iou.values()))), best, self._count, self.multi_contour
-        )
-
-
-@dataclass
-class PxAP:
-    """Streaming pixel average precision (wsolevaluation's MaskEvaluator).
-
-    Histograms of the normalised map values at foreground and background pixels
-    are pooled over images; AP is ``Σ precision · Δrecall`` over thresholds.
-
-    Example:
-        >>> import numpy as np
-        >>> from dense_readout.localization import PxAP
-        >>> metric = PxAP()
-        >>> mask = np.zeros((8, 8), bool); mask[:4] = True
-        >>> metric.update(mask.astype(float), mask)
-        >>> round(metric.compute(), 6)
-        1.0
-    """
-
-    thresholds: Sequence[float] | np.ndarray | None = None  # an array after __post_init__
-    _positive: np.ndarray = field(init=False, repr=False)
-    _negative: np.ndarray = field(init=False, repr=False)
-    _edges: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        taus = _threshold_grid(self.thresholds)
-        self.thresholds = taus
-        self._edges = np.append(taus, [1.0, 2.0, 3.0])
-        self._positive = np.zeros(len(self._edges) - 1)
-        self._negative = np.zeros(len(self._edges) - 1)
-
-    def update(self, saliency: ArrayLike, mask: ArrayLike, ignore: ArrayLike | None = None) -> None:
-        """Add maps ``B×H×W`` with foreground masks (and optional ignore regions)."""
-        maps, masks = _pair(saliency, mask)
-        maps = _normalise(maps)
-        keep = np.ones_like(masks) if ignore is None else ~_pair(saliency, ignore)[1]
-        self._positive += np.histogram(maps[masks & keep], bins=self._edges)[0]
-        self._negative += np.histogram(maps[~masks & keep], bins=self._edges)[0]
-
-    def compute(self) -> float:
-        true_positive = self._positive[::-1].cumsum()
-        false_positive = self._negative[::-1].cumsum()
-        positives = self._positive.sum()
-        if positives <= 0:
-            raise InputError("PxAP needs at least one foreground pixel over the images seen.")
-        predicted = true_positive + false_positive
-        precision = np.where(
-            predicted > 0, true_positive / np.where(predicted > 0, predicted, 1), 0.0
-        )
-        recall = true_positive / positives
-        valid = predicted[1:] > 0
-        return float((precision[1:] * np.diff(recall))[valid].sum())
+    summary = {}
+    for name, values in scores.items():
+        array = np.asarray(values, dtype=np.float64).ravel()
+        finite = array[~np.isnan(array)]
+        mean = float(finite.mean()) if finite.size else float("nan")
+        summary[name] = ScoreSummary(mean, int(finite.size), int(array.size - finite.size))
+    return summary
