@@ -26,19 +26,24 @@ transformers = pytest.importorskip("transformers")
 torch.manual_seed(0)
 
 SIZE = 64
-VIT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    image_size=SIZE,
-    patch_size=16,
-    num_labels=5,
-)
-CNN = dict(num_labels=5, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
-SWIN = dict(
-    num_labels=5, image_size=SIZE, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4
-)
+VIT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "image_size": SIZE,
+    "patch_size": 16,
+    "num_labels": 5,
+}
+CNN = {"num_labels": 5, "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}
+SWIN = {
+    "num_labels": 5,
+    "image_size": SIZE,
+    "embed_dim": 16,
+    "depths": [1, 1],
+    "num_heads": [1, 2],
+    "window_size": 4,
+}
 
 
 def _build(name: str):

@@ -24,7 +24,22 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["LogitsOnly", "is_transformers_model", "logits_of", "logits_only"]
+__all__ = [
+    "TRANSFORMERS_LRP_REFUSAL",
+    "LogitsOnly",
+    "is_transformers_model",
+    "logits_of",
+    "logits_only",
+]
+
+# Why dense_readout.lrp refuses transformers models ({} is the class name).
+TRANSFORMERS_LRP_REFUSAL = (
+    "LRP refinement does not support {} (Hugging Face transformers): its blocks add their "
+    "shortcuts inside their own forward, which has no LRP rule here (only timm and "
+    "torchvision blocks are canonized), so relevance is not conserved. Use the readout "
+    "itself, dense_readout.gradcam or dense_readout.captum for this model, or the timm "
+    "equivalent for LRP."
+)
 
 
 def is_transformers_model(model: object) -> bool:

@@ -27,7 +27,7 @@ Example:
     >>> model = ResNetForImageClassification(config).eval()
     >>> result = DenseReadout(model)(torch.randn(1, 3, 64, 64))
     >>> tuple(result.scores.shape), result.exact, result.adapter
-    ((1, 4, 2, 2), True, 'hf-resnet')
+    ((1, 4, 8, 8), True, 'hf-resnet')
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from zennit.core import Composite
 
+from .._outputs import TRANSFORMERS_LRP_REFUSAL, is_transformers_model
 from ..adapters import ModelAdapter
 from ..errors import InputError, UnsupportedModelError
 from ..readout import DenseReadout
@@ -93,21 +94,8 @@ def _refuse_unsupported(readout: DenseReadout) -> None:
                 f"LRP refinement does not support {type(model).__name__} (it contains "
                 f"attention, {name}): {why}"
             )
-    _refuse_transformers(model)
-
-
-def _refuse_transformers(model: nn.Module) -> None:
-    """Hugging Face CNNs: their residual blocks have no LRP rules here (relevance leaks)."""
-    from .._outputs import is_transformers_model
-
-    if is_transformers_model(model):
-        raise UnsupportedModelError(
-            f"LRP refinement does not support {type(model).__name__} (Hugging Face "
-            "transformers): its blocks add their shortcuts inside their own forward, which "
-            "has no LRP rule here (only timm and torchvision blocks are canonized), so "
-            "relevance is not conserved. Use the readout itself, dense_readout.gradcam or "
-            "dense_readout.captum for this model, or the timm equivalent for LRP."
-        )
+    if is_transformers_model(model):  # HF blocks add their shortcuts inside forward
+        raise UnsupportedModelError(TRANSFORMERS_LRP_REFUSAL.format(type(model).__name__))
 
 
 class LRPReadout:
