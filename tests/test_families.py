@@ -14,7 +14,7 @@ import timm
 import torch
 import torchvision
 
-from dense_readout import DenseReadout
+from dense_readout import DenseReadout, InputError, UnsupportedModelError
 
 torch.manual_seed(0)
 
@@ -41,16 +41,53 @@ TIMM_FAMILIES = {
     "beit_base_patch16_224": ({}, (14, 14), False),  # avg → fc_norm LayerNorm
 }
 
+# name: (constructor kwargs, input px, grid, exact, adapter). Small inputs where the
+# model allows (maxvit_t needs 224: its partitions are 7×7 at every stage; torchvision
+# ViT is built for one size).
+_NO_AUX = {"aux_logits": False, "init_weights": False}
 TORCHVISION_FAMILIES = {
-    "resnet50": ((7, 7), True),
-    "efficientnet_b0": ((7, 7), True),
-    "convnext_tiny": ((7, 7), False),
-    "swin_t": ((7, 7), True),
-    "vit_b_16": ((14, 14), False),
-    "regnet_y_400mf": ((7, 7), True),
-    "mobilenet_v2": ((7, 7), True),
-    "mobilenet_v3_small": ((7, 7), False),
-    "densenet121": ((7, 7), True),
+    "resnet50": ({}, 128, (4, 4), True, "torchvision-resnet"),
+    "resnext50_32x4d": ({}, 128, (4, 4), True, "torchvision-resnet"),
+    "wide_resnet50_2": ({}, 128, (4, 4), True, "torchvision-resnet"),
+    "efficientnet_b0": ({}, 128, (4, 4), True, "torchvision-efficientnet"),
+    "efficientnet_v2_s": ({}, 128, (4, 4), True, "torchvision-efficientnet"),
+    "convnext_tiny": ({}, 128, (4, 4), False, "torchvision-convnext"),
+    "swin_t": ({}, 128, (4, 4), True, "torchvision-swin"),
+    "swin_v2_t": ({}, 128, (4, 4), True, "torchvision-swin"),
+    "vit_b_16": ({}, 224, (14, 14), False, "torchvision-vit"),
+    "regnet_y_400mf": ({}, 128, (4, 4), True, "torchvision-regnet"),
+    "regnet_x_400mf": ({}, 128, (4, 4), True, "torchvision-regnet"),
+    "mobilenet_v2": ({}, 128, (4, 4), True, "torchvision-mobilenet-v2"),
+    "mobilenet_v3_small": ({}, 128, (4, 4), False, "torchvision-mobilenet-v3"),
+    "mobilenet_v3_large": ({}, 128, (4, 4), False, "torchvision-mobilenet-v3"),
+    "densenet121": ({}, 128, (4, 4), True, "torchvision-densenet"),
+    # structural adapter (no family adapter)
+    "googlenet": (_NO_AUX, 128, (4, 4), True, "structural"),
+    "inception_v3": (_NO_AUX, 160, (3, 3), True, "structural"),
+    "shufflenet_v2_x1_0": ({}, 128, (4, 4), True, "structural"),
+    "mnasnet0_5": ({}, 128, (4, 4), True, "structural"),
+    "squeezenet1_1": ({}, 128, (7, 7), True, "structural"),  # the ReLU'd class map
+    "maxvit_t": ({}, 224, (7, 7), False, "structural"),  # LayerNorm + Tanh MLP head
+}
+
+# The model's own tail (pooling + head) on a pre-pooling map, written from
+# torchvision's forward code, independent of the adapters.
+_GAP = torch.nn.functional.adaptive_avg_pool2d
+_TORCHVISION_TAILS = {
+    "resnet": lambda m, f: m.fc(torch.flatten(m.avgpool(f), 1)),
+    "regnet": lambda m, f: m.fc(torch.flatten(m.avgpool(f), 1)),
+    "mobilenet_v2": lambda m, f: m.classifier(torch.flatten(_GAP(f, 1), 1)),
+    "densenet": lambda m, f: m.classifier(torch.flatten(_GAP(f, 1), 1)),
+    "swin": lambda m, f: m.head(m.flatten(m.avgpool(f))),
+    "convnext": lambda m, f: m.classifier(m.avgpool(f)),
+    "efficientnet": lambda m, f: m.classifier(torch.flatten(m.avgpool(f), 1)),
+    "mobilenet_v3": lambda m, f: m.classifier(torch.flatten(m.avgpool(f), 1)),
+    "googlenet": lambda m, f: m.fc(m.dropout(torch.flatten(m.avgpool(f), 1))),
+    "inception": lambda m, f: m.fc(torch.flatten(m.dropout(m.avgpool(f)), 1)),
+    "shufflenet": lambda m, f: m.fc(f.mean([2, 3])),
+    "mnasnet": lambda m, f: m.classifier(f.mean([2, 3])),
+    "squeezenet": lambda m, f: torch.flatten(m.classifier[3](f), 1),
+    "maxvit": lambda m, f: m.classifier(f),
 }
 
 
@@ -100,40 +137,74 @@ def test_timm_family(name):
             torch.testing.assert_close(result.scores[:, :, u, v], oracle, rtol=1e-4, atol=1e-4)
 
 
+def _torchvision_tail(name: str):
+    if name.startswith(("resnet", "resnext", "wide_resnet")):
+        return _TORCHVISION_TAILS["resnet"]
+    return next(tail for key, tail in _TORCHVISION_TAILS.items() if name.startswith(key))
+
+
 def _torchvision_pointwise_oracle(name, model, grid: torch.Tensor, u: int, v: int) -> torch.Tensor:
+    """The model's own tail on a map filled with cell (u, v) (the head alone for ViT)."""
     cell = grid[:, :, u, v]
     if name == "vit_b_16":
         return model.heads(cell)
     filled = cell[:, :, None, None].expand_as(grid).contiguous()
-    if name in ("resnet50", "regnet_y_400mf"):
-        return model.fc(torch.flatten(model.avgpool(filled), 1))
-    if name in ("mobilenet_v2", "densenet121"):
-        return model.classifier(
-            torch.flatten(torch.nn.functional.adaptive_avg_pool2d(filled, 1), 1)
-        )
-    if name == "swin_t":
+    if name.startswith("swin"):  # the tail reads channels-first after model.permute
         return model.head(model.flatten(model.avgpool(filled)))
-    pooled = model.avgpool(filled)
-    return model.classifier(pooled if name == "convnext_tiny" else torch.flatten(pooled, 1))
+    return _torchvision_tail(name)(model, filled)
+
+
+@pytest.fixture(scope="module")
+def torchvision_models():
+    """Each torchvision model built once for this module (random init, no download)."""
+    cache: dict[str, torch.nn.Module] = {}
+
+    def build(name: str) -> torch.nn.Module:
+        if name not in cache:
+            cache.clear()  # tests of one model run together: keep one model in memory
+            torch.manual_seed(0)
+            kwargs = TORCHVISION_FAMILIES[name][0]
+            cache[name] = getattr(torchvision.models, name)(
+                weights=None, num_classes=13, **kwargs
+            ).eval()
+        return cache[name]
+
+    return build
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_FAMILIES))
-def test_torchvision_family(name):
-    grid_size, exact = TORCHVISION_FAMILIES[name]
-    model = getattr(torchvision.models, name)(weights=None, num_classes=13).eval()
-    x = torch.randn(2, 3, 224, 224)
-    result = DenseReadout(model)(x)
+def test_torchvision_family(name, torchvision_models):
+    _, size, grid_size, exact, adapter = TORCHVISION_FAMILIES[name]
+    model = torchvision_models(name)
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, size, size)
+    readout = DenseReadout(model)
+    result = readout(x)
+    assert result.adapter == adapter
     assert tuple(result.scores.shape) == (2, 13, *grid_size)
-    assert result.exact is exact
+    assert result.exact is exact and readout.exact is exact, result.exactness_note
     with torch.no_grad():
         reference = model(x)
     torch.testing.assert_close(result.logits, reference, rtol=0, atol=_tolerance(reference))
     if exact:
         assert (result.scores.mean(dim=(2, 3)) - reference).abs().max() <= _tolerance(reference)
+        assert float(result.residual.max()) < 1e-4
+    h, w = grid_size
     with torch.no_grad():
-        for u, v in [(0, 0), (grid_size[0] - 1, 3)]:
+        for u, v in [(0, 0), (h - 1, w - 1), (h // 2, w - 1)]:
             oracle = _torchvision_pointwise_oracle(name, model, result.features, u, v)
             torch.testing.assert_close(result.scores[:, :, u, v], oracle, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg11"])
+def test_torchvision_flattened_grid_heads_are_refused(name):
+    """AlexNet/VGG pool to a multi-cell grid and flatten it into the classifier: not GAP."""
+    model = getattr(torchvision.models, name)(weights=None, num_classes=13).eval()
+    with pytest.raises(UnsupportedModelError) as info:
+        DenseReadout(model)
+    message = str(info.value)
+    assert "not a GAP model" in message and "flattened" in message and "features=" in message
+    assert "AdaptiveAvgPool2d" in message and "Linear" in message  # names what it found
 
 
 def test_vit_avg_with_fc_norm_is_not_exact_but_pointwise():
@@ -154,3 +225,45 @@ def test_non_square_input_grid():
     vit = timm.create_model("vit_tiny_patch16_224", num_classes=5, dynamic_img_size=True).eval()
     result = DenseReadout(vit)(torch.randn(1, 3, 160, 224))
     assert result.grid_size == (10, 14)
+
+
+def test_fixed_size_vit_reads_out_at_the_input_size():
+    """DINOv2-reg is built for 518 px; at 224 px timm alone asserts. The readout runs it as
+    with dynamic_img_size=True (same logits as that model) and leaves the model unchanged."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch14_reg4_dinov2", num_classes=5, depth=2).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with pytest.raises(AssertionError, match="518"):
+        model(x)
+    result = DenseReadout(model)(x)
+    assert result.grid_size == (16, 16) and not result.exact
+    dynamic = timm.create_model(
+        "vit_small_patch14_reg4_dinov2", num_classes=5, depth=2, dynamic_img_size=True
+    ).eval()
+    dynamic.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(result.logits, dynamic(x), rtol=1e-5, atol=1e-5)
+    assert model.patch_embed.strict_img_size and not model.dynamic_img_size  # restored
+    with pytest.raises(InputError, match="multiple of the patch size 14×14"):
+        DenseReadout(model)(torch.randn(1, 3, 100, 100))
+
+
+def test_fixed_size_model_that_cannot_resize_names_the_size_and_the_fix():
+    model = timm.create_model("beit_base_patch16_224", num_classes=3, img_size=64, depth=1)
+    with pytest.raises(InputError) as info:
+        DenseReadout(model.eval())(torch.randn(1, 3, 96, 96))
+    message = str(info.value)
+    assert "64×64" in message and "img_size=96" in message
+
+
+def test_residual_is_relative_to_the_logits_scale():
+    """timm inception_v3 at random init has logits ~1e11: float rounding leaves an absolute
+    gap of ~1e4, which the relative residual shows as what it is (~1e-7)."""
+    torch.manual_seed(0)
+    model = timm.create_model("inception_v3", num_classes=5).eval()
+    result = DenseReadout(model)(torch.randn(2, 3, 160, 160))
+    scale = result.logits.abs().amax(dim=1)
+    assert result.exact and float(scale.min()) > 1e6
+    assert float(result.residual.max()) < 1e-5
+    torch.testing.assert_close(result.residual, result.residual_abs / scale)
+    assert float(result.residual_abs.max()) > 1.0  # the absolute value is still there

@@ -1,7 +1,7 @@
 """Model-family adapters (a registry, like timm's models and zennit's composites)."""
 
-from . import hf_models, timm_models, torchvision_models  # noqa: F401  (registers the adapters)
-from . import structural  # noqa: F401  (the fallback, lowest priority: registered last)
+# importing registers the adapters; structural is the fallback (lowest priority)
+from . import hf_models, structural, timm_models, torchvision_models  # noqa: F401
 from .base import (
     ModelAdapter,
     affine_leaf,

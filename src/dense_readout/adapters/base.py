@@ -33,6 +33,7 @@ __all__ = [
     "find_adapter",
     "register_adapter",
     "registered_adapters",
+    "unsupported_message",
 ]
 
 ADAPTERS: Registry[type[ModelAdapter]] = Registry(
@@ -73,10 +74,23 @@ def find_adapter(model: nn.Module) -> ModelAdapter:
     for adapter_class in _lookup_order():
         if adapter_class.matches(model):
             return adapter_class(model)
+    raise UnsupportedModelError(unsupported_message(model))
+
+
+def unsupported_message(model: nn.Module, reason: str = "") -> str:
+    """The refusal message for ``model``: what was found, ``reason``, and the two fixes.
+
+    Example:
+        >>> from torch import nn
+        >>> text = unsupported_message(nn.Linear(2, 2), "not a GAP model")
+        >>> "torch.nn.modules.linear.Linear: not a GAP model." in text and "features=" in text
+        True
+    """
     head = _describe_head(model)
-    raise UnsupportedModelError(
+    why = f": {reason}" if reason else ""
+    return (
         f"No dense-readout adapter for {type(model).__module__}.{type(model).__name__}"
-        f"{head}. Its head cannot be applied per cell automatically. For a custom network "
+        f"{head}{why}. Its head cannot be applied per cell automatically. For a custom network "
         "pass DenseReadout(model, features=<input -> B×C×h×w grid>, head=<module after "
         "average pooling>), or register an adapter with "
         "@dense_readout.adapters.register_adapter (see docs/api.md)."
@@ -226,6 +240,11 @@ class ModelAdapter:
             + ", ".join(dict.fromkeys(bad))
             + "), so Z is the head applied pointwise, not a decomposition of the logits"
         )
+
+    def check_decomposition(self, scores: Tensor, logits: Tensor) -> None:
+        """Called by :class:`~dense_readout.DenseReadout` after each readout with ``Z`` and
+        the logits; an adapter that decides exactness numerically updates ``is_exact`` here
+        (the structural adapter does, on the first call). Default: nothing."""
 
     @property
     def num_classes(self) -> int:

@@ -8,12 +8,13 @@ Swin and most other timm CNNs. Token models (ViT, DeiT, BEiT, EVA) get their own
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import UnsupportedModelError
+from ..errors import InputError, UnsupportedModelError
 from .base import register_adapter
 from .pooled import PooledGridAdapter, TokenGridAdapter, _run_no_grad
 
@@ -163,7 +164,9 @@ class TimmTokenAdapter(TokenGridAdapter):
         return super().grid_size(tokens, input_size)
 
     def forward_features(self, inputs: Tensor) -> Tensor:
-        return self.model.forward_features(inputs)
+        """The token sequence, at the input's own size (see :func:`input_size_for`)."""
+        with input_size_for(self.model, inputs):
+            return self.model.forward_features(inputs)
 
     def image_logits(self, native: Tensor) -> Tensor:
         return self.model.forward_head(native)
@@ -208,3 +211,60 @@ class TimmTokenAdapter(TokenGridAdapter):
         if norm is None:
             raise UnsupportedModelError("This token model has no final norm to hook.")
         return norm
+
+
+# ViT classes whose forward resamples the position embedding when dynamic_img_size is set
+_DYNAMIC_SIZE_CLASSES = ("VisionTransformer", "VisionTransformerDistilled")
+
+
+@contextlib.contextmanager
+def input_size_for(model: Any, inputs: Tensor) -> Iterator[None]:
+    """Let a fixed-size timm ViT read ``inputs`` at their own size, for one forward.
+
+    A ViT created for another size (``vit_small_patch14_reg4_dinov2`` is built for
+    518 px) runs as if created with ``dynamic_img_size=True``: the position embedding
+    is resampled to the input's patch grid, as timm does for dynamic models. The
+    model is left as it was. Models that cannot (BEiT, EVA, sizes not divisible by the
+    patch) raise :class:`InputError` naming the expected size and how to set it.
+
+    Example:
+        >>> import timm, torch
+        >>> model = timm.create_model("vit_tiny_patch16_224", img_size=64, num_classes=3).eval()
+        >>> with input_size_for(model, torch.zeros(1, 3, 96, 64)):
+        ...     tokens = model.forward_features(torch.zeros(1, 3, 96, 64))
+        >>> tokens.shape[1] - model.num_prefix_tokens, model.patch_embed.strict_img_size
+        (24, True)
+    """
+    embed: Any = getattr(model, "patch_embed", None)
+    expected = getattr(embed, "img_size", None)
+    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    if expected is None or not getattr(embed, "strict_img_size", False) or tuple(expected) == size:
+        yield
+        return
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", "<name>")
+    patch = tuple(getattr(embed, "patch_size", (1, 1)))
+    dynamic = hasattr(model, "dynamic_img_size")
+    how = (
+        f"Resize the input to {expected[0]}×{expected[1]}, or create the model for this size: "
+        f"timm.create_model({name!r}, img_size={size[0] if size[0] == size[1] else size})"
+        + (" or timm.create_model(..., dynamic_img_size=True)." if dynamic else ".")
+    )
+    if type(model).__name__ not in _DYNAMIC_SIZE_CLASSES or not dynamic:
+        raise InputError(
+            f"timm {type(model).__name__} expects {expected[0]}×{expected[1]} inputs, got "
+            f"{size[0]}×{size[1]}, and cannot change its size on the fly. {how}"
+        )
+    if size[0] % patch[0] or size[1] % patch[1]:
+        multiple = (size[0] // patch[0] * patch[0], size[1] // patch[1] * patch[1])
+        raise InputError(
+            f"timm {type(model).__name__}: the input {size[0]}×{size[1]} is not a multiple of "
+            f"the patch size {patch[0]}×{patch[1]}; resize or crop it, e.g. to "
+            f"{multiple[0]}×{multiple[1]}, or to the model's {expected[0]}×{expected[1]}."
+        )
+    saved = (model.dynamic_img_size, embed.strict_img_size, embed.flatten, embed.output_fmt)
+    model.dynamic_img_size, embed.strict_img_size, embed.flatten = True, False, False
+    embed.output_fmt = type(embed.output_fmt)("NHWC")
+    try:
+        yield
+    finally:
+        model.dynamic_img_size, embed.strict_img_size, embed.flatten, embed.output_fmt = saved
