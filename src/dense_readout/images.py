@@ -14,10 +14,18 @@ Conversions (documented in docs/cli.md and docs/concepts.md):
 * RGBA/LA/P-with-transparency is composited on white.
 * CMYK and YCbCr go through PIL's RGB conversion; a multi-frame file (GIF)
   gives its first frame.
+* A file above PIL's decompression-bomb *warning* limit (``Image.MAX_IMAGE_PIXELS``,
+  89.5 million pixels) is loaded with one :class:`ImageWarning` naming it instead of
+  PIL's ``DecompressionBombWarning``; above twice the limit it is an error.
+
+:func:`full_view` and :func:`crop_region` give the two views ``dense-readout explain``
+offers: the whole photo resized, or the centre crop and where it lies in the photo.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +33,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
 
-__all__ = ["load_image", "to_rgb"]
+__all__ = ["ImageWarning", "crop_region", "full_view", "load_image", "to_rgb", "upsampling_note"]
+
+
+class ImageWarning(UserWarning):
+    """An image was loaded, but with a caveat the message names (very large, upsampled)."""
 
 
 def load_image(path: str | Path, *, exif_transpose: bool = True) -> Image.Image:
@@ -54,12 +66,23 @@ def load_image(path: str | Path, *, exif_transpose: bool = True) -> Image.Image:
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a directory, not an image file.")
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now: truncated files fail here, not later
-            if not exif_transpose:
-                return to_rgb(image)
-            upright = ImageOps.exif_transpose(image)
-            return to_rgb(upright if upright is not None else image)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            image = _decode(path, exif_transpose)
+        for warning in caught:
+            if issubclass(warning.category, Image.DecompressionBombWarning):
+                pixels = f"{image.width} x {image.height} = {image.width * image.height:,} pixels"
+                warnings.warn(
+                    f"{path}: {pixels}, above PIL's decompression-bomb warning limit "
+                    f"({Image.MAX_IMAGE_PIXELS:,}); loaded anyway, check that you trust the file.",
+                    ImageWarning,
+                    stacklevel=2,
+                )
+            else:
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+        return image
     except UnidentifiedImageError:
         raise ImageLoadError(
             f"{path}: not a readable image (unknown format, a variant PIL cannot decode such as "
@@ -73,6 +96,74 @@ def load_image(path: str | Path, *, exif_transpose: bool = True) -> Image.Image:
         raise ImageLoadError(
             f"{path}: cannot decode image ({error}); the file may be truncated."
         ) from None
+
+
+def _decode(path: Path, exif_transpose: bool) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()  # decode now: truncated files fail here, not later
+        if not exif_transpose:
+            return to_rgb(image)
+        upright = ImageOps.exif_transpose(image)
+        return to_rgb(upright if upright is not None else image)
+
+
+def full_view(
+    image: Image.Image, size: int, multiple: int = 32, max_ratio: float = 8.0
+) -> Image.Image:
+    """The whole ``image`` resized so that its shorter side is ``size`` (any aspect ratio).
+
+    The longer side is rounded to a multiple of ``multiple`` (the network stride, so
+    every cell covers whole pixels; the aspect ratio moves by at most half a stride)
+    and capped at ``max_ratio × size``. Smaller images are upsampled (see
+    :func:`upsampling_note`).
+
+    Example:
+        >>> from PIL import Image
+        >>> full_view(Image.new("RGB", (451, 300)), 224).size
+        (352, 224)
+    """
+    width, height = image.size
+    scale = size / min(width, height)
+    longer = max(width, height) * scale
+    longer = min(max_ratio * size, max(multiple, round(longer / multiple) * multiple))
+    new = (int(longer), size) if width >= height else (size, int(longer))
+    return image.resize(new, Image.Resampling.BICUBIC)
+
+
+def crop_region(size: Sequence[int], resize: int, crop: int) -> tuple[float, float, float, float]:
+    """Where ``Preprocess.geometry``'s centre crop lies in an image of ``size`` = (width, height).
+
+    Returns ``(left, top, right, bottom)`` in the image's own pixels.
+
+    Example:
+        >>> tuple(round(v, 1) for v in crop_region((451, 300), resize=224, crop=224))
+        (74.9, 0.0, 374.7, 300.0)
+    """
+    width, height = size
+    scale = resize / min(width, height)
+    new_w, new_h = max(crop, round(width * scale)), max(crop, round(height * scale))
+    left, top = (new_w - crop) // 2, (new_h - crop) // 2
+    sx, sy = width / new_w, height / new_h
+    return (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+
+
+def upsampling_note(image: Image.Image, size: int) -> str | None:
+    """A sentence when ``image`` is smaller than the model input ``size``, else ``None``.
+
+    Example:
+        >>> from PIL import Image
+        >>> upsampling_note(Image.new("RGB", (100, 56)), 224)
+        'the image (100 x 56 px) is smaller than the model input (224 px): upsampled 4.0x'
+        >>> upsampling_note(Image.new("RGB", (300, 300)), 224) is None
+        True
+    """
+    shorter = min(image.size)
+    if shorter >= size:
+        return None
+    return (
+        f"the image ({image.width} x {image.height} px) is smaller than the model input "
+        f"({size} px): upsampled {size / shorter:.1f}x"
+    )
 
 
 def _unit_range(array: np.ndarray, mode: str) -> np.ndarray:

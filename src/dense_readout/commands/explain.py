@@ -1,16 +1,21 @@
-"""``dense-readout explain IMAGE...`` and ``dense-readout demo``: pictures and JSON per image.
+"""``dense-readout explain IMAGE...`` and ``dense-readout demo``: pictures, a page and JSON per image.
 
 For every image the commands write, into ``--out``:
 
 * ``<stem>_labels.png``: the label grid (top-1 class of every cell, legend);
-* ``<stem>_heatmap.png``: the per-cell scores of the image-level top-1 class;
+* ``<stem>_heatmap.png``: the per-cell scores of the image-level top-1 class, and
+  ``<stem>_class<K>.png`` for every ``--class``;
+* ``<stem>.html`` with ``--html``: the interactive page (:mod:`dense_readout.page`);
 * ``<stem>.json``: image-level top-5, per-cell top-k classes with probabilities,
   the grid size and whether the readout is exact (see :func:`explanation_record`).
 
-and print one summary line per image on stdout. A file that cannot be explained
-gives one line ``error: <path>: <reason>`` on stderr; the others are still done
-and the exit status is 1. A bad model or checkpoint stops before any image with
-exit status 2.
+``--view full`` reads out the whole photo (shorter side at the model size, any
+aspect ratio), ``--view crop`` the centre crop; the default is ``full`` with
+``--html`` and ``crop`` without. The commands print one summary line per image on
+stdout. A file that cannot be explained gives one line ``error: <path>: <reason>``
+on stderr; the others are still done and the exit status is 1. A bad model,
+checkpoint or option stops before any image with exit status 2; Ctrl-C stops with
+one line saying what was written (status 130); every file is written atomically.
 
 Example:
     >>> from dense_readout.cli import main
@@ -22,34 +27,26 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import re
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from PIL import Image
 
-from ..errors import CheckpointError, DenseReadoutError, ImageLoadError, InputError
+from ..errors import DenseReadoutError, ImageLoadError, InputError
+from ..images import ImageWarning
+from ._outputs import Job, Source, Written, explain_one
+from ._record import explanation_record
+from ._setup import OutputDir, expand_inputs, load_model, resolve_class, resolve_device
 
 __all__ = ["DEMO_SAMPLES", "Source", "explanation_record", "register"]
 
 DEMO_SAMPLES = ("chelsea", "coffee", "astronaut")
 """Photographs shipped inside scikit-image (``skimage.data.<name>()``), explained by ``demo``."""
 
-EXIT_OK, EXIT_IMAGE_FAILED, EXIT_SETUP_FAILED = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Source:
-    """One image to explain: a display name, an output stem and a loader."""
-
-    name: str
-    stem: str
-    load: Callable[[], Image.Image]
-    title: str = ""
+EXIT_OK, EXIT_IMAGE_FAILED, EXIT_SETUP_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 # -- argument parsing -----------------------------------------------------------------
@@ -64,7 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     explain.add_argument(
-        "images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)"
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (any format PIL reads), folders (searched recursively) or glob patterns",
     )
     _add_common(explain, default_out="dense-readout-out")
     explain.set_defaults(func=run_explain)
@@ -129,24 +129,63 @@ def _add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
         help="centre-crop fraction: 1.0 (default) keeps the most of the photo; 0.875 is the paper's 256→224",
     )
 
+    parser.add_argument(
+        "--html",
+        action="store_true",
+        help="also write <stem>.html, an interactive self-contained page (every cell, every class)",
+    )
+    parser.add_argument(
+        "--view",
+        choices=("full", "crop"),
+        default=None,
+        help="full: the whole photo, shorter side at the model size (default with --html); "
+        "crop: the centre crop (default otherwise)",
+    )
+    parser.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        default=[],
+        metavar="NAME|ID",
+        help="also draw <stem>_class<ID>.png for this class (repeatable); the page opens on the first",
+    )
+    parser.add_argument(
+        "--compare",
+        default="",
+        metavar="METHODS",
+        help="comma-separated methods of dense_readout.compare (e.g. gradcam,layergradcam) "
+        "shown in the page beside the readout for the image's top-5 classes",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEV",
+        help="torch device: cpu (default), cuda, cuda:1, mps",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="any timm architecture with random weights, no checkpoint (outputs marked RANDOM)",
+    )
+
 
 # -- the commands ---------------------------------------------------------------------
 def run_explain(args: argparse.Namespace) -> int:
     from ..images import load_image
 
-    sources = []
+    sources: list[Source] = []
     stems: set[str] = set()
-    for path in args.images:
+    for path, problem in expand_inputs(args.images):
+        load = functools.partial(load_image, path)
+        if problem is not None:
+            load = functools.partial(_fail, problem)
         stem = _unique_stem(Path(path).stem, stems)
-        sources.append(
-            Source(
-                name=str(path),
-                stem=stem,
-                load=functools.partial(load_image, path),
-                title=Path(path).name,
-            )
-        )
+        sources.append(Source(name=str(path), stem=stem, load=load, title=Path(path).name))
     return _run(sources, args)
+
+
+def _fail(message: str) -> Image.Image:
+    raise ImageLoadError(message)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -182,251 +221,102 @@ def _skimage_sample(name: str) -> Image.Image:
     return to_rgb(Image.fromarray(getattr(skimage.data, name)()))
 
 
-def _run(sources: Sequence[Source], args: argparse.Namespace) -> int:
+def _setup(args: argparse.Namespace) -> tuple[Job, OutputDir]:
+    """Model, device, classes, methods and output folder; raises before any image."""
     from ..readout import DenseReadout
 
     if args.topk < 1:
-        _error(f"--topk must be >= 1, got {args.topk}.")
-        return EXIT_SETUP_FAILED
+        raise InputError(f"--topk must be >= 1, got {args.topk}.")
+    args.view = args.view or ("full" if args.html else "crop")
+    device = resolve_device(args.device)
+    loaded = load_model(args)
+    readout = DenseReadout(loaded.model.to(device))
+    if args.topk > readout.num_classes:
+        raise InputError(f"--topk {args.topk} exceeds the model's {readout.num_classes} classes.")
+    classes = [resolve_class(c, loaded.names, readout.num_classes) for c in args.classes]
+    methods = _methods(args.compare)
+    if methods and not args.html:
+        raise InputError("--compare shows its maps in the page; add --html.")
+    out = OutputDir(args.out)
+    out.prepare()
+    return Job(readout, loaded, args, out.path, device, classes, methods), out
+
+
+def _methods(text: str) -> list[str]:
+    from ..compare import available_methods
+
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    known = available_methods()
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise InputError(
+            f"--compare: unknown method(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+        )
+    return [m for m in methods if m != "dense-readout"]
+
+
+def _run(sources: Sequence[Source], args: argparse.Namespace) -> int:
     try:
-        model, preprocess, names, model_name = _load_model(args)
-        readout = DenseReadout(model)
-        if args.topk > readout.num_classes:
-            raise InputError(
-                f"--topk {args.topk} exceeds the model's {readout.num_classes} classes."
-            )
-        out = Path(args.out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InputError(
-                f"cannot create the output directory {out}: {error.strerror or error}; choose another --out."
-            ) from None
+        job, out = _setup(args)
     except (DenseReadoutError, OSError) as error:
         _error(str(error))
         return EXIT_SETUP_FAILED
-
-    failures = 0
-    for source in sources:
-        try:
-            line = _explain_one(source, readout, preprocess, names, model_name, args, out)
-        except ImageLoadError as error:  # its message already names the file
-            failures += 1
-            _error(str(error))
-        except Exception as error:
-            failures += 1
-            kind = (
-                ""
-                if isinstance(error, (DenseReadoutError, OSError))
-                else f"{type(error).__name__}: "
-            )
-            _error(f"{source.name}: {kind}{error}")
-        else:
-            print(line, flush=True)
+    written, failures, done = Written(), 0, 0
+    try:
+        for source in sources:
+            failures += not _explain_reported(source, job, written)
+            done += 1
+    except KeyboardInterrupt:
+        unfinished = written.discard_current()
+        _interrupted(done, len(sources), written, sources[done].name, unfinished)
+        return EXIT_INTERRUPTED
+    finally:
+        if not written.done:
+            out.remove_if_unused()
     if failures:
         print(f"{failures} of {len(sources)} image(s) failed.", file=sys.stderr, flush=True)
     return EXIT_IMAGE_FAILED if failures else EXIT_OK
 
 
-def _load_model(args: argparse.Namespace):
-    from ..imagenet import imagenet_class_names
-    from ..pretrained import DEFAULT_MODEL, EMBEDDED_WEIGHTS, load_pretrained
-
-    name = args.model or DEFAULT_MODEL
-    if args.checkpoint is None and name not in EMBEDDED_WEIGHTS:
-        raise CheckpointError(
-            f"--model {name} needs --checkpoint PATH (a local state-dict file): only "
-            f"{', '.join(sorted(EMBEDDED_WEIGHTS))} ship with weights, and nothing is downloaded."
-        )
-    if not 0 < args.crop_pct <= 1:
-        raise InputError(f"--crop-pct must be in (0, 1], got {args.crop_pct}.")
-    model, preprocess, names, name = load_pretrained(
-        name, args.checkpoint, normalization=args.normalization, crop_pct=args.crop_pct
-    )
-    imagenet = tuple(names) == imagenet_class_names()
-    return model, preprocess, (names if imagenet else None), name
-
-
-def _explain_one(source: Source, readout, preprocess, names, model_name, args, out: Path) -> str:
-    from ..viz import readout_figures, save_png
-
-    image = source.load()
-    picture = preprocess.geometry(image)
-    batch = preprocess.normalize(picture).unsqueeze(0)
-    result = readout(batch)
-    record = explanation_record(result, names, topk=args.topk)
-    label_path, heat_path, json_path = (
-        out / f"{source.stem}_labels.png",
-        out / f"{source.stem}_heatmap.png",
-        out / f"{source.stem}.json",
-    )
-    files = {}
-    if not args.no_png:
-        grid_figure, heat_figure = readout_figures(
-            result, picture, names, name=source.title or source.stem
-        )
-        files = {
-            "label_grid": save_png(grid_figure, label_path).name,
-            "heatmap": save_png(heat_figure, heat_path).name,
-        }
-    record = {
-        "image": source.name,
-        "original_size": [image.height, image.width],
-        "model": model_name,
-        "checkpoint": args.checkpoint,
-        "preprocessing": {
-            "normalization": args.normalization,
-            "mean": list(preprocess.mean),
-            "std": list(preprocess.std),
-            "resize_shorter_side": preprocess.resize,
-            "centre_crop": preprocess.crop,
-        },
-        **record,
-        "files": files,
-    }
-    json_path.write_text(_dumps(record))
-    return _summary(source.name, record, json_path)
+def _explain_reported(source: Source, job: Job, written: Written) -> bool:
+    """Explain one image; print its line, its warnings and errors; True if it worked."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageWarning)
+        try:
+            line = explain_one(source, job, written)
+        except ImageLoadError as error:  # its message already names the file
+            line, message = None, str(error)
+        except Exception as error:
+            kind = (
+                ""
+                if isinstance(error, (DenseReadoutError, OSError))
+                else f"{type(error).__name__}: "
+            )
+            line, message = None, f"{source.name}: {kind}{error}"
+    for warning in caught:
+        if issubclass(warning.category, ImageWarning):
+            print(f"warning: {warning.message}", file=sys.stderr, flush=True)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    if line is None:
+        written.discard_current()
+        _error(message)
+        return False
+    written.finish()
+    print(line, flush=True)
+    return True
 
 
-# -- the JSON record ------------------------------------------------------------------
-class _ClassEntry:
-    """Builds the ``{"class", "name", "probability"[, "score"]}`` items of a record."""
-
-    def __init__(self, class_names: Sequence[str] | None) -> None:
-        self.class_names = class_names
-
-    def __call__(self, cls: int, probability: float, score: float | None = None) -> dict:
-        name = None if self.class_names is None else self.class_names[cls]
-        item: dict = {"class": cls, "name": name, "probability": probability}
-        if score is not None:
-            item["score"] = score
-        return item
-
-
-def _cell_box(u: int, v: int, grid: tuple[int, int], size: tuple[int, int]) -> list[float]:
-    """``[left, top, right, bottom]`` of cell ``(u, v)`` in input pixels (2 decimals)."""
-    (h, w), (height, width) = grid, size
-    return [
-        round(v * width / w, 2),
-        round(u * height / h, 2),
-        round((v + 1) * width / w, 2),
-        round((u + 1) * height / h, 2),
-    ]
-
-
-def explanation_record(
-    result, class_names: Sequence[str] | None = None, topk: int = 3, index: int = 0
-) -> dict:
-    """JSON-ready description of image ``index`` of a :class:`~dense_readout.ReadoutResult`.
-
-    Keys: ``input_size`` and ``grid_size`` (``[h, w]``), ``cell_size`` (input pixels
-    per cell), ``exact``/``residual``/``exactness_note``, ``top5`` (image-level
-    classes from the model's own logits, with probabilities), ``label_grid``
-    (``h×w`` top-1 class ids), ``classes_on_grid`` (each top-1 class with its cell
-    count) and ``cells`` (row-major, each with ``row``, ``col``, ``box`` =
-    ``[left, top, right, bottom]`` in input pixels and ``topk`` classes with
-    per-cell softmax probability and score ``Z``). Class entries carry ``name``
-    when ``class_names`` is given, else ``null``.
-
-    Example:
-        >>> import timm, torch
-        >>> from dense_readout import DenseReadout
-        >>> from dense_readout.commands.explain import explanation_record
-        >>> model = timm.create_model("resnet18", num_classes=4).eval()
-        >>> record = explanation_record(DenseReadout(model)(torch.randn(1, 3, 64, 64)), topk=2)
-        >>> record["grid_size"], len(record["cells"]), len(record["cells"][0]["topk"])
-        ([2, 2], 4, 2)
-    """
-    if not 0 <= index < result.batch_size:
-        raise InputError(f"index must be in [0, {result.batch_size}), got {index}.")
-    if topk < 1:
-        raise InputError(f"topk must be >= 1, got {topk}.")
-    if class_names is not None and len(class_names) < result.num_classes:
-        raise InputError(
-            f"class_names has {len(class_names)} names for {result.num_classes} classes; "
-            "pass one name per class or None."
-        )
-    k = min(topk, result.num_classes)
-    entry = _ClassEntry(class_names)
-    image_probs = torch.softmax(result.logits[index].detach().float(), dim=0)
-    values, classes = image_probs.topk(min(5, result.num_classes))
-    logits = result.logits[index].detach().float()
-    top5 = [entry(int(c), float(p), float(logits[c])) for p, c in zip(values, classes, strict=True)]
-
-    scores = result.scores[index].detach().float()
-    top_probs, top_classes = torch.softmax(scores, dim=0).topk(k, dim=0)
-    h, w = result.grid_size
-    height, width = result.input_size
-    cells = [
-        {
-            "row": u,
-            "col": v,
-            "box": _cell_box(u, v, (h, w), (height, width)),
-            "topk": [
-                entry(
-                    int(top_classes[j, u, v]),
-                    float(top_probs[j, u, v]),
-                    float(scores[top_classes[j, u, v], u, v]),
-                )
-                for j in range(k)
-            ],
-        }
-        for u in range(h)
-        for v in range(w)
-    ]
-    labels = top_classes[0]
-    counts = torch.bincount(labels.flatten(), minlength=result.num_classes)
-    present = sorted((int(c) for c in labels.unique()), key=lambda c: (-int(counts[c]), c))
-    return {
-        "input_size": [height, width],
-        "grid_size": [h, w],
-        "cell_size": [height / h, width / w],
-        "exact": bool(result.exact),
-        "residual": float(result.residual[index]),
-        "exactness_note": result.exactness_note,
-        "adapter": result.adapter,
-        "top5": top5,
-        "label_grid": labels.tolist(),
-        "classes_on_grid": [
-            {
-                "class": c,
-                "name": None if class_names is None else class_names[c],
-                "cells": int(counts[c]),
-            }
-            for c in present
-        ],
-        "cells": cells,
-    }
-
-
-def _summary(name: str, record: dict, json_path: Path) -> str:
-    def label(item: dict) -> str:
-        return item["name"].split(",")[0] if item["name"] else f"class {item['class']}"
-
-    top = record["top5"][0]
-    h, w = record["grid_size"]
-    on_grid = record["classes_on_grid"]
-    shown = ", ".join(f"{label(c)} {c['cells']}" for c in on_grid[:3])
-    more = f" (+{len(on_grid) - 3} more)" if len(on_grid) > 3 else ""
-    exact = "exact" if record["exact"] else f"not exact, residual {record['residual']:.3g}"
-    return (
-        f"{name}: top-1 {label(top)} ({100 * top['probability']:.1f}%); "
-        f"{h}x{w} cells: {shown}{more}; {exact} -> {json_path}"
-    )
-
-
-def _dumps(record: dict) -> str:
-    """JSON with one line per list of numbers and per flat object (grids and class entries)."""
-    text = json.dumps(record, indent=1)
-    text = re.sub(r"\{[^{}\[\]]*\}", lambda m: json.dumps(json.loads(m.group(0))), text)
-    flat = re.compile(
-        r"\[\s*((?:-?[0-9.eE+-]+|null|true|false)(?:,\s*(?:-?[0-9.eE+-]+|null|true|false))*)\s*\]"
-    )
-    return (
-        flat.sub(
-            lambda m: "[" + ", ".join(part.strip() for part in m.group(1).split(",")) + "]", text
-        )
-        + "\n"
+def _interrupted(done: int, total: int, written: Written, current: str, removed: list) -> None:
+    folders = sorted({str(p.parent) for p in written.done}) or ["nothing written"]
+    dropped = f"; the unfinished {current} removed ({len(removed)} file(s))" if removed else ""
+    print(
+        f"interrupted: {done} of {total} image(s) done, {len(written.done)} complete file(s) "
+        f"in {', '.join(folders)}{dropped}.",
+        file=sys.stderr,
+        flush=True,
     )
 
 

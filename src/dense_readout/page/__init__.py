@@ -32,15 +32,13 @@ from __future__ import annotations
 
 import html as html_escape
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from .._atomic import write_atomic
 from .data import PageComparison, decode_scores, encode_scores, page_data, read_page
 
 __all__ = [
@@ -56,7 +54,9 @@ __all__ = [
 
 
 def _static(name: str) -> str:
-    return resources.files(__package__).joinpath("static").joinpath(name).read_text(encoding="utf-8")
+    return (
+        resources.files(__package__).joinpath("static").joinpath(name).read_text(encoding="utf-8")
+    )
 
 
 def readout_page(
@@ -69,7 +69,7 @@ def readout_page(
 
     ``options`` are those of :func:`~dense_readout.page.data.page_data`: ``index``,
     ``region`` (the readout's input box in the photo), ``title``, ``model``,
-    ``random_weights``, ``comparisons``, ``initial_class``, ``notes``.
+    ``random_weights``, ``comparisons``, ``initial_class``, ``notes``, ``view``.
 
     Example:
         >>> import timm, torch
@@ -103,27 +103,3 @@ def notebook_html(page: str, height: int = 760) -> str:
         f'<iframe srcdoc="{quoted}" style="width:100%;height:{height}px;border:0" '
         'sandbox="allow-scripts" title="dense readout"></iframe>'
     )
-
-
-def write_atomic(path: str | Path, content: str | bytes) -> Path:
-    """Write ``content`` to a temporary file beside ``path``, then rename it into place.
-
-    An interrupted run leaves either the old file or the complete new one, never half.
-
-    Example:
-        >>> import os, tempfile
-        >>> target = write_atomic(os.path.join(tempfile.mkdtemp(), "a.txt"), "done")
-        >>> target.read_text(), sorted(os.listdir(target.parent))
-        ('done', ['a.txt'])
-    """
-    path = Path(path)
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

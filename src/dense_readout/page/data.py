@@ -147,12 +147,14 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
     comparisons: Sequence[PageComparison] = (),
     initial_class: int | None = None,
     notes: Sequence[str] = (),
+    view: str = "",
 ) -> dict[str, Any]:
     """The JSON object a page embeds (see the module docstring for sizes).
 
     ``image`` is the whole photo; ``region`` = ``[left, top, right, bottom]`` in its
     pixels is where the readout's input came from (default: all of it). Without an
-    image a grey picture of the input size stands in.
+    image a grey picture of the input size stands in. ``notes`` are shown as
+    warnings, ``view`` (e.g. "whole photo") in the summary line.
 
     Example:
         >>> import timm, torch
@@ -209,6 +211,7 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
         "comparisons": _comparisons(comparisons),
         "initial_class": int(order[0]) if initial_class is None else int(initial_class),
         "notes": list(notes),
+        "view": view,
     }
 
 

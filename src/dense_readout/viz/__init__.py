@@ -25,12 +25,14 @@ Example:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .._atomic import write_atomic
 from ..errors import InputError
 from ._common import DPI, ImageLike, _name_of, class_palette, short_name
 from ._common import _as_rgb_array as _as_rgb_array  # used by lrp.figures
@@ -38,6 +40,7 @@ from .heatmap import plot_heatmap
 from .label_grid import plot_label_grid
 
 __all__ = [
+    "add_photo_inset",
     "class_palette",
     "figure_to_array",
     "panel_box",
@@ -108,7 +111,7 @@ def readout_figures(
 
 
 def save_png(figure, path: str | Path) -> Path:
-    """Write ``figure`` as a PNG at its own size (no cropping) and release it.
+    """Write ``figure`` as a PNG at its own size (no cropping, atomically) and release it.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -119,9 +122,46 @@ def save_png(figure, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, format="png", facecolor="white")
+    buffer = io.BytesIO()  # written whole, then renamed: never a half-written PNG
+    figure.savefig(buffer, dpi=DPI, format="png", facecolor="white")
     figure.clear()
-    return path
+    return write_atomic(path, buffer.getvalue())
+
+
+def add_photo_inset(figure, photo: ImageLike, region: Sequence[float], width_px: int = 300):
+    """Draw a thumbnail of the whole ``photo`` in the figure's lower right corner, with
+    ``region`` (``[left, top, right, bottom]`` in photo pixels, e.g. the crop) outlined.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.viz import add_photo_inset, plot_heatmap
+        >>> figure = plot_heatmap(np.ones((8, 8, 3)), np.eye(2))
+        >>> axes = add_photo_inset(figure, np.zeros((30, 45, 3)), [8, 0, 38, 30])
+        >>> len(axes.patches)
+        1
+    """
+    from matplotlib.patches import Rectangle
+
+    picture = _as_rgb_array(photo)
+    height, width = picture.shape[:2]
+    fig_w, fig_h = figure.get_size_inches() * figure.dpi
+    inset_w = min(width_px, 0.3 * fig_w)
+    inset_h = min(inset_w * height / width, 0.3 * fig_h)
+    inset_w = inset_h * width / height
+    axes = figure.add_axes([1 - (inset_w + 8) / fig_w, 8 / fig_h, inset_w / fig_w, inset_h / fig_h])
+    axes.imshow(picture, extent=(0, width, height, 0), interpolation="antialiased", aspect="auto")
+    left, top, right, bottom = (float(v) for v in region)
+    axes.add_patch(
+        Rectangle(
+            (left, top), right - left, bottom - top, fill=False, edgecolor="#ffd400", linewidth=2
+        )
+    )
+    axes.set_xlim(0, width)
+    axes.set_ylim(height, 0)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title("whole photo, crop outlined", fontsize=8)
+    return axes
 
 
 def figure_to_array(figure) -> np.ndarray:

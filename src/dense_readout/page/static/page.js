@@ -242,7 +242,7 @@
   function setup() {
     $("title").textContent = data.title || "dense readout";
     const top = data.top5[0];
-    $("summary").textContent = `${data.model ? data.model + " · " : ""}image top-1: ${shortName(top.class)} ` +
+    $("summary").textContent = `${data.model ? data.model + " · " : ""}${data.view ? data.view + " · " : ""}image top-1: ${shortName(top.class)} ` +
       `(${fmt(100 * top.probability, 1)}%) · ${H}×${W} cells · ${K} classes · ` +
       (data.exact ? "exact: mean of the cells = logits" : `not exact (residual ${fmt(data.residual, 3)})`);
     const warnings = (data.random_weights ? ["RANDOM WEIGHTS: these classes mean nothing"] : []).concat(data.notes);
