@@ -8,6 +8,10 @@ both alike. Weights are random (speed does not depend on their values).
 
     python benchmarks/speed.py                       # the docs table
     python benchmarks/speed.py --models resnet50 --batches 1 --repeats 3
+    python benchmarks/speed.py --models tv:googlenet tv:shufflenet_v2_x1_0
+
+Names are timm models; ``tv:<name>`` is a torchvision model (``weights=None``), e.g.
+GoogLeNet and ShuffleNetV2, which the structural adapter reads out.
 """
 
 from __future__ import annotations
@@ -27,15 +31,23 @@ DEFAULT_MODELS = [
     "convnext_tiny",
     "swin_tiny_patch4_window7_224",
     "vit_small_patch16_224",
+    "tv:googlenet",  # torchvision, structural adapter
+    "tv:shufflenet_v2_x1_0",  # torchvision, structural adapter
 ]
 
 
 def _build(name: str):
-    import timm
-
     from dense_readout import DenseReadout
 
-    model = timm.create_model(name, pretrained=False).eval()
+    if name.startswith("tv:"):
+        import torchvision
+
+        kwargs = {"aux_logits": False, "init_weights": False} if name == "tv:googlenet" else {}
+        model = getattr(torchvision.models, name[3:])(weights=None, **kwargs).eval()
+    else:
+        import timm
+
+        model = timm.create_model(name, pretrained=False).eval()
     return model, DenseReadout(model)
 
 

@@ -141,6 +141,8 @@ def test_nonlinear_tail_is_pointwise_not_exact():
         model, torch.randn(2, 3, 32, 32), lambda c: model.fc2(F.relu(model.fc1(c))), exact=False
     )
     assert "relu" in result.exactness_note and float(result.residual.max()) > 1e-4
+    # no bias to separate for CAM-style include_bias=False: the functional ReLU counts
+    assert not DenseReadout(model).adapter.head_is_affine()
 
 
 def test_affine_arithmetic_after_the_linear_is_exact_and_kept():
@@ -273,3 +275,4 @@ def test_fixed_size_model_is_analysed_on_its_first_input():
     x = torch.randn(2, 3, 32, 32)
     result = readout(x)
     assert result.grid_size == (8, 8) and result.exact and readout.num_classes == 5
+    assert readout.adapter.target_layer() is readout.model.body  # probed at the input's size

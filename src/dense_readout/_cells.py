@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .adapters import ModelAdapter, affine_leaf
+from .adapters import ModelAdapter
 from .errors import InputError
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
 
 def head_is_affine(adapter: ModelAdapter) -> bool:
     """True when the pointwise head is affine per cell, so ``Z = W h + b`` has a bias ``b``."""
-    return all(affine_leaf(module) for module in adapter.head_modules())
+    return adapter.head_is_affine()
 
 
 def head_bias(adapter: ModelAdapter, grid: Tensor) -> Tensor:

@@ -3,6 +3,7 @@
 # importing registers the adapters; structural is the fallback (lowest priority)
 from . import hf_models, structural, timm_models, torchvision_models  # noqa: F401
 from .base import (
+    ADAPTERS,
     ModelAdapter,
     affine_leaf,
     executed_leaves,
@@ -15,6 +16,7 @@ from .pooled import PooledGridAdapter, TokenGridAdapter
 from .structural import StructuralAdapter
 
 __all__ = [
+    "ADAPTERS",
     "CustomAdapter",
     "ModelAdapter",
     "PooledGridAdapter",

@@ -225,9 +225,13 @@ class ModelAdapter:
         """Whether the model aggregates cells by their mean."""
         return True
 
+    def head_is_affine(self) -> bool:
+        """True when the pointwise head is affine per cell (``Z = W h + b``)."""
+        return all(affine_leaf(m) for m in self.head_modules())
+
     def is_exact(self) -> bool:
         """True when mean(Z) equals the logits by construction (affine head after mean)."""
-        return self.pools_by_mean() and all(affine_leaf(m) for m in self.head_modules())
+        return self.pools_by_mean() and self.head_is_affine()
 
     def exactness_note(self) -> str:
         if self.is_exact():

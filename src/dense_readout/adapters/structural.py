@@ -68,6 +68,7 @@ class StructuralAdapter(PooledGridAdapter):
         self._checked = False
         self._target: nn.Module | None = None
         self._found: GraphSplit | None = None
+        self._probe: Tensor | None = None
         self._probe_error = ""
         try:
             self._adopt(_analyse(model, self.probe_input()))
@@ -80,6 +81,8 @@ class StructuralAdapter(PooledGridAdapter):
 
     def probe_input(self, batch: int = 1) -> Tensor:
         """A probe at the model's own size where it says one (``image_size``), else 224 px."""
+        if self._probe is not None:
+            return self._probe.expand(batch, *self._probe.shape[1:]).clone()
         size = getattr(self.model, "image_size", None) or getattr(self.model, "img_size", None)
         probe = super().probe_input(batch)
         if isinstance(size, int) and size > 0:
@@ -104,8 +107,9 @@ class StructuralAdapter(PooledGridAdapter):
 
     def forward_features(self, inputs: Tensor) -> Tensor:
         if self._found is None:
+            self._probe = inputs[:1].detach().clone()  # the model's size: probe with it
             try:
-                self._adopt(_analyse(self.model, inputs[:1].detach()))
+                self._adopt(_analyse(self.model, self._probe))
             except ProbeError as error:
                 raise UnsupportedModelError(
                     unsupported_message(self.model, f"it does not run on this input ({error})")
@@ -138,12 +142,12 @@ class StructuralAdapter(PooledGridAdapter):
         return super()._lone_linear()
 
     # -- exactness --------------------------------------------------------------------
+    def head_is_affine(self) -> bool:
+        """Affine leaf modules and no nonlinear functional op (``F.relu``…) in the tail."""
+        return not self._split.nonaffine_ops and super().head_is_affine()
+
     def is_exact(self) -> bool:
-        return (
-            self._numeric_gap is None
-            and not self._split.nonaffine_ops
-            and all(affine_leaf(m) for m in self.head_modules())
-        )
+        return self._numeric_gap is None and self.head_is_affine()
 
     def exactness_note(self) -> str:
         if self._numeric_gap is not None:
