@@ -73,7 +73,10 @@ class LogitsOnly(nn.Module):
         self.training = model.training
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return logits_of(self.model(*args, **kwargs))
+        output = self.model(*args, **kwargs)
+        if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
+            return output[0]  # return_dict=False: (logits, ...) when no labels are given
+        return logits_of(output)
 
 
 def logits_only(model: Any) -> Any:
