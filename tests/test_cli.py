@@ -1,5 +1,11 @@
 """The CLI: ``demo`` on scikit-image photos, ``explain`` on files, per-file errors, model options.
 
+Bad input, each with its message and exit status: Ctrl-C (130, one line, nothing
+half-written), PIL's decompression-bomb warning (one line of ours), images smaller
+than the model input (a warning, upsampled), checkpoints that are empty, not
+checkpoints, whole pickled models or of another architecture (2, one line), and
+no empty ``--out`` left when every image fails.
+
 The demo's JSON is checked against a second, independent computation with the
 API (same preprocessing, own softmax/argmax), and carries the must-show facts:
 chelsea → "Egyptian cat", coffee → "espresso", most chelsea cells a cat class.
@@ -266,7 +272,19 @@ def test_explain_all_good_exits_zero_and_dedupes_names(photo_dir, tmp_path, caps
         files = load_json(out, stem)["files"]
         assert files == {"label_grid": f"{stem}_labels.png", "heatmap": f"{stem}_heatmap.png"}
         assert all((out / name).is_file() for name in files.values())
-    assert capsys.readouterr().err == ""
+    # Both are smaller than the 224 px input: explained, with one warning line each.
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        (
+            f"warning: {tmp_path / 'a' / 'x.png'}: the image (120 x 80 px) is smaller than the "
+            "model input (224 px): upsampled 2.8x"
+        ),
+        (
+            f"warning: {tmp_path / 'b' / 'x.png'}: the image (80 x 120 px) is smaller than the "
+            "model input (224 px): upsampled 2.8x"
+        ),
+    ]
+    assert load_json(out, "x")["warnings"] == [err[0].split(": ", 2)[2]]
 
 
 # -- model options --------------------------------------------------------------------
@@ -408,3 +426,190 @@ def test_console_entry_point_exit_status(tmp_path):
     )
     assert process.returncode == 1
     assert f"error: {missing}: no such file." in process.stderr.splitlines()
+
+
+# -- inputs: folders, globs; options: --class, --view, --device, --random-weights ------
+def test_folders_and_globs(photo_dir, tmp_path, capsys):
+    nested = tmp_path / "album" / "2024"
+    nested.mkdir(parents=True)
+    Image.open(photo_dir / "cat.jpg").save(nested / "deep.PNG")
+    (tmp_path / "album" / "readme.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "explain",
+            str(tmp_path / "album"),
+            str(photo_dir / "cat_g*.png"),
+            str(photo_dir / "nothing*.gif"),
+            "--no-png",
+            "--out",
+            str(out),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.splitlines() == [
+        f"error: {photo_dir / 'nothing*.gif'}: the pattern matches no file.",
+        "1 of 3 image(s) failed.",
+    ]
+    assert load_json(out, "deep")["image"] == str(nested / "deep.PNG")
+    assert load_json(out, "cat_gray")["image"] == str(photo_dir / "cat_gray.png")
+    assert not (out / "readme.json").exists()
+
+
+def test_class_option_view_and_summary_paths(photo_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    options = ["--class", "tabby", "--class", "285", "--html", "--out", str(out)]
+    assert main(["explain", str(photo_dir / "cat.jpg"), *options]) == 0
+    line = capsys.readouterr().out.strip()
+    files = [out / n for n in ("cat.json", "cat_labels.png", "cat_heatmap.png")]
+    files += [out / n for n in ("cat_class281.png", "cat_class285.png", "cat.html")]
+    assert line.endswith(" -> " + ", ".join(str(f) for f in files))
+    assert all(f.is_file() for f in files)
+    record = load_json(out, "cat")
+    assert record["view"] == "full" and record["region"] == [0, 0, 451, 300]  # --html: whole photo
+    assert record["input_size"] == [224, 352] and record["grid_size"] == [7, 11]
+    assert record["files"]["classes"] == {"281": "cat_class281.png", "285": "cat_class285.png"}
+    from dense_readout.page import read_page
+
+    assert read_page(out / "cat.html")["initial_class"] == 281
+    out2 = tmp_path / "crop"
+    assert main(["explain", str(photo_dir / "cat.jpg"), "--view", "crop", "--out", str(out2)]) == 0
+    record = load_json(out2, "cat")
+    assert record["input_size"] == [224, 224] and record["region"][1::2] == [0, 300]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--class", "cat"], "--class cat matches"),
+        (["--class", "zebraa"], "--class zebraa: no class of this name. Did you mean zebra?"),
+        (["--class", "1000"], "--class 1000: ids go from 0 to 999."),
+        (["--device", "gpu"], "--device gpu is not a device name"),
+        (["--compare", "gradcam"], "--compare shows its maps in the page; add --html."),
+        (["--compare", "nosuch", "--html"], "--compare: unknown method(s) nosuch; known:"),
+        (["--random-weights", "--checkpoint", "x.pth"], "exclude each other"),
+    ],
+)
+def test_bad_new_options(photo_dir, tmp_path, capsys, options, message):
+    out = tmp_path / "out"
+    assert main(["explain", str(photo_dir / "cat.jpg"), "--out", str(out), *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_without_cuda(photo_dir, tmp_path, capsys):
+    assert main(["explain", str(photo_dir / "cat.jpg"), "--device", "cuda", "--out", "x"]) == 2
+    assert "this machine has 0 CUDA device(s); use --device cpu." in capsys.readouterr().err
+
+
+def test_random_weights_and_compare(photo_dir, tmp_path, capsys):
+    """Any timm architecture without a checkpoint; every output says the weights are random."""
+    small = tmp_path / "small.png"
+    Image.open(photo_dir / "cat.jpg").resize((300, 200)).save(small)
+    out = tmp_path / "out"
+    args = ["explain", str(small), "--model", "resnet18", "--random-weights", "--html"]
+    code = main([*args, "--compare", "gradcam", "--no-png", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "; RANDOM WEIGHTS -> " in captured.out
+    record = load_json(out, "small")
+    assert record["weights"] == "random" and record["model"] == "resnet18"
+    assert set(record["comparisons"]) == {"dense-readout", "gradcam"}
+    from dense_readout.page import read_page
+
+    page = read_page(out / "small.html")
+    assert page["random_weights"] is True
+    top5 = [e["class"] for e in page["top5"]]
+    compared = {(c["method"], c["class"]) for c in page["comparisons"]}
+    assert compared == {(m, k) for m in ("dense-readout", "gradcam") for k in top5}
+
+
+# -- bad input ------------------------------------------------------------------------
+def test_ctrl_c_stops_cleanly(photo_dir, tmp_path, capsys, monkeypatch):
+    """Interrupted while writing the second image: the first is complete, nothing of the
+    second is left, no temporary files, one line, status 130."""
+    import dense_readout.page as page
+
+    real, calls = page.readout_page, []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(page, "readout_page", interrupt_second)
+    out = tmp_path / "out"
+    images = [str(photo_dir / n) for n in ("cat.jpg", "cat_gray.png", "cat_rgba.png")]
+    code = main(["explain", *images, "--html", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert captured.err.splitlines() == [
+        (
+            f"interrupted: 1 of 3 image(s) done, 4 complete file(s) in {out}; the unfinished "
+            f"{photo_dir / 'cat_gray.png'} removed (2 file(s))."
+        )
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cat.html",
+        "cat.json",
+        "cat_heatmap.png",
+        "cat_labels.png",
+    ]
+    assert json.loads((out / "cat.json").read_text())["files"]["page"] == "cat.html"
+
+
+def test_decompression_bomb_warning_is_one_line(tmp_path, capsys, monkeypatch):
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1000, 800), "gray").save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500_000)  # 800,000 px: warned, not refused
+    out = tmp_path / "out"
+    assert main(["explain", str(big), "--no-png", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        (
+            f"warning: {big}: 1000 x 800 = 800,000 pixels, above PIL's decompression-bomb warning "
+            "limit (500,000); loaded anyway, check that you trust the file."
+        )
+    ]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300_000)  # over twice the limit: refused
+    assert main(["explain", str(big), "--no-png", "--out", str(out)]) == 1
+    assert "too large to load safely" in capsys.readouterr().err
+
+
+def _checkpoints(root: Path) -> dict[str, tuple[Path, str]]:
+    (root / "empty.pth").write_bytes(b"")
+    (root / "notes.pth").write_text("these are my notes, not weights")
+    torch.save(timm.create_model("resnet18", num_classes=2), root / "whole.pth")
+    torch.save(timm.create_model("resnet34", num_classes=2).state_dict(), root / "r34.pth")
+    return {
+        "empty": (root / "empty.pth", "is an empty file (0 bytes); save it again."),
+        "not a checkpoint": (root / "notes.pth", "is not a PyTorch or safetensors checkpoint"),
+        "pickled model": (root / "whole.pth", "load it yourself and pass the state_dict"),
+        "architecture": (
+            root / "r34.pth",
+            (
+                "does not match ResNet (96 unexpected key(s): layer1.2.conv1.weight, "
+                "layer1.2.bn1.weight, layer1.2.bn1.bias (+93 more))"
+            ),
+        ),
+    }
+
+
+def test_checkpoint_errors_are_one_line(photo_dir, tmp_path, capsys):
+    for kind, (path, message) in _checkpoints(tmp_path).items():
+        args = ["explain", str(photo_dir / "cat.jpg"), "--model", "resnet18", "--out", "unused"]
+        assert main([*args, "--checkpoint", str(path)]) == 2, kind
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and message in err, (kind, err)
+        assert "weights_only" not in err.replace("weights_only=False", ""), kind
+
+
+def test_no_empty_output_folder_when_every_image_fails(tmp_path, capsys):
+    out = tmp_path / "new" / "deeper"
+    assert main(["explain", str(tmp_path / "gone.jpg"), "--out", str(out)]) == 1
+    assert not (tmp_path / "new").exists()
+    assert "1 of 1 image(s) failed." in capsys.readouterr().err

@@ -231,7 +231,7 @@ def _read_state_dict(path: Path) -> OrderedDict[str, torch.Tensor]:
 
 _PICKLED_MODEL = (
     "{path} holds a whole pickled model, not a state dict; loading it would run code from "
-    "the file. Load it yourself and pass the state_dict: if you trust the file, "
+    "the file; load it yourself and pass the state_dict: if you trust the file, "
     "torch.save(torch.load(path, weights_only=False).state_dict(), 'weights.pth') and "
     "pass weights.pth."
 )
