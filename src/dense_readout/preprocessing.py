@@ -134,8 +134,9 @@ def hf_data_config(model: object) -> dict[str, Any] | None:
     ``interpolation``) for a ``transformers`` model, else ``None``.
 
     Read from the image processor saved next to the model when it was loaded from a
-    directory (``from_pretrained(local_dir)``; offline, ``local_files_only``); without
-    one, only ``config.image_size``. A processor that resizes to a fixed ``height×width``
+    directory (``from_pretrained(local_dir)``), or already in the local Hugging Face
+    cache for a hub name (``local_files_only``: nothing is downloaded); without one,
+    only ``config.image_size`` (and ImageNet mean/std). A processor that resizes to a fixed ``height×width``
     (ViT's) is approximated by resizing the shorter side to it and centre-cropping.
     Nothing imports ``transformers`` unless ``model`` comes from it.
     """
@@ -147,12 +148,17 @@ def hf_data_config(model: object) -> dict[str, Any] | None:
     if size:
         side = int(size[-1]) if isinstance(size, (tuple, list)) else int(size)
         cfg = {"input_size": (3, side, side), "crop_pct": 1.0}
-    directory = Path(str(getattr(model, "name_or_path", "") or ""))
-    if not (directory / "preprocessor_config.json").is_file():
+    source = str(getattr(model, "name_or_path", "") or "")
+    if not source or (
+        Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").is_file()
+    ):
         return cfg
     from transformers import AutoImageProcessor
 
-    processor = AutoImageProcessor.from_pretrained(str(directory), local_files_only=True)
+    try:  # a local directory, or a hub name already in the local cache; never downloads
+        processor = AutoImageProcessor.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        return cfg
     return {**cfg, **_processor_geometry(processor)}
 
 

@@ -157,9 +157,9 @@ def load_hf_directory(
         >>> from dense_readout import load_pretrained
         >>> config = ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1],
         ...                       id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1})
-        >>> folder = tempfile.mkdtemp()
-        >>> ResNetForImageClassification(config).save_pretrained(folder)
-        >>> model, preprocess, names, name = load_pretrained(f"hf:{folder}")
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     ResNetForImageClassification(config).save_pretrained(folder)
+        ...     model, preprocess, names, name = load_pretrained(f"hf:{folder}")
         >>> names, name.startswith("hf:"), model.training
         (('cat', 'dog'), True, False)
     """
