@@ -129,7 +129,7 @@ def save_png(figure, path: str | Path) -> Path:
 
 
 def add_photo_inset(figure, photo: ImageLike, region: Sequence[float], width_px: int = 300):
-    """Draw a thumbnail of the whole ``photo`` in the figure's lower right corner, with
+    """Draw a thumbnail of the whole ``photo`` low in the figure's right side, with
     ``region`` (``[left, top, right, bottom]`` in photo pixels, e.g. the crop) outlined.
 
     Example:
@@ -148,7 +148,10 @@ def add_photo_inset(figure, photo: ImageLike, region: Sequence[float], width_px:
     inset_w = min(width_px, 0.3 * fig_w)
     inset_h = min(inset_w * height / width, 0.3 * fig_h)
     inset_w = inset_h * width / height
-    axes = figure.add_axes([1 - (inset_w + 8) / fig_w, 8 / fig_h, inset_w / fig_w, inset_h / fig_h])
+    bottom = 104  # above the legend's note at the foot of the side panel
+    axes = figure.add_axes(
+        [1 - (inset_w + 12) / fig_w, bottom / fig_h, inset_w / fig_w, inset_h / fig_h]
+    )
     axes.imshow(picture, extent=(0, width, height, 0), interpolation="antialiased", aspect="auto")
     left, top, right, bottom = (float(v) for v in region)
     axes.add_patch(
