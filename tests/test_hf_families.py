@@ -182,6 +182,23 @@ def test_hf_family(name):
     for u, v in [(0, 0), (grid[0] - 1, grid[1] // 2), (grid[0] // 2, grid[1] - 1)]:
         oracle = _own_head_on_cell(model, layer, x, fill, u, v, grid, prefix)
         torch.testing.assert_close(result.scores[:, :, u, v], oracle, rtol=1e-4, atol=1e-4)
+    _integrations_agree(model, x, result)
+
+
+def _integrations_agree(model, x, result) -> None:
+    """Captum and pytorch-grad-cam classes take the HF model as it is (no wrapper) and
+    hook the adapter's grid layer: their maps are the readout's class map."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from dense_readout.captum import DenseReadoutAttribution
+    from dense_readout.gradcam import DenseReadoutCAM
+
+    maps = DenseReadoutAttribution(model).attribute(x, target=1)
+    torch.testing.assert_close(maps, result.scores[:, 1:2], rtol=1e-4, atol=1e-4)
+    with DenseReadoutCAM(model) as cam:
+        cam(x, targets=[ClassifierOutputTarget(1)] * x.shape[0])
+        assert cam.last_raw_cams is not None
+        torch.testing.assert_close(cam.last_raw_cams, result.scores[:, 1], rtol=1e-4, atol=1e-4)
 
 
 def test_notes_say_why():
