@@ -5,6 +5,7 @@ command line's ``--model hf:DIR`` (offline). No hand-written wrapper anywhere.""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -179,3 +180,34 @@ def test_cli_bench_hf_directory(tmp_path, monkeypatch, capsys):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["images"]["evaluated"] == 2
     assert results["model"]["name"] == f"hf:{folder}"
+
+
+def test_cli_lrp_hf_directory_is_refused(tmp_path, capsys):
+    from dense_readout.cli import main
+
+    folder = _save(tmp_path / "model", _resnet(), transformers.ViTImageProcessor())
+    image = _image(tmp_path / "photo.png")
+    code = main(["lrp", image, "--model", f"hf:{folder}", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "Hugging Face" in capsys.readouterr().err
+
+
+def test_hf_directory_without_transformers_names_the_extra(tmp_path, monkeypatch):
+    from dense_readout import load_pretrained
+    from dense_readout.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=r"dense-readout\[hf\]"):
+        load_pretrained(f"hf:{tmp_path}")
+
+
+def test_logits_only_unwraps_outputs(resnet):
+    from dense_readout.adapters.hf_models import LogitsOnly, logits_only
+
+    x = torch.randn(1, 3, SIZE, SIZE)
+    wrapped = logits_only(resnet)
+    assert isinstance(wrapped, LogitsOnly) and wrapped.model is resnet
+    assert wrapped.training is False
+    torch.testing.assert_close(wrapped(x), resnet(x).logits)
+    plain = torch.nn.Linear(2, 2)
+    assert logits_only(plain) is plain  # other models are left alone
