@@ -185,8 +185,8 @@ def attribution_localisation(
     game). A share above 1 (possible for signed maps) is NaN, as in Quantus.
     ``weighted`` multiplies by the mask's share of the image, ``|mask| / (H·W)``
     (Quantus 0.6 divides by ``x_batch[2:].size``, the batch from its third image
-    on, which looks like a slip; not reproduced). Quantus adds 1e-9 to the
-    denominator; here an all-zero map gives NaN instead of 0.
+    on, which looks like a slip; not reproduced). An all-zero map scores 0, as
+    in Quantus (which adds 1e-9 to the denominator); an empty mask gives NaN.
 
     Example:
         >>> import numpy as np
@@ -201,7 +201,8 @@ def attribution_localisation(
         maps = np.abs(maps)
     if positive:
         maps = np.clip(maps, 0.0, None)
-    share = _ratio((maps * masks).sum(axis=(1, 2)), maps.sum(axis=(1, 2)), masks)
+    total = maps.sum(axis=(1, 2))
+    share = _ratio((maps * masks).sum(axis=(1, 2)), np.where(total == 0, 1.0, total), masks)
     share[share > 1] = np.nan
     if weighted:
         share = share * masks.reshape(masks.shape[0], -1).mean(axis=1)
