@@ -148,9 +148,9 @@ def add_photo_inset(figure, photo: ImageLike, region: Sequence[float], width_px:
     inset_w = min(width_px, 0.3 * fig_w)
     inset_h = min(inset_w * height / width, 0.3 * fig_h)
     inset_w = inset_h * width / height
-    bottom = 104  # above the legend's note at the foot of the side panel
+    lift = 104  # above the legend's note at the foot of the side panel
     axes = figure.add_axes(
-        [1 - (inset_w + 12) / fig_w, bottom / fig_h, inset_w / fig_w, inset_h / fig_h]
+        [1 - (inset_w + 12) / fig_w, lift / fig_h, inset_w / fig_w, inset_h / fig_h]
     )
     axes.imshow(picture, extent=(0, width, height, 0), interpolation="antialiased", aspect="auto")
     left, top, right, bottom = (float(v) for v in region)
