@@ -8,10 +8,10 @@ both alike. Weights are random (speed does not depend on their values).
 
     python benchmarks/speed.py                       # the docs table
     python benchmarks/speed.py --models resnet50 --batches 1 --repeats 3
-    python benchmarks/speed.py --models tv:googlenet tv:shufflenet_v2_x1_0
+    python benchmarks/speed.py --models tv:googlenet tv:inception_v3
 
 Names are timm models; ``tv:<name>`` is a torchvision model (``weights=None``), e.g.
-GoogLeNet and ShuffleNetV2, which the structural adapter reads out.
+GoogLeNet and Inception-v3, which the structural adapter reads out.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ DEFAULT_MODELS = [
     "swin_tiny_patch4_window7_224",
     "vit_small_patch16_224",
     "tv:googlenet",  # torchvision, structural adapter
-    "tv:shufflenet_v2_x1_0",  # torchvision, structural adapter
+    "tv:inception_v3",  # torchvision, structural adapter
 ]
 
 
@@ -42,7 +42,8 @@ def _build(name: str):
     if name.startswith("tv:"):
         import torchvision
 
-        kwargs = {"aux_logits": False, "init_weights": False} if name == "tv:googlenet" else {}
+        aux = name in ("tv:googlenet", "tv:inception_v3")
+        kwargs = {"aux_logits": False, "init_weights": False} if aux else {}
         model = getattr(torchvision.models, name[3:])(weights=None, **kwargs).eval()
     else:
         import timm

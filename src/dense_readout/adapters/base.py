@@ -226,7 +226,19 @@ class ModelAdapter:
         return True
 
     def head_is_affine(self) -> bool:
-        """True when the pointwise head is affine per cell (``Z = W h + b``)."""
+        """True when the pointwise head is affine per cell (``Z = W h + b``).
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> from dense_readout.adapters import CustomAdapter
+            >>> body = nn.Conv2d(3, 4, 1)
+            >>> mlp = nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2))
+            >>> CustomAdapter(body, features=body, head=nn.Linear(4, 2)).head_is_affine()
+            True
+            >>> CustomAdapter(body, features=body, head=mlp).head_is_affine()
+            False
+        """
         return all(affine_leaf(m) for m in self.head_modules())
 
     def is_exact(self) -> bool:

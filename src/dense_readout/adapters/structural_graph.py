@@ -32,7 +32,18 @@ __all__ = ["GraphSplit", "ProbeError", "split_graph"]
 
 
 class ProbeError(Exception):
-    """The model did not run on the probe input (internal: the caller retries or refuses)."""
+    """The model did not run on the probe input (the caller retries on a real input).
+
+    Example:
+        >>> import torch
+        >>> from torch import fx, nn
+        >>> fixed = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))  # 2×2 RGB inputs only
+        >>> try:
+        ...     split_graph(fixed, fx.symbolic_trace(fixed), torch.zeros(1, 3, 4, 4))
+        ... except ProbeError as error:
+        ...     print(str(error)[:20])
+        on a 3×4×4 probe: Ru
+    """
 
 
 @dataclass
@@ -44,6 +55,17 @@ class GraphSplit:
     takes a map of any size); ``nonaffine_ops``: names of functional ops in the tail
     that are not affine; ``shape_ops_only``: the tail's functional ops only reshape
     (its modules then say everything); ``head_leaves``: the leaf modules of the tail.
+
+    Example:
+        >>> import torch
+        >>> from torch import fx, nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 2), nn.ReLU()).eval()
+        >>> split = split_graph(model, fx.symbolic_trace(model), torch.zeros(1, 3, 8, 8))
+        >>> [type(m).__name__ for m in split.head_leaves]
+        ['AdaptiveAvgPool2d', 'Flatten', 'Linear', 'ReLU']
+        >>> tuple(split.tail(torch.ones(5, 4, 1, 1)).shape)  # five one-cell maps
+        (5, 2)
     """
 
     backbone: Callable[[Tensor], Tensor]
