@@ -276,3 +276,18 @@ def test_fixed_size_model_is_analysed_on_its_first_input():
     result = readout(x)
     assert result.grid_size == (8, 8) and result.exact and readout.num_classes == 5
     assert readout.adapter.target_layer() is readout.model.body  # probed at the input's size
+
+
+def test_cam_and_captum_drop_ins_use_the_structural_split():
+    """DenseReadoutCAM / DenseReadoutAttribution on a model only the structural adapter knows."""
+    from dense_readout.captum import DenseReadoutAttribution
+    from dense_readout.gradcam import DenseReadoutCAM
+
+    torch.manual_seed(0)
+    model = nn.Sequential(_body(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    result = DenseReadout(model)(x)
+    attributions = DenseReadoutAttribution(model).attribute(x, target=4)
+    torch.testing.assert_close(attributions[:, 0], result.class_map(4))
+    cam = DenseReadoutCAM(model)(x, targets=None)  # the top class of each image
+    assert cam.shape == (2, 32, 32) and (cam >= 0).all() and (cam <= 1).all()
