@@ -587,8 +587,14 @@ def _checkpoints(root: Path) -> dict[str, tuple[Path, str]]:
     torch.save(timm.create_model("resnet34", num_classes=2).state_dict(), root / "r34.pth")
     return {
         "empty": (root / "empty.pth", "is an empty file (0 bytes); save it again."),
-        "not a checkpoint": (root / "notes.pth", "is not a PyTorch or safetensors checkpoint"),
-        "pickled model": (root / "whole.pth", "load it yourself and pass the state_dict"),
+        "not a checkpoint": (root / "notes.pth", ": not a PyTorch or safetensors checkpoint"),
+        "pickled model": (
+            root / "whole.pth",
+            (
+                "holds a pickled Python object (timm.models.resnet.ResNet), not a state dict; "
+                "loading it would run code from the file. Load it yourself and pass the state_dict"
+            ),
+        ),
         "architecture": (
             root / "r34.pth",
             (

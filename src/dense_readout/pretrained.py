@@ -10,6 +10,7 @@ always created with ``pretrained=False``.
 from __future__ import annotations
 
 import importlib
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,7 +221,7 @@ def _read_state_dict(path: Path) -> OrderedDict[str, torch.Tensor]:
             state = state[key]
             break
     if isinstance(state, nn.Module):  # a safe-loadable pickled module is still a model
-        raise CheckpointError(_PICKLED_MODEL.format(path=path))
+        raise CheckpointError(_PICKLED_MODEL.format(path=path, what=f" ({type(state).__name__})"))
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(
             f"{path} does not hold a state dict of tensors; save one with "
@@ -230,8 +231,8 @@ def _read_state_dict(path: Path) -> OrderedDict[str, torch.Tensor]:
 
 
 _PICKLED_MODEL = (
-    "{path} holds a whole pickled model, not a state dict; loading it would run code from "
-    "the file; load it yourself and pass the state_dict: if you trust the file, "
+    "{path} holds a pickled Python object{what}, not a state dict; loading it would run "
+    "code from the file. Load it yourself and pass the state_dict: if you trust the file, "
     "torch.save(torch.load(path, weights_only=False).state_dict(), 'weights.pth') and "
     "pass weights.pth."
 )
@@ -240,14 +241,16 @@ _PICKLED_MODEL = (
 def _unreadable(path: Path, error: Exception) -> str:
     """A one-line reason why ``torch.load``/safetensors could not read ``path``."""
     text = str(error)
-    if "weights_only" in text or "Weights only load failed" in text:
-        return _PICKLED_MODEL.format(path=path)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    pickled = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if pickled:  # torch's weights_only loader met a class: a whole pickled model
+        return _PICKLED_MODEL.format(path=path, what=f" ({pickled.group(1)})")
+    detail = text.split("WeightsUnpickler error:", 1)[-1]
+    first = next((line.strip() for line in detail.splitlines() if line.strip()), "")
     first = first if len(first) <= 120 else first[:117] + "..."
     return (
-        f"{path} is not a PyTorch or safetensors checkpoint ({type(error).__name__}: {first}); "
-        "pass a file saved "
-        "with torch.save(model.state_dict(), path) or safetensors."
+        f"Cannot read checkpoint {path}: not a PyTorch or safetensors checkpoint "
+        f"({type(error).__name__}: {first or 'no details'}); pass a file saved with "
+        "torch.save(model.state_dict(), path) or safetensors."
     )
 
 

@@ -128,7 +128,11 @@ def _add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
         metavar="F",
         help="centre-crop fraction: 1.0 (default) keeps the most of the photo; 0.875 is the paper's 256→224",
     )
+    _add_page_options(parser)
 
+
+def _add_page_options(parser: argparse.ArgumentParser) -> None:
+    """--html, --view, --class, --compare, --device, --random-weights."""
     parser.add_argument(
         "--html",
         action="store_true",
