@@ -267,3 +267,12 @@ def test_residual_is_relative_to_the_logits_scale():
     assert float(result.residual.max()) < 1e-5
     torch.testing.assert_close(result.residual, result.residual_abs / scale)
     assert float(result.residual_abs.max()) > 1.0  # the absolute value is still there
+
+
+def test_fixed_size_swin_names_its_size_and_is_probed_at_it():
+    small = {"num_classes": 3, "embed_dim": 24, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}
+    model = timm.create_model("swin_tiny_patch4_window7_224", **small).eval()
+    with pytest.raises(InputError, match=r"expects 224×224 inputs, got 128×128.*img_size=128"):
+        DenseReadout(model)(torch.randn(1, 3, 128, 128))
+    built = timm.create_model("swin_tiny_patch4_window7_224", img_size=256, **small).eval()
+    assert DenseReadout(built)(torch.randn(1, 3, 256, 256)).grid_size == (8, 8)

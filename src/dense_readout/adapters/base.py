@@ -284,18 +284,24 @@ class ModelAdapter:
         return None
 
     def probe_input(self, batch: int = 1) -> Tensor:
-        """A small valid input for structural probes (on the model's device and dtype)."""
-        size = 224
+        """A small valid input for structural probes (on the model's device and dtype).
+
+        Its size is the one the model was built for where it says so (a timm
+        ``patch_embed.img_size``, then ``pretrained_cfg['input_size']``), else 224 px.
+        """
+        height = width = 224
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         input_size = cfg.get("input_size") if isinstance(cfg, dict) else None
         if input_size:
-            size = int(input_size[-1])
+            height, width = int(input_size[-2]), int(input_size[-1])
+        built_for = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
+        if isinstance(built_for, (tuple, list)) and len(built_for) == 2:
+            height, width = int(built_for[0]), int(built_for[1])
         parameter = _first_parameter(self.model)
+        shape = (batch, self.in_channels, height, width)
         if parameter is None:
-            return torch.zeros(batch, self.in_channels, size, size)
-        return torch.zeros(
-            batch, self.in_channels, size, size, device=parameter.device, dtype=parameter.dtype
-        )
+            return torch.zeros(shape)
+        return torch.zeros(shape, device=parameter.device, dtype=parameter.dtype)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__}, exact={self.is_exact()})"

@@ -50,7 +50,8 @@ class TimmGridAdapter(PooledGridAdapter):
         )
 
     def forward_features(self, inputs: Tensor) -> Tensor:
-        return self.model.forward_features(inputs)
+        with input_size_for(self.model, inputs):  # fixed-size models (Swin): a clear error
+            return self.model.forward_features(inputs)
 
     def tail(self, native: Tensor) -> Tensor:
         return self.model.forward_head(native)
