@@ -291,3 +291,16 @@ def test_cam_and_captum_drop_ins_use_the_structural_split():
     torch.testing.assert_close(attributions[:, 0], result.class_map(4))
     cam = DenseReadoutCAM(model)(x, targets=None)  # the top class of each image
     assert cam.shape == (2, 32, 32) and (cam >= 0).all() and (cam <= 1).all()
+
+
+def test_torchvision_aux_heads_are_ignored_in_eval_mode():
+    """GoogLeNet with its auxiliary classifiers: in eval mode forward returns the main logits
+    only, so the traced graph (and the readout) has no aux branch."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(weights=None, num_classes=7, init_weights=False).eval()
+    assert model.aux_logits
+    x = torch.randn(1, 3, 96, 96)
+    result = _check(model, x, lambda cell: model.fc(cell))
+    assert result.grid_size == (3, 3)
