@@ -139,6 +139,10 @@ class Registry(Generic[T]):
         """``(name, entry)`` pairs in registration order."""
         return list(self._entries.items())
 
+    def __getitem__(self, name: str) -> T:
+        """``registry[name]``, as the dicts the registries replaced allowed; same as :meth:`get`."""
+        return self.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
