@@ -111,7 +111,8 @@ def find_sdist(version: str) -> Path:
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", f"grad-cam=={version}"]
-    command += ["--no-binary", ":all:", "--no-deps", "--quiet", "-d", str(CACHE)]
+    command += ["--no-binary", ":all:", "--no-deps", "--quiet", "--retries", "0"]
+    command += ["--timeout", "10", "-d", str(CACHE)]
     subprocess.run(command, check=True)
     if not target.is_file():
         raise FileNotFoundError(f"pip download did not produce {target}")
