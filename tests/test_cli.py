@@ -619,3 +619,14 @@ def test_no_empty_output_folder_when_every_image_fails(tmp_path, capsys):
     assert main(["explain", str(tmp_path / "gone.jpg"), "--out", str(out)]) == 1
     assert not (tmp_path / "new").exists()
     assert "1 of 1 image(s) failed." in capsys.readouterr().err
+
+
+def test_fixed_size_model_in_full_view_points_to_crop(photo_dir, tmp_path, capsys):
+    """A model that only takes its own input size fails on the whole photo with a way out."""
+    args = ["explain", str(photo_dir / "cat.jpg"), "--model", "swin_tiny_patch4_window7_224"]
+    args += ["--random-weights", "--no-png", "--out", str(tmp_path / "out")]
+    assert main([*args, "--view", "full"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"error: {photo_dir / 'cat.jpg'}: ")
+    assert err[0].endswith("--view crop reads out the centre crop at the model's input size.")
+    assert main([*args, "--view", "crop"]) == 0

@@ -296,7 +296,13 @@ def _explain_reported(source: Source, job: Job, written: Written) -> bool:
                 if isinstance(error, (DenseReadoutError, OSError))
                 else f"{type(error).__name__}: "
             )
-            line, message = None, f"{source.name}: {kind}{error}"
+            hint = (
+                " With --view full the input is the whole photo; --view crop reads out "
+                "the centre crop at the model's input size."
+                if isinstance(error, InputError) and job.args.view == "full"
+                else ""
+            )
+            line, message = None, f"{source.name}: {kind}{error}{hint}"
     for warning in caught:
         if issubclass(warning.category, ImageWarning):
             print(f"warning: {warning.message}", file=sys.stderr, flush=True)
