@@ -144,3 +144,43 @@ def test_bad_budgets(small, kwargs, fragment):
 def test_normalised_input_is_refused(small):
     with pytest.raises(InputError, match=r"pixel-space images in \[0, 1\]"):
         pgd(small, torch.randn(1, 3, 32, 32), target=1)
+
+
+def test_attack_command_writes_fig11_gif_and_json(tmp_path):
+    import json
+
+    from dense_readout.cli import main
+
+    out = tmp_path / "out"
+    status = main(
+        ["attack", "skimage:coffee", "--target", "sombrero", "--steps", "3", "--out", str(out)]
+    )
+    assert status == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "coffee_attack.json",
+        "coffee_attack_a_clean.png",
+        "coffee_attack_b_attacked.png",
+        "coffee_attack_c_steps.png",
+        "coffee_attack_grid.gif",
+    ]
+    record = json.loads((out / "coffee_attack.json").read_text())
+    assert record["target"] == 808 and record["target_name"].startswith("sombrero")
+    assert len(record["per_step"]) == 4 and record["per_step"][0]["prediction_name"] == "espresso"
+    assert Image.open(out / "coffee_attack_grid.gif").n_frames == 4
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--target", "sombero"], "Did you mean: sombrero"),
+        (["--target", "5000"], "out of range"),
+        (["--target", "espresso"], "targeted attack needs another class"),
+    ],
+)
+def test_attack_command_bad_targets(tmp_path, capsys, argv, fragment):
+    from dense_readout.cli import main
+
+    status = main(["attack", "skimage:coffee", "--steps", "1", "--out", str(tmp_path), *argv])
+    assert status == 2
+    assert fragment in capsys.readouterr().err

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "dense_readout.commands.synthetic",
     "dense_readout.commands.coco",
     "dense_readout.commands.lrp",
+    "dense_readout.commands.attack",
 ]
 
 
