@@ -78,7 +78,10 @@ def _box_target_cells(figure: Any, trace: AttackTrace, step: int, index: int) ->
 
 
 def attack_figures(
-    trace: AttackTrace, class_names: Sequence[str] | None = None, index: int = 0
+    trace: AttackTrace,
+    class_names: Sequence[str] | None = None,
+    index: int = 0,
+    panel_px: int = 800,
 ) -> tuple[Any, Any, Any]:
     """Fig. 11 (a), (b), (c) of image ``index`` as three matplotlib figures.
 
@@ -106,6 +109,7 @@ def attack_figures(
         class_names,
         f"(a) clean: image top-1 {_name(clean_top, class_names)} "
         f"{100 * float(probs[0, clean_top]):.1f}%\nper-cell top-1 and softmax",
+        panel_px=panel_px,
     )
     attacked = _step_grid(
         trace,
@@ -115,6 +119,7 @@ def attack_figures(
         f"(b) after {trace.steps} PGD steps: image top-1 {_name(final_top, class_names)} "
         f"{100 * float(probs[-1, final_top]):.1f}%\n{kind} {_name(target, class_names)} "
         "cells boxed in red",
+        panel_px=panel_px,
     )
     return clean, attacked, plot_attack_steps(trace, class_names, index)
 
