@@ -94,7 +94,7 @@ def resolve_grid_layer(
         )
     expected = adapter.target_layer()
     transform = reshape_transform if reshape_transform is not None else adapter.reshape_transform()
-    if reshape_transform is None and any(layer is expected for layer in layers):
+    if any(layer is expected for layer in layers):  # the adapter's own layer: no probe
         chosen = expected
     else:
         matches = _probe_matches(adapter, layers, transform)
