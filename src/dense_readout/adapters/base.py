@@ -171,6 +171,12 @@ def _first_parameter(model: nn.Module) -> Tensor | None:
     return next(iter(model.parameters()), None)
 
 
+def _input_channels(model: nn.Module, default: int) -> int:
+    """``in_channels`` of the model's first 2-D convolution, else ``default``."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else default
+
+
 class ModelAdapter:
     """Base class of model-family adapters. Subclass and :func:`register_adapter` it.
 
@@ -187,6 +193,8 @@ class ModelAdapter:
         # Any: adapters read family-specific attributes (model.fc, model.head, …) that
         # nn.Module's stubs type as ``Tensor | Module``; the family check made them safe.
         self.model: Any = model
+        # probes and input checks use the model's own input width (1-channel, RGBA models)
+        self.in_channels = _input_channels(model, self.in_channels)
 
     # -- lookup -----------------------------------------------------------------
     @classmethod
