@@ -304,6 +304,18 @@ def test_one_and_four_channel_models(channels):
     assert np.abs(ours - reference).max() < 1e-4
 
 
+@pytest.mark.parametrize("channels", [1, 4])
+def test_timm_models_with_other_input_widths(channels):
+    """timm's adapter probes in its constructor: with the first conv's in_channels."""
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=5, in_chans=channels).eval()
+    x = torch.randn(2, channels, 64, 64, generator=torch.Generator().manual_seed(0))
+    with DenseReadoutCAM(model) as cam:
+        maps = cam(x, None)
+        assert torch.equal(cam.label_grid(), DenseReadout(model)(x).labels())
+    assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()
+
+
 def test_bias_removal_needs_an_affine_head():
     model = timm.create_model("convnext_atto", num_classes=5).eval()
     with pytest.raises(InputError, match="affine head"):
