@@ -85,6 +85,35 @@ def forward_backward_seconds(model, preprocess, path: Path, repeats: int = 7) ->
     return statistics.median(times)
 
 
+def interleaved_step_ratio(model, preprocess, paths: list[Path], args) -> dict:
+    """Time PGD steps and plain forward+backward passes alternately in one process.
+
+    Alternating the two on the same images makes the ratio robust to load that
+    drifts during the run (the absolute times are not).
+    """
+    pgd_times, plain_times = [], []
+    for i, path in enumerate(paths):
+        x = pixels_of(path, preprocess)
+        start = time.perf_counter()
+        trace = pgd(
+            model,
+            x,
+            target=TARGETS[i % len(TARGETS)],
+            steps=args.steps,
+            mean=preprocess.mean,
+            std=preprocess.std,
+        )
+        pgd_times.append((time.perf_counter() - start) / (trace.steps + 1))
+        plain_times.append(forward_backward_seconds(model, preprocess, path, repeats=trace.steps))
+    ratio = statistics.median(p / f for p, f in zip(pgd_times, plain_times, strict=True))
+    return {
+        "images": len(paths),
+        "seconds_per_pgd_step_median": statistics.median(pgd_times),
+        "seconds_per_forward_backward_median": statistics.median(plain_times),
+        "pgd_step_over_forward_backward_median": ratio,
+    }
+
+
 def summarise(rows: list[dict], forward_backward: float) -> dict:
     done = [r for r in rows if "success_step" in r]
     flipped = [r for r in done if r["success_step"] >= 0]
@@ -128,10 +157,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/attack_cells"))
+    parser.add_argument(
+        "--timing",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time PGD steps against forward+backward on N images, interleaved",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, preprocess, _, name = load_pretrained()
     paths = sorted((args.data_root / "ilsvrc_val_sample" / "val").glob("*.JPEG"))[: args.limit]
+    if args.timing:
+        print(json.dumps(interleaved_step_ratio(model, preprocess, paths[: args.timing], args)))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "attack_cells.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
