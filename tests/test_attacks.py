@@ -158,6 +158,7 @@ def test_attack_command_writes_fig11_gif_and_json(tmp_path):
     assert status == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        "coffee_attack.html",
         "coffee_attack.json",
         "coffee_attack_a_clean.png",
         "coffee_attack_b_attacked.png",

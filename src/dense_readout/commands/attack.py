@@ -2,8 +2,10 @@
 
 Writes into ``--out``: ``<stem>_attack_a_clean.png``, ``<stem>_attack_b_attacked.png``,
 ``<stem>_attack_c_steps.png`` (Fig. 11 a–c), ``<stem>_attack_grid.gif`` (the label
-grid across iterations) and ``<stem>_attack.json`` (per step: image top-1, target
-probability, share of target cells). ``IMAGE`` is a file or ``skimage:<name>``.
+grid across iterations), ``<stem>_attack.json`` (per step: image top-1, target
+probability, share of target cells) and ``<stem>_attack.html`` (Fig. 11 as an offline
+page with a step slider, :func:`dense_readout.attacks.page.attack_page`); the summary
+line lists every path written. ``IMAGE`` is a file or ``skimage:<name>``.
 Without ``--target`` the attack is untargeted (away from the clean prediction).
 Exit status 1 if the image cannot be read, 2 for a bad model/option.
 
@@ -113,7 +115,9 @@ def run_attack(args: argparse.Namespace) -> int:
 
 
 def _write_outputs(trace, names, args: argparse.Namespace) -> list[Path]:
+    from .._atomic import write_atomic
     from ..attacks.figures import attack_figures, label_grid_animation
+    from ..attacks.page import attack_page
     from ..viz import save_png
 
     out = Path(args.out)
@@ -128,7 +132,8 @@ def _write_outputs(trace, names, args: argparse.Namespace) -> list[Path]:
     record.update(image=args.image, eps=args.eps, alpha=args.alpha, seed=args.seed)
     json_path = out / f"{stem}_attack.json"
     json_path.write_text(json.dumps(record, indent=2))
-    return [*paths, json_path]
+    html_path = write_atomic(out / f"{stem}_attack.html", attack_page(trace, names))
+    return [*paths, json_path, html_path]
 
 
 def attack_record(trace, names) -> dict:
