@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e '.[test]' $(LINT_PINS)
+	# torchattacks (reference PGD for tests/test_attacks.py) pins requests~=2.25.1, which
+	# would downgrade urllib3 below what Selenium needs; it runs fine without that pin.
+	$(BIN)/python -m pip install --quiet --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 demo: $(STAMP)
