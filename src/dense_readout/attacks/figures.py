@@ -90,7 +90,7 @@ def attack_figures(
         >>> from dense_readout.attacks import pgd
         >>> from dense_readout.attacks.figures import attack_figures
         >>> model = timm.create_model("resnet18", num_classes=4).eval()
-        >>> trace = pgd(model, torch.rand(1, 3, 64, 64), target=1, steps=2)
+        >>> trace = pgd(model, torch.rand(1, 3, 64, 64), target=1, true_class=0, steps=2)
         >>> [len(figure.axes) > 0 for figure in attack_figures(trace)]
         [True, True, True]
     """
@@ -199,7 +199,7 @@ def label_grid_animation(
         >>> from dense_readout.attacks import pgd
         >>> from dense_readout.attacks.figures import label_grid_animation
         >>> model = timm.create_model("resnet18", num_classes=4).eval()
-        >>> trace = pgd(model, torch.rand(1, 3, 64, 64), target=1, steps=2)
+        >>> trace = pgd(model, torch.rand(1, 3, 64, 64), target=1, true_class=0, steps=2)
         >>> gif = label_grid_animation(trace, os.path.join(tempfile.mkdtemp(), "a.gif"))
         >>> Image.open(gif).n_frames
         3

@@ -169,7 +169,8 @@ def pgd(
         >>> from dense_readout.attacks import pgd
         >>> model = timm.create_model("resnet18", num_classes=5).eval()
         >>> x = torch.rand(1, 3, 64, 64)
-        >>> trace = pgd(model, x, target=3, steps=2, generator=torch.Generator().manual_seed(0))
+        >>> seed = torch.Generator().manual_seed(0)
+        >>> trace = pgd(model, x, target=3, true_class=0, steps=2, generator=seed)
         >>> tuple(trace.cell_labels.shape), trace.steps
         ((3, 1, 2, 2), 2)
         >>> bool(((trace.images - x).abs() <= 8 / 255 + 1e-6).all())
