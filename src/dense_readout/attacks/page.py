@@ -161,15 +161,9 @@ def read_attack_page(source: str | Path) -> dict[str, Any]:
         >>> read_attack_page('<script type="application/json" id="attack-data">{"a":1}</script>')
         {'a': 1}
     """
-    text = str(source)
-    if "<" not in text:
-        text = Path(source).read_text(encoding="utf-8")
-    start_tag = f'<script type="application/json" id="{DATA_ID}">'
-    start = text.find(start_tag)
-    end = text.find("</script>", start)
-    if start < 0 or end < 0:
-        raise InputError("not an attack page: its data block is missing.")
-    return json.loads(text[start + len(start_tag) : end])
+    from ..page.data import read_json_block
+
+    return read_json_block(source, DATA_ID, "an attack page")
 
 
 _HTML = """<!DOCTYPE html>

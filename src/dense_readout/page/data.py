@@ -228,15 +228,23 @@ def read_page(source: str | Path) -> dict[str, Any]:
         >>> bool(abs(data["scores"] - z).max() <= 2.0**-11 * abs(z).max())
         True
     """
-    text = str(source)
-    if "<" not in text:
-        text = Path(source).read_text(encoding="utf-8")
-    start_tag = f'<script type="application/json" id="{DATA_ID}">'
-    start = text.find(start_tag)
-    end = text.find("</script>", start)
-    if start < 0 or end < 0:
-        raise InputError("not a dense-readout page: its data block is missing.")
-    data = json.loads(text[start + len(start_tag) : end])
+    data = read_json_block(source, DATA_ID, "a dense-readout page")
     packed = data["scores"]
     data["scores"] = decode_scores(packed["data"], packed["shape"])
     return data
+
+
+def read_json_block(source: str | Path, block_id: str, what: str) -> Any:
+    """The JSON of ``<script type="application/json" id=block_id>`` in a page or its file.
+
+    Shared by the readout page and the attack page. ``what`` names the page in the error.
+    """
+    text = str(source)
+    if "<" not in text:
+        text = Path(source).read_text(encoding="utf-8")
+    start_tag = f'<script type="application/json" id="{block_id}">'
+    start = text.find(start_tag)
+    end = text.find("</script>", start)
+    if start < 0 or end < 0:
+        raise InputError(f"not {what}: its data block is missing.")
+    return json.loads(text[start + len(start_tag) : end])
