@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ import timm
 import torch
 from PIL import Image
 
+from browser_support import headless_chromium, requests_made
 from dense_readout.attacks import AttackTrace, pgd
 from dense_readout.attacks.page import MAX_SIDE, attack_page, read_attack_page
 from dense_readout.errors import InputError
@@ -132,37 +131,7 @@ def test_large_images_are_shrunk_and_bad_index_refused(trace):
 # --- in a real browser -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    chromium = next(
-        (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))),
-        None,
-    )
-    driver_path = shutil.which("chromedriver") or shutil.which("chromium-driver")
-    if chromium is None or driver_path is None:
-        pytest.skip("no headless browser: install chromium and chromium-driver (apt-get)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"]:
-        options.add_argument(flag)
-    for flag in ["--disable-background-networking", "--disable-component-update"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    yield driver
-    driver.quit()
-
-
-def _requests(driver) -> list[str]:
-    urls = []
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
+browser = pytest.fixture(scope="module")(headless_chromium)
 
 
 def _text(driver, element_id: str) -> str:
@@ -174,7 +143,7 @@ def test_slider_steps_and_cells_in_the_browser(browser, trace, tmp_path):
 
     path = tmp_path / "attack.html"
     path.write_text(attack_page(trace, NAMES), encoding="utf-8")
-    _requests(browser)
+    requests_made(browser)
     browser.get(path.as_uri())
     assert browser.execute_script("return document.body.dataset.ready") == "true"
     fraction = trace.target_cell_fraction()[:, 0]
@@ -212,6 +181,6 @@ def test_slider_steps_and_cells_in_the_browser(browser, trace, tmp_path):
     cell.send_keys(Keys.ARROW_UP)  # arrow keys move between cells
     assert _text(browser, "cell-heading") == "cell row 1, column 2 at step 2"
 
-    urls = _requests(browser)
+    urls = requests_made(browser)
     assert urls and all(url.startswith(("file:", "data:")) for url in urls), urls
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

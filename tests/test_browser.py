@@ -11,7 +11,6 @@ is missing (Debian: ``apt-get install chromium chromium-driver``).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from browser_support import headless_chromium, requests_made
 from dense_readout import DenseReadout
 from dense_readout.cli import main
 from dense_readout.images import full_view
@@ -29,46 +29,7 @@ from dense_readout.page import PageComparison, readout_page
 skimage_data = pytest.importorskip("skimage.data")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-def _executable(*names: str) -> str | None:
-    return next((path for name in names if (path := shutil.which(name))), None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = _executable("chromium", "chromium-browser", "google-chrome")
-    driver_path = _executable("chromedriver", "chromium-driver")
-    if chromium is None or driver_path is None:
-        pytest.skip("no headless browser: install chromium and chromium-driver (apt-get)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in [*CHROMIUM_FLAGS, "--window-size=1200,900"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    yield driver
-    driver.quit()
-
-
-def requests_made(driver) -> list[str]:
-    """URLs of every request the page started since the last call (DevTools Network events)."""
-    urls = []
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
+browser = pytest.fixture(scope="module")(headless_chromium)
 
 
 def open_page(driver, path: Path) -> None:
