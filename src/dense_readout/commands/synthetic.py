@@ -2,7 +2,8 @@
 
 Subcommands: ``generate`` (write scenes to disk), ``sheet`` (the 20-class contact
 sheet), ``recipes`` (list training recipes), ``train`` (train or resume a GAP
-classifier), ``figures`` (training curves and the Fig. 1 overlay of a run).
+classifier), ``evaluate`` (a checkpoint on a fresh test split, with bootstrap
+intervals), ``figures`` (training curves and the Fig. 1 overlay of a run).
 
 Example:
     >>> from dense_readout.cli import main
@@ -69,6 +70,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--fresh", action="store_true", help="ignore an existing last.pt")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="Top-1 and Loc. of a run on a fresh split, with bootstrap intervals"
+    )
+    evaluate.add_argument("run", type=Path, help="run folder (or a checkpoint file)")
+    evaluate.add_argument("--checkpoint", default="best.pt", help="file in the run folder")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--count", type=int, default=10_000, help="scenes to render")
+    evaluate.add_argument(
+        "--seed", type=int, default=None, help="scene seed (default: the run's data seed + 1)"
+    )
+    evaluate.add_argument("--batch-size", type=int, default=200)
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    evaluate.add_argument("--level", type=float, default=0.95, help="interval coverage")
+    evaluate.add_argument(
+        "--out", type=Path, default=None, help="folder for the JSON (default: the run folder)"
+    )
+    evaluate.add_argument("--figure", type=Path, default=None, help="Fig. 1 overlay PNG to write")
+    evaluate.add_argument("--fresh", action="store_true", help="ignore a partial evaluation")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(func=_evaluate)
 
     figures = sub.add_parser("figures", help="training curves and Fig. 1 overlay of a run")
     figures.add_argument("run", type=Path, help="run folder written by 'synthetic train'")
@@ -147,6 +169,35 @@ def _train(args: argparse.Namespace) -> int:
         return _fail(error)
     last = history["epochs"][-1] if history["epochs"] else {}
     print(json.dumps({k: v for k, v in last.items() if k.startswith("val_") or k == "epoch"}))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..experiments.synthetic_evaluate import evaluate_run
+
+    try:
+        report = evaluate_run(
+            args.run,
+            checkpoint=args.checkpoint,
+            split=args.split,
+            count=args.count,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            resamples=args.bootstrap,
+            level=args.level,
+            out=args.out,
+            resume=not args.fresh,
+            progress=not args.no_progress,
+        )
+        if args.figure is not None:
+            from ..experiments.figures import overlay_grid
+            from ..experiments.synthetic_train import load_checkpoint
+
+            model, recipe, _ = load_checkpoint(report.checkpoint)
+            overlay_grid(model, recipe, args.figure, split=report.split, seed=report.seed)
+    except DenseReadoutError as error:
+        return _fail(error)
+    print(report.to_json())
     return 0
 
 

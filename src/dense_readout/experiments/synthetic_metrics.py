@@ -27,7 +27,48 @@ from torch import Tensor, nn
 
 from .synthetic_data import SceneSource, normalize_images
 
-__all__ = ["SyntheticMetrics", "evaluate", "upgrade_history", "upgrade_metric_keys"]
+__all__ = [
+    "SyntheticMetrics",
+    "evaluate",
+    "image_outcomes",
+    "upgrade_history",
+    "upgrade_metric_keys",
+]
+
+
+def image_outcomes(
+    logits: Tensor, labels: Tensor, targets: Tensor, presence: Tensor
+) -> dict[str, Tensor]:
+    """Per-image outcomes of one batch, the raw material of every synthetic metric.
+
+    ``logits`` B×K, ``labels`` B×h×w (the readout's top-1 class per cell), ``targets``
+    B, ``presence`` B×K×h×w (classes in each cell). Returns CPU tensors of length B:
+    ``top1`` (prediction = sampled target), ``top1_visible`` (prediction is a class
+    present on the grid), ``fg_cells`` (foreground cells) and ``fg_hits`` (those whose
+    top-1 class is present in the cell).
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.experiments.synthetic_metrics import image_outcomes
+        >>> presence = torch.zeros(1, 3, 1, 2, dtype=torch.bool)
+        >>> presence[0, 1, 0, 0] = presence[0, 2, 0, 1] = True
+        >>> out = image_outcomes(torch.tensor([[0., 1., 0.]]), torch.tensor([[[1, 1]]]),
+        ...                      torch.tensor([2]), presence)
+        >>> [out[k].tolist() for k in ("top1", "top1_visible", "fg_cells", "fg_hits")]
+        [[False], [True], [2], [1]]
+    """
+    predicted = logits.argmax(dim=1).cpu()
+    presence = presence.cpu().bool()
+    labels = labels.cpu()
+    visible = presence.any(dim=(2, 3))  # B×K classes present anywhere on the grid
+    foreground = presence.any(dim=1)  # B×h×w
+    correct = presence.gather(1, labels.unsqueeze(1)).squeeze(1) & foreground
+    return {
+        "top1": predicted == targets.cpu(),
+        "top1_visible": visible.gather(1, predicted.view(-1, 1)).squeeze(1),
+        "fg_cells": foreground.flatten(1).sum(1),
+        "fg_hits": correct.flatten(1).sum(1),
+    }
 
 
 @dataclass
@@ -61,18 +102,11 @@ class SyntheticMetrics:
     images_with_fg: int = 0
 
     def update(self, logits: Tensor, labels: Tensor, targets: Tensor, presence: Tensor) -> None:
-        predicted = logits.argmax(dim=1).cpu()
-        targets = targets.cpu()
-        presence = presence.cpu().bool()
-        labels = labels.cpu()
-        visible = presence.any(dim=(2, 3))  # B×K classes present anywhere on the grid
+        outcome = image_outcomes(logits, labels, targets, presence)
+        cells, hits = outcome["fg_cells"], outcome["fg_hits"]
         self.images += int(targets.numel())
-        self.top1_hits += int((predicted == targets).sum())
-        self.visible_hits += int(visible.gather(1, predicted.view(-1, 1)).sum())
-        foreground = presence.any(dim=1)  # B×h×w
-        correct = presence.gather(1, labels.unsqueeze(1)).squeeze(1) & foreground
-        cells = foreground.flatten(1).sum(1)
-        hits = correct.flatten(1).sum(1)
+        self.top1_hits += int(outcome["top1"].sum())
+        self.visible_hits += int(outcome["top1_visible"].sum())
         self.fg_cells += int(cells.sum())
         self.fg_hits += int(hits.sum())
         has_fg = cells > 0

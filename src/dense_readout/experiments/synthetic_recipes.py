@@ -18,11 +18,14 @@ other pluggable name in the package. Registered here:
   scenes × 7 epochs). ``cpu-vit-s32`` sets ``fc_norm=False`` on purpose, one of
   its documented deviations from the paper: the LayerNorm stays per token, the
   head after pooling is affine and the readout is exact.
+* ``cpu2h-resnet18``: the CPU recipe sized to reach the paper's regime in about
+  two hours on two cores: ResNet-18 at half width (32–256 channels, ~3× the
+  throughput), 48,000 scenes × 10 epochs (480k scenes seen), batch 64.
 
 Example:
     >>> from dense_readout.experiments.synthetic_recipes import RECIPES
     >>> RECIPES.names()
-    ['cpu-resnet18', 'cpu-vit-s32', 'paper-resnet18', 'paper-vit-s32']
+    ['cpu-resnet18', 'cpu-vit-s32', 'cpu2h-resnet18', 'paper-resnet18', 'paper-vit-s32']
 """
 
 from __future__ import annotations
@@ -198,6 +201,26 @@ register_recipe(
         model_kwargs={**_VIT_KWARGS, "fc_norm": False, "img_size": 96, "patch_size": 16},
         lr=1e-3,
         **_CPU,
+    )
+)
+
+# The two-hour CPU recipe: half-width ResNet-18 (same depth, blocks and output stride
+# 16) trains ~3x faster per scene on CPU, which buys 11x the scenes of cpu-resnet18
+# in the same wall time; 48k distinct scenes are rendered once (1.3 GB of uint8).
+register_recipe(
+    Recipe(
+        name="cpu2h-resnet18",
+        model="resnet18",
+        model_kwargs={"output_stride": 16, "channels": [32, 64, 128, 256]},
+        lr=2e-3,
+        **{
+            **_CPU,
+            "train_size": 48_000,
+            "val_size": 500,
+            "epochs": 10,
+            "batch_size": 64,
+            "warmup_epochs": 0.5,
+        },
     )
 )
 
