@@ -71,6 +71,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_train)
 
+    _add_evaluate(sub)
+
+    figures = sub.add_parser("figures", help="training curves and Fig. 1 overlay of a run")
+    figures.add_argument("run", type=Path, help="run folder written by 'synthetic train'")
+    figures.add_argument(
+        "--out", type=Path, default=None, help="folder for the PNGs (default: the run folder)"
+    )
+    figures.add_argument("--checkpoint", default="last.pt")
+    figures.set_defaults(func=_figures)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """``synthetic evaluate``: a checkpoint on a fresh split, with bootstrap intervals."""
     evaluate = sub.add_parser(
         "evaluate", help="Top-1 and Loc. of a run on a fresh split, with bootstrap intervals"
     )
@@ -91,14 +104,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--fresh", action="store_true", help="ignore a partial evaluation")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=_evaluate)
-
-    figures = sub.add_parser("figures", help="training curves and Fig. 1 overlay of a run")
-    figures.add_argument("run", type=Path, help="run folder written by 'synthetic train'")
-    figures.add_argument(
-        "--out", type=Path, default=None, help="folder for the PNGs (default: the run folder)"
-    )
-    figures.add_argument("--checkpoint", default="last.pt")
-    figures.set_defaults(func=_figures)
 
 
 def _fail(error: Exception) -> int:
