@@ -483,8 +483,8 @@ def test_class_option_view_and_summary_paths(photo_dir, tmp_path, capsys):
     "options, message",
     [
         (["--class", "cat"], "--class cat matches"),
-        (["--class", "zebraa"], "--class zebraa: no class of this name. Did you mean zebra?"),
-        (["--class", "1000"], "--class 1000: ids go from 0 to 999."),
+        (["--class", "zebraa"], "--class zebraa: no class of this name. Did you mean: zebra?"),
+        (["--class", "1000"], "--class 1000: out of range, ids go from 0 to 999."),
         (["--device", "gpu"], "--device gpu is not a device name"),
         (["--compare", "gradcam"], "--compare shows its maps in the page; add --html."),
         (["--compare", "nosuch", "--html"], "--compare: unknown method(s) nosuch; known:"),

@@ -6,7 +6,6 @@ the command turns them into one ``error:`` line and exit status 2.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..classes import resolve_class
 from ..errors import CheckpointError, InputError
 
 __all__ = [
@@ -184,47 +184,6 @@ def _random_model(name: str, args: Any):
 
     names = imagenet_class_names() if classes == 1000 else ()
     return model, preprocess, names
-
-
-def resolve_class(spec: str, names: Sequence[str] | None, num_classes: int) -> int:
-    """``--class`` value (an id, a name or one synonym of it, or a unique part) → class id.
-
-    Example:
-        >>> names = ["tabby, tabby cat", "tiger cat", "Egyptian cat"]
-        >>> resolve_class("2", names, 3), resolve_class("Tabby Cat", names, 3)
-        (2, 0)
-        >>> resolve_class("egypt", names, 3)
-        2
-        >>> resolve_class("cat", names, 3)
-        Traceback (most recent call last):
-        ...
-        dense_readout.errors.InputError: --class cat matches 3 classes (tabby (0), tiger cat (1), Egyptian cat (2)); give the full name or the id.
-    """
-    text = spec.strip()
-    if text.isdigit():
-        if int(text) < num_classes:
-            return int(text)
-        raise InputError(f"--class {text}: ids go from 0 to {num_classes - 1}.")
-    if names is None:
-        raise InputError(f"--class {spec}: this model has no class names; give an id.")
-    key = text.lower()
-    exact = [
-        k
-        for k, n in enumerate(names)
-        if key in [s.strip().lower() for s in n.split(",")] or key == n.lower()
-    ]
-    partial = [k for k, n in enumerate(names) if key in n.lower()]
-    if exact or len(partial) == 1:
-        return (exact or partial)[0]
-    if partial:
-        listed = ", ".join(f"{names[k].split(',')[0]} ({k})" for k in partial[:8])
-        raise InputError(
-            f"--class {spec} matches {len(partial)} classes ({listed}"
-            f"{', ...' if len(partial) > 8 else ''}); give the full name or the id."
-        )
-    close = difflib.get_close_matches(key, [n.split(",")[0].lower() for n in names], n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise InputError(f"--class {spec}: no class of this name.{hint} Give a name or an id.")
 
 
 class OutputDir:

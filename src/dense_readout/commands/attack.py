@@ -80,7 +80,7 @@ def run_attack(args: argparse.Namespace) -> int:
         model, preprocess, names, _ = load_pretrained(args.model, args.checkpoint)
         target = None
         if args.target is not None:
-            target = resolve_class(args.target, names, len(names) or None)
+            target = resolve_class(args.target, names, len(names) or None, option="--target")
     except DenseReadoutError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

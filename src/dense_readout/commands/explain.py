@@ -237,7 +237,9 @@ def _setup(args: argparse.Namespace) -> tuple[Job, OutputDir]:
     readout = DenseReadout(loaded.model.to(device))
     if args.topk > readout.num_classes:
         raise InputError(f"--topk {args.topk} exceeds the model's {readout.num_classes} classes.")
-    classes = [resolve_class(c, loaded.names, readout.num_classes) for c in args.classes]
+    classes = [
+        resolve_class(c, loaded.names, readout.num_classes, option="--class") for c in args.classes
+    ]
     methods = _methods(args.compare)
     if methods and not args.html:
         raise InputError("--compare shows its maps in the page; add --html.")
