@@ -341,6 +341,28 @@ def test_feature_cache_computes_once_and_matches_a_direct_readout(tiny_coco, tmp
     assert other.path(coco) != cache.path(coco)
 
 
+def test_features_use_the_stored_frame_of_exif_rotated_images(tiny_coco, tmp_path):
+    """COCO masks refer to the stored pixels; an EXIF orientation tag must not rotate the input."""
+    import timm
+
+    from dense_readout import DenseReadout, load_image
+
+    root, _ = tiny_coco
+    coco = CocoInstances(root, preprocess=PRE)
+    path = coco[0].path
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    stored = Image.open(path).convert("RGB")
+    stored.save(path, exif=exif, quality=95)
+    model = timm.create_model("resnet10t", num_classes=5).eval()
+    first = FeatureCache(tmp_path / "cache", model, "r10t", Protocol(PRE)).load(coco)
+    readout = DenseReadout(model)
+    as_stored = readout(PRE(load_image(path, exif_transpose=False))[None]).features[0]
+    upright = readout(PRE(load_image(path))[None]).features[0]
+    assert torch.allclose(first["grid"][0], as_stored, atol=1e-5)
+    assert not torch.allclose(first["grid"][0], upright, atol=1e-3)
+
+
 def test_bad_inputs_raise_package_errors(tmp_path, tiny_coco):
     with pytest.raises(DatasetError, match="instances_val2017.json"):
         CocoInstances(tmp_path)

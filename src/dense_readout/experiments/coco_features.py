@@ -69,7 +69,7 @@ class FeatureCache:
             "min_fraction": dataset.min_fraction,
             "crowd": dataset.include_crowd,
             "images": [image.image_id for image in dataset.images],
-            "version": 1,
+            "version": 2,  # 2: images decoded in the stored frame (no EXIF rotation)
             "pooled_only": self.pooled_only,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -125,7 +125,8 @@ class FeatureCache:
             targets.append(validation_positive(image.image_id, image.labels, self.seed))
             if not self.pooled_only:
                 masks.append(dataset.label_masks(image))
-            inputs.append(self.protocol.preprocess(load_image(image.path)))
+            # COCO masks are drawn on the stored pixels: never apply an EXIF rotation here
+            inputs.append(self.protocol.preprocess(load_image(image.path, exif_transpose=False)))
             labels.append(dataset.label_vector(image))
             ids.append(image.image_id)
             if len(inputs) == self.batch_size:
