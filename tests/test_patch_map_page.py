@@ -364,6 +364,7 @@ def test_zoom_and_pan(opened):
     from selenium.webdriver import ActionChains
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.common.keys import Keys
 
     def view() -> dict:
         return opened.execute_script("return window.patchMap.view()")
@@ -389,3 +390,23 @@ def test_zoom_and_pan(opened):
     assert view()["k"] == pytest.approx(zoomed / 1.5)
     opened.find_element("id", "map").send_keys("0")
     assert view()["k"] == pytest.approx(k)
+    canvas = opened.find_element("id", "map").rect
+    centre = np.array([canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2])
+    at = np.array([_position(opened, i) for i in range(22)])
+    opened.find_element("id", "map").send_keys(Keys.ARROW_LEFT, Keys.ENTER)  # pan, then select
+    nearest = int(np.argmin(((at + np.array([40.0, 0.0]) - centre) ** 2).sum(axis=1)))
+    assert opened.execute_script("return document.body.dataset.selected") == str(nearest)
+
+
+def test_without_top1_there_is_no_toggle(browser, inputs, tmp_path):
+    coords, points, paths, neighbours = inputs
+    plain = [MapPoint(p.image, p.cell, p.box, p.group) for p in points]
+    page = write_map_page(tmp_path / "map.html", coords, plain, paths, neighbours)
+    browser.get(page.as_uri())
+    assert browser.execute_script("return document.body.dataset.ready") == "true"
+    assert not browser.find_element("id", "colour-modes").is_displayed()
+    assert browser.find_element("id", "colour-label").text == "colour: image class"
+    legend = [e.text for e in browser.find_elements("css selector", "#legend button")]
+    assert legend == ["dog (8)", "cat (6)", "(none) (8)"]
+    _move(browser, *_position(browser, 20))
+    assert "readout top-1" not in browser.find_element("id", "tooltip").text

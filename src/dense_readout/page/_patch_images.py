@@ -43,10 +43,13 @@ def embed_images(
     thumb_size: int,
     image_side: int,
     margin: float,
-    quality: int,
+    qualities: tuple[int, int],
     exif_transpose: bool,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One downscaled copy per used image and one thumbnail per point, each image read once."""
+    """One downscaled copy per used image and one thumbnail per point, each image read once.
+
+    ``qualities`` are the JPEG qualities of the thumbnails and of the source images.
+    """
     by_image: dict[int, list[int]] = {}
     for i, point in enumerate(points):
         by_image.setdefault(point.image, []).append(i)
@@ -57,10 +60,10 @@ def embed_images(
     thumbs: list[dict[str, Any]] = [{} for _ in points]
     for k, members in sorted(by_image.items()):
         picture = load_image(image_paths[k], exif_transpose=exif_transpose)
-        uri, scale = photo_uri(picture, image_side, quality)
+        uri, scale = photo_uri(picture, image_side, qualities[1])
         images[k].update(uri=uri, size=[picture.width, picture.height], scale=scale)
         for i in members:
-            thumbs[i] = thumbnail(picture, points[i], i, thumb_size, margin, quality)
+            thumbs[i] = thumbnail(picture, points[i], i, thumb_size, margin, qualities[0])
     return images, thumbs
 
 

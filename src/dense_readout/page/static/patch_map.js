@@ -109,6 +109,21 @@
       star(selected);
     }
     if (hovered >= 0) ring(hovered, RADIUS + 2.5, "#1f6fd6", 2);
+    if (document.activeElement === canvas) crosshair();
+  }
+  function crosshair() {
+    ctx.beginPath();
+    ctx.moveTo(width / 2 - 9, height / 2); ctx.lineTo(width / 2 + 9, height / 2);
+    ctx.moveTo(width / 2, height / 2 - 9); ctx.lineTo(width / 2, height / 2 + 9);
+    ctx.strokeStyle = "#1f6fd6"; ctx.lineWidth = 1.5; ctx.stroke();
+  }
+  function nearestToCentre() {
+    let best = -1, bestD = Infinity;
+    for (let i = 0; i < count; i++) {
+      const [sx, sy] = toScreen(i), d = (sx - width / 2) ** 2 + (sy - height / 2) ** 2;
+      if (d < bestD) { best = i; bestD = d; }
+    }
+    return best;
   }
   function dots(at, fill, stroke) {
     if (!at.length) return;
@@ -281,6 +296,7 @@
     else if (event.key === "+" || event.key === "=") zoomAt(width / 2, height / 2, 1.5);
     else if (event.key === "-") zoomAt(width / 2, height / 2, 1 / 1.5);
     else if (event.key === "0") { fit(); draw(); }
+    else if (event.key === "Enter" || event.key === " ") select(nearestToCentre());
     else return;
     event.preventDefault();
   });
@@ -290,6 +306,8 @@
   for (const radio of document.querySelectorAll('input[name="colour"]')) {
     radio.addEventListener("change", () => { if (radio.checked) setMode(radio.value); });
   }
+  canvas.addEventListener("focus", draw);
+  canvas.addEventListener("blur", draw);
   new ResizeObserver(resize).observe(canvas);
 
   // --- start -------------------------------------------------------------------------------------
@@ -314,6 +332,7 @@
       return { x: rect.left + sx, y: rect.top + sy };
     },
     view: () => ({ ...view }),
+    draw,
   };
   document.body.dataset.ready = "true";
 })();
