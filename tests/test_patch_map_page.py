@@ -410,3 +410,11 @@ def test_without_top1_there_is_no_toggle(browser, inputs, tmp_path):
     assert legend == ["dog (8)", "cat (6)", "(none) (8)"]
     _move(browser, *_position(browser, 20))
     assert "readout top-1" not in browser.find_element("id", "tooltip").text
+    x, y = _position(browser, 0)
+    _move(browser, x + 40, y + 40)
+    colours = browser.execute_script("return [0, 6].map(window.patchMap.colourOf)")
+    assert [_pixel(browser, 0), _pixel(browser, 6)] == colours  # a cat, a dog
+    browser.find_elements("css selector", "#legend button")[0].click()  # highlight the dogs
+    pressed = browser.find_elements("css selector", '#legend button[aria-pressed="true"]')
+    assert [e.text for e in pressed] == ["dog (8)"]
+    assert _pixel(browser, 6) == colours[1] and _pixel(browser, 0) != colours[0]

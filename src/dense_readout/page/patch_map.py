@@ -72,7 +72,15 @@ from . import _static
 from ._patch_images import embed_images
 from .data import read_json_block
 
-__all__ = ["DATA_ID", "MapPoint", "read_map_page", "umap_coords", "write_map_page"]
+__all__ = [
+    "DATA_ID",
+    "MapPoint",
+    "map_page_data",
+    "map_page_html",
+    "read_map_page",
+    "umap_coords",
+    "write_map_page",
+]
 
 DATA_ID = "patch-map-data"
 FORMAT = "dense-readout-patch-map/1"
