@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "dense_readout.commands.coco",
     "dense_readout.commands.lrp",
     "dense_readout.commands.attack",
+    "dense_readout.commands.patches",
 ]
 
 
