@@ -26,6 +26,13 @@ from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
 from timm.models import _efficientnet_blocks as eff
 from timm.models import convnext
 from torch import nn
+from torchvision.models import convnext as tv_convnext
+from torchvision.models import densenet as tv_densenet
+from torchvision.models import efficientnet as tv_efficientnet
+from torchvision.models import mnasnet as tv_mnasnet
+from torchvision.models import mobilenetv2 as tv_mobilenetv2
+from torchvision.models import mobilenetv3 as tv_mobilenetv3
+from torchvision.models import regnet as tv_regnet
 from torchvision.models import resnet as tv_resnet
 from zennit import composites as zc
 from zennit.core import Composite
@@ -98,6 +105,29 @@ def _torchvision_blocks() -> nn.Module:
     )
 
 
+def _torchvision_cnn_blocks() -> nn.Module:
+    """Every registered torchvision CNN block, with and without its skip (16 channels in/out)."""
+    bn = nn.BatchNorm2d
+    mb, fused = tv_efficientnet.MBConvConfig, tv_efficientnet.FusedMBConvConfig
+    v3 = tv_mobilenetv3.InvertedResidualConfig
+    return nn.Sequential(
+        tv_efficientnet.MBConv(mb(2, 3, 1, 16, 16, 1), 0.1, bn),  # skip, sigmoid SE
+        tv_efficientnet.MBConv(mb(2, 3, 1, 16, 24, 1), 0.1, bn),
+        tv_efficientnet.FusedMBConv(fused(2, 3, 1, 24, 24, 1), 0.1, bn),  # skip
+        tv_efficientnet.FusedMBConv(fused(1, 3, 1, 24, 16, 1), 0.1, bn),
+        tv_mobilenetv2.InvertedResidual(16, 16, 1, 2),  # skip
+        tv_mobilenetv2.InvertedResidual(16, 24, 1, 2),
+        tv_mobilenetv3.InvertedResidual(v3(24, 3, 48, 24, True, "HS", 1, 1, 1.0), bn),  # skip, SE
+        tv_mobilenetv3.InvertedResidual(v3(24, 3, 48, 16, False, "RE", 1, 1, 1.0), bn),
+        tv_mnasnet._InvertedResidual(16, 16, 3, 1, 3, 0.01),  # skip
+        tv_mnasnet._InvertedResidual(16, 24, 3, 1, 3, 0.01),
+        tv_regnet.ResBottleneckBlock(24, 24, 1, bn, nn.ReLU, 8, 1.0, 0.25),  # identity, SE
+        tv_regnet.ResBottleneckBlock(24, 16, 1, bn, nn.ReLU, 8, 1.0, None),  # projection
+        tv_convnext.CNBlock(16, 1e-6, 0.1),
+        tv_densenet._DenseBlock(2, 16, 2, 8, 0.0, memory_efficient=True),  # list inputs
+    )
+
+
 #: (label, model factory, input shape)
 BLOCK_SOURCES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
     ("test_resnet", _timm("test_resnet"), (2, 3, 64, 64)),
@@ -110,6 +140,7 @@ BLOCK_SOURCES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
     ("efficientnet blocks", _efficientnet_blocks, (2, 16, 16, 16)),
     ("SE layers", _se_layers, (2, 16, 5, 5)),
     ("torchvision blocks", _torchvision_blocks, (2, 16, 8, 8)),
+    ("torchvision CNN blocks", _torchvision_cnn_blocks, (2, 16, 8, 8)),
 ]
 
 #: Optional branches of the registered forwards that the sources must reach.
@@ -162,6 +193,38 @@ BRANCHES: dict[str, list[tuple[str, Callable[[nn.Module], bool]]]] = {
         ("downsample", lambda b: b.downsample is not None),
         ("no downsample", lambda b: b.downsample is None),
     ],
+    "torchvision.models.efficientnet.MBConv": [
+        ("skip", lambda b: b.use_res_connect),
+        ("no skip", lambda b: not b.use_res_connect),
+    ],
+    "torchvision.models.efficientnet.FusedMBConv": [
+        ("skip", lambda b: b.use_res_connect),
+        ("no skip", lambda b: not b.use_res_connect),
+    ],
+    "torchvision.models.mobilenetv2.InvertedResidual": [
+        ("skip", lambda b: b.use_res_connect),
+        ("no skip", lambda b: not b.use_res_connect),
+    ],
+    "torchvision.models.mobilenetv3.InvertedResidual": [
+        ("skip", lambda b: b.use_res_connect),
+        ("no skip", lambda b: not b.use_res_connect),
+    ],
+    "torchvision.models.mnasnet._InvertedResidual": [
+        ("skip", lambda b: b.apply_residual),
+        ("no skip", lambda b: not b.apply_residual),
+    ],
+    "torchvision.ops.misc.SqueezeExcitation": [
+        ("sigmoid gate", lambda b: isinstance(b.scale_activation, nn.Sigmoid)),
+        ("hard-sigmoid gate", lambda b: isinstance(b.scale_activation, nn.Hardsigmoid)),
+    ],
+    "torchvision.models.convnext.CNBlock": [("layer scale", lambda b: b.layer_scale is not None)],
+    "torchvision.models.regnet.ResBottleneckBlock": [
+        ("projection", lambda b: b.proj is not None),
+        ("identity", lambda b: b.proj is None),
+    ],
+    "torchvision.models.densenet._DenseLayer": [
+        ("memory efficient", lambda b: b.memory_efficient),
+    ],
 }
 
 Found = dict[str, list[tuple[str, nn.Module, torch.Tensor]]]
@@ -176,9 +239,14 @@ def _randomise(model: nn.Module) -> nn.Module:
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0, 0.1)
         for name, parameter in model.named_parameters():
-            if name.endswith("gamma"):
+            if name.endswith(("gamma", "layer_scale")):
                 parameter.uniform_(0.5, 1.5)
     return model.eval()
+
+
+def _clone(x):
+    """A detached copy of a block input: a tensor, or a list of them (DenseNet's layers)."""
+    return [t.detach().clone() for t in x] if isinstance(x, list) else x.detach().clone()
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +262,7 @@ def block_instances() -> Found:
                 continue
 
             def record(module, inputs, where=f"{label}: {path}"):
-                entry = (where, module, inputs[0].detach().clone())
+                entry = (where, module, _clone(inputs[0]))
                 found.setdefault(block_name(type(module)), []).append(entry)
 
             handles.append(module.register_forward_pre_hook(record))
@@ -224,8 +292,8 @@ def test_registered_block_forward_equals_the_blocks_own_forward(name, block_inst
     for where, block, x in instances:
         assert block_forward(block) is entry.forward, where
         with torch.no_grad():
-            own = block(x.clone())
-            ours = _registered_call(block, x.clone())
+            own = block(_clone(x))
+            ours = _registered_call(block, _clone(x))
         assert "forward" not in vars(block), where  # removed again
         scale = float(own.abs().max())
         assert scale > 0, where

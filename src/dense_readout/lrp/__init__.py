@@ -11,6 +11,7 @@ Example:
 """
 
 from . import timm_blocks as _timm_blocks  # noqa: F401  (registers timm's block forwards)
+from . import torchvision_blocks as _torchvision_blocks  # noqa: F401  (and torchvision's)
 from .canonizers import pass_multiply, register_block, registered_blocks, residual_sum
 from .composites import (
     FAMILY_DEFAULTS,

@@ -196,7 +196,12 @@ def _channels_first_norm_types() -> tuple[type, ...]:
         return ()
     # LayerNorm2dFp32 only exists in newer timm releases
     names = ("LayerNorm2d", "LayerNorm2dFp32")
-    return tuple(getattr(norm, name) for name in names if hasattr(norm, name))
+    types = tuple(getattr(norm, name) for name in names if hasattr(norm, name))
+    try:  # torchvision ConvNeXt's channels-first LayerNorm (a subclass of nn.LayerNorm)
+        from torchvision.models.convnext import LayerNorm2d as TorchvisionLayerNorm2d
+    except ImportError:  # pragma: no cover - torchvision missing
+        return types
+    return (*types, TorchvisionLayerNorm2d)
 
 
 def _detached_layer_norm(self: nn.LayerNorm, x: Tensor) -> Tensor:

@@ -168,6 +168,12 @@ FAMILY_DEFAULTS: dict[str, str] = {
     "timm.models.mobilenetv3": "epsilon_plus_flat",
     "timm.models.convnext": "epsilon_gamma_box",
     "torchvision.models.resnet": "epsilon_plus_flat",
+    "torchvision.models.efficientnet": "epsilon_plus_flat",
+    "torchvision.models.mobilenetv2": "epsilon_plus_flat",
+    "torchvision.models.mobilenetv3": "epsilon_plus_flat",
+    "torchvision.models.regnet": "epsilon_plus_flat",
+    "torchvision.models.densenet": "epsilon_plus_flat",
+    "torchvision.models.convnext": "epsilon_gamma_box",
     "torchvision.models.vgg": "epsilon_gamma_box",
 }
 FALLBACK_COMPOSITE = "epsilon_plus_flat"

@@ -38,6 +38,7 @@ from .canonizers import (
     trace_batch_norm_pairs,
 )
 from .results import CellRelevance, LabelMap, LRPResult
+from .torchvision_families import check_torchvision
 from .selection import (
     Cell,
     Target,
@@ -94,6 +95,7 @@ def _refuse_unsupported(readout: DenseReadout) -> None:
                 f"LRP refinement does not support {type(model).__name__} (it contains "
                 f"attention, {name}): {why}"
             )
+    check_torchvision(model, custom_split=readout.adapter.name == "custom")
     if is_transformers_model(model):  # HF blocks add their shortcuts inside forward
         raise UnsupportedModelError(TRANSFORMERS_LRP_REFUSAL.format(type(model).__name__))
 
