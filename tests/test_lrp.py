@@ -283,8 +283,9 @@ def test_label_map_groups_cells_by_their_top1_class(resnet_setup):
 # -- unsupported models and bad input -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"])
+@pytest.mark.parametrize("name", ["test_maxvit", "test_coatnet"])
 def test_attention_models_are_refused_with_the_reason(name):
+    # ViT/DeiT/Swin are refined with CP-LRP (tests/test_lrp_transformers.py); MaxViT is not
     model = timm.create_model(name, num_classes=3).eval()
     with pytest.raises(UnsupportedModelError, match="attention"):
         LRPReadout(model)

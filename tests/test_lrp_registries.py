@@ -17,6 +17,7 @@ relevance (to 1 %) on a bias-free ReLU CNN, as ``tests/test_lrp.py`` checks for
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import pytest
@@ -25,6 +26,7 @@ import torch
 from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
 from timm.models import _efficientnet_blocks as eff
 from timm.models import convnext
+from timm.models.vision_transformer import Attention as TimmAttention
 from torch import nn
 from torchvision.models import convnext as tv_convnext
 from torchvision.models import densenet as tv_densenet
@@ -34,6 +36,8 @@ from torchvision.models import mobilenetv2 as tv_mobilenetv2
 from torchvision.models import mobilenetv3 as tv_mobilenetv3
 from torchvision.models import regnet as tv_regnet
 from torchvision.models import resnet as tv_resnet
+from torchvision.models.swin_transformer import SwinTransformer as TorchvisionSwin
+from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
 from zennit import composites as zc
 from zennit.core import Composite
 
@@ -128,6 +132,27 @@ def _torchvision_cnn_blocks() -> nn.Module:
     )
 
 
+_TIMM_GATED_ATTENTION = "gated" in inspect.signature(TimmAttention.__init__).parameters
+
+
+def _timm_attention() -> nn.Module:
+    """timm ``Attention`` with q/k norms and a scale norm (and an output gate where timm has it)."""
+    options = {"gated": True} if _TIMM_GATED_ATTENTION else {}
+    return TimmAttention(16, 2, qk_norm=True, scale_norm=True, norm_layer=nn.LayerNorm, **options)
+
+
+def _timm_tiny_vit(**kwargs) -> Callable[[], nn.Module]:
+    return _timm("vit_tiny_patch16_224", depth=1, img_size=32, patch_size=8, **kwargs)
+
+
+def _torchvision_swin() -> nn.Module:
+    return TorchvisionSwin([4, 4], 16, [2, 2], [2, 2], [4, 4], num_classes=3)
+
+
+def _torchvision_vit() -> nn.Module:
+    return TorchvisionViT(32, 8, 1, 2, 32, 64, num_classes=3)
+
+
 #: (label, model factory, input shape)
 BLOCK_SOURCES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
     ("test_resnet", _timm("test_resnet"), (2, 3, 64, 64)),
@@ -140,6 +165,23 @@ BLOCK_SOURCES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
     ("efficientnet blocks", _efficientnet_blocks, (2, 16, 16, 16)),
     ("SE layers", _se_layers, (2, 16, 5, 5)),
     ("torchvision blocks", _torchvision_blocks, (2, 16, 8, 8)),
+    ("vit tiny", _timm_tiny_vit(), (2, 3, 32, 32)),
+    ("vit tiny layer scale", _timm_tiny_vit(init_values=1.0, reg_tokens=2), (2, 3, 32, 32)),
+    ("timm attention", _timm_attention, (2, 5, 16)),
+    (
+        "swin tiny",
+        _timm(
+            "swin_tiny_patch4_window7_224",
+            depths=(2, 1),
+            num_heads=(2, 2),
+            embed_dim=16,
+            img_size=32,
+            window_size=4,
+        ),
+        (2, 3, 32, 32),
+    ),
+    ("torchvision vit", _torchvision_vit, (2, 3, 32, 32)),
+    ("torchvision swin", _torchvision_swin, (2, 3, 32, 32)),
     ("torchvision CNN blocks", _torchvision_cnn_blocks, (2, 16, 8, 8)),
 ]
 
@@ -226,6 +268,35 @@ BRANCHES: dict[str, list[tuple[str, Callable[[nn.Module], bool]]]] = {
         ("memory efficient", lambda b: b.memory_efficient),
     ],
 }
+# CP-LRP transformer blocks and attention (dense_readout.lrp.transformer_blocks)
+BRANCHES.update(
+    {
+        "timm.models.vision_transformer.Block": [
+            ("layer scale", lambda b: hasattr(b.ls1, "gamma")),
+            ("no layer scale", lambda b: isinstance(b.ls1, nn.Identity)),
+        ],
+        block_name(TimmAttention): [
+            ("q/k norm", lambda b: not isinstance(b.q_norm, nn.Identity)),
+            ("no q/k norm", lambda b: isinstance(b.q_norm, nn.Identity)),
+            *([("gate", lambda b: b.gate is not None)] if _TIMM_GATED_ATTENTION else []),
+        ],
+        "timm.models.swin_transformer.SwinTransformerBlock": [
+            ("shifted", lambda b: any(b.shift_size)),
+            ("not shifted", lambda b: not any(b.shift_size)),
+        ],
+        "timm.models.swin_transformer.WindowAttention": [("window", lambda b: True)],
+        "torchvision.models.vision_transformer.EncoderBlock": [
+            ("in-projection bias", lambda b: b.self_attention.in_proj_bias is not None),
+        ],
+        "torchvision.models.swin_transformer.SwinTransformerBlock": [
+            ("shifted", lambda b: any(b.attn.shift_size)),
+            ("not shifted", lambda b: not any(b.attn.shift_size)),
+        ],
+        "torchvision.models.swin_transformer.ShiftedWindowAttention": [
+            ("shifted", lambda b: any(b.shift_size)),
+        ],
+    }
+)
 
 Found = dict[str, list[tuple[str, nn.Module, torch.Tensor]]]
 

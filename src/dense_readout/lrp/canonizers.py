@@ -102,6 +102,9 @@ class BlockRewrite:
 
     block_type: type
     forward: Callable[..., Tensor]
+    #: ``attributes(block) -> dict``: more attributes set on the block while the forward is
+    #: replaced (e.g. a second ``Sum``, or modules that give an operation its LRP rule).
+    attributes: Callable[[nn.Module], dict] | None = None
 
 
 BLOCKS: Registry[BlockRewrite] = Registry(
@@ -115,7 +118,9 @@ def block_name(block_type: type) -> str:
     return f"{block_type.__module__}.{block_type.__qualname__}"
 
 
-def register_block(*block_types: type) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+def register_block(
+    *block_types: type, attributes: Callable[[nn.Module], dict] | None = None
+) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Decorator: ``forward(self, x)`` replaces the forward of ``block_types`` during LRP.
 
     The replacement must compute the same function as the original and route
@@ -125,6 +130,9 @@ def register_block(*block_types: type) -> Callable[[Callable[..., Tensor]], Call
 
     Each type is registered in :data:`BLOCKS` under :func:`block_name` (undo with
     ``BLOCKS.unregister(name)``); the canonizer looks a module up by its exact type.
+    ``attributes(block)`` returns more attributes to set on the block while the
+    forward is replaced (removed after): a module called twice in one forward needs
+    one zennit ``Sum`` per call, since a zennit rule keeps only one call's input.
 
     Example:
         >>> import torch
@@ -147,7 +155,7 @@ def register_block(*block_types: type) -> Callable[[Callable[..., Tensor]], Call
 
     def decorate(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
         for block_type in block_types:
-            name, entry = block_name(block_type), BlockRewrite(block_type, forward)
+            name, entry = block_name(block_type), BlockRewrite(block_type, forward, attributes)
             if name not in BLOCKS or BLOCKS.get(name) != entry:  # re-registering is a no-op
                 BLOCKS.register(name, entry)
         return forward
@@ -180,7 +188,9 @@ class BlockCanonizer(AttributeCanonizer):
         forward = block_forward(module)
         if forward is None:
             return None
-        return {"forward": forward.__get__(module), "canonizer_sum": Sum()}
+        mapping = {"forward": forward.__get__(module), "canonizer_sum": Sum()}
+        extra = BLOCKS.get(block_name(type(module))).attributes
+        return mapping if extra is None else {**mapping, **extra(module)}
 
     def copy(self) -> BlockCanonizer:
         return BlockCanonizer()

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from zennit import composites as zc
 from zennit.core import Composite
-from zennit.rules import Epsilon, Norm, Pass
+from zennit.rules import Epsilon, Norm, Pass, ZBox
 from zennit.types import Linear
 
 from ..errors import InputError
 from ..registry import Registry, UnknownNameError
+from .cp_lrp import AttentionValues
 
 __all__ = [
     "COMPOSITES",
@@ -127,6 +128,23 @@ def _epsilon(
     )
 
 
+@register_composite("cp_lrp")
+def _cp_lrp(
+    layer_map: list,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    epsilon: float = 1e-6,
+    stabilizer: float = 1e-6,
+) -> Composite:
+    """CP-LRP for transformers (Ali et al. 2022): ZBox on the pixel layer (the patch
+    embedding), epsilon on every other linear layer; attention values, LayerNorms and
+    residual sums get the Norm rule and activations pass (from ``layer_map``)."""
+    return zc.SpecialFirstLayerMapComposite(
+        layer_map=layer_map + zc.layer_map_base(stabilizer) + [(Linear, Epsilon(epsilon=epsilon))],
+        first_map=[(Linear, ZBox(low=low, high=high))],
+    )
+
+
 def _timm_activation_types() -> tuple[type, ...]:
     try:
         from timm.layers import activations as act
@@ -149,8 +167,10 @@ def _timm_activation_types() -> tuple[type, ...]:
 
 
 def extra_layer_map(stabilizer: float = 1e-6) -> list:
-    """Rules zennit lacks for timm: timm activations pass relevance; LayerNorm uses Norm."""
-    extra: list = []
+    """Rules zennit lacks: timm activations pass relevance; LayerNorm and CP-LRP's
+    attention values use Norm; ``nn.MultiheadAttention`` gets none (zennit would pass
+    relevance through it; its CP-LRP forward is computed by the block around it)."""
+    extra: list = [(AttentionValues, Norm(stabilizer=stabilizer)), (nn.MultiheadAttention, None)]
     timm_acts = _timm_activation_types()
     if timm_acts:
         extra.append((timm_acts, Pass()))
@@ -175,6 +195,11 @@ FAMILY_DEFAULTS: dict[str, str] = {
     "torchvision.models.densenet": "epsilon_plus_flat",
     "torchvision.models.convnext": "epsilon_gamma_box",
     "torchvision.models.vgg": "epsilon_gamma_box",
+    # transformers (CP-LRP): ZBox at the pixels, epsilon on every linear layer
+    "timm.models.vision_transformer": "cp_lrp",
+    "timm.models.swin_transformer": "cp_lrp",
+    "torchvision.models.vision_transformer": "cp_lrp",
+    "torchvision.models.swin_transformer": "cp_lrp",
 }
 FALLBACK_COMPOSITE = "epsilon_plus_flat"
 

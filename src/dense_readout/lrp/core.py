@@ -38,7 +38,6 @@ from .canonizers import (
     trace_batch_norm_pairs,
 )
 from .results import CellRelevance, LabelMap, LRPResult
-from .torchvision_families import check_torchvision
 from .selection import (
     Cell,
     Target,
@@ -52,6 +51,8 @@ from .selection import (
     scatter_cells,
     single_cell_start,
 )
+from .torchvision_families import check_torchvision
+from .transformer_blocks import transformer_refusal
 
 __all__ = ["STRATEGIES", "CellRelevance", "LRPReadout", "LRPResult", "LabelMap"]
 
@@ -68,45 +69,39 @@ def _model_bounds(model: nn.Module) -> tuple[Tensor, Tensor]:
     return _composites.input_bounds(mean, std)
 
 
-_ATTENTION_NAMES = ("Attention", "MultiheadAttention", "WindowAttention")
+# token-grid adapters whose models the CP-LRP canonizers cover
+_LRP_TOKEN_ADAPTERS = ("timm-vit", "torchvision-vit")
 
 
 def _refuse_unsupported(readout: DenseReadout) -> None:
+    """Refuse models whose attention (or blocks) have no LRP forward; transformers models."""
     from ..adapters import TokenGridAdapter
 
     model = readout.model
-    why = (
-        "zennit 0.5.1 has no conservative rules for self-attention (softmax, the "
-        "query-key product) and none for LayerNorm inside attention blocks, so relevance "
-        "would be neither conserved nor meaningful (zennit issues #184 and #192 are still "
-        "open on this). Use a CNN (ResNet, EfficientNet, ConvNeXt), or the readout itself / "
-        "dense_readout.gradcam for this model."
-    )
-    if isinstance(readout.adapter, TokenGridAdapter):
-        raise UnsupportedModelError(
-            f"LRP refinement does not support {type(model).__name__}: {why}"
-        )
-    for module in model.modules():
-        name = type(module).__name__
-        if isinstance(module, nn.MultiheadAttention) or any(
-            name.endswith(n) for n in _ATTENTION_NAMES
-        ):
-            raise UnsupportedModelError(
-                f"LRP refinement does not support {type(model).__name__} (it contains "
-                f"attention, {name}): {why}"
-            )
     check_torchvision(model, custom_split=readout.adapter.name == "custom")
     if is_transformers_model(model):  # HF blocks add their shortcuts inside forward
         raise UnsupportedModelError(TRANSFORMERS_LRP_REFUSAL.format(type(model).__name__))
+    problem = transformer_refusal(model)
+    token_adapter = isinstance(readout.adapter, TokenGridAdapter)
+    if problem is None and token_adapter and readout.adapter.name not in _LRP_TOKEN_ADAPTERS:
+        problem = f"its token adapter {readout.adapter.name!r} has no LRP support"
+    if problem is not None:
+        raise UnsupportedModelError(
+            f"LRP refinement does not support {type(model).__name__}: {problem}. zennit has "
+            "no rules for softmax attention; dense_readout.lrp refines the listed families "
+            "with CP-LRP (attention weights and LayerNorm scale as constants). Use the "
+            "readout itself or dense_readout.gradcam for this model."
+        )
 
 
 class LRPReadout:
     """Refine dense-readout scores to pixels with Layer-wise Relevance Propagation.
 
     Args:
-        model: a CNN classifier in eval mode (timm ResNet, EfficientNet(-Lite),
-            MobileNetV3, ConvNeXt, torchvision ResNet, or a custom network with
-            ``features=``/``head=``), or a :class:`~dense_readout.DenseReadout`.
+        model: a classifier in eval mode (timm ResNet, EfficientNet(-Lite),
+            MobileNetV3, ConvNeXt, torchvision ResNet, a timm or torchvision ViT/Swin
+            (CP-LRP), or a custom network with ``features=``/``head=``), or a
+            :class:`~dense_readout.DenseReadout`.
         composite: a registered composite name (see
             :func:`~dense_readout.lrp.registered_composites`) or a zennit
             ``Composite`` instance (used as is); default per family
@@ -121,7 +116,9 @@ class LRPReadout:
             merging, LayerNorm). Turn off only to see why they are needed.
 
     Raises:
-        UnsupportedModelError: for ViT/Swin and other attention models.
+        UnsupportedModelError: for attention models outside the CP-LRP families (timm
+            ViT/DeiT/Swin, torchvision ViT/Swin V1; see docs/lrp.md) and for Hugging Face
+            transformers models.
 
     Example:
         >>> import torch
