@@ -29,8 +29,6 @@ readout, not the exact adversarial pixels (those are in the trace).
 from __future__ import annotations
 
 import html as html_escape
-import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..page.data import photo_uri
+from ..page.template import fill_template, json_payload
 from .pgd import AttackTrace
 
 __all__ = ["DATA_ID", "MAX_SIDE", "attack_page", "attack_page_data", "read_attack_page"]
@@ -140,12 +139,12 @@ def attack_page(trace: AttackTrace, class_names: Sequence[str] | None, index: in
     title = f"PGD attack ({kind}, {target}) · dense readout"
     parts = {
         "TITLE": html_escape.escape(title),
-        "DATA": json.dumps(data, separators=(",", ":")).replace("</", "<\\/"),
+        "DATA": json_payload(data),
         "DATA_ID": DATA_ID,
         "CSS": _CSS,
         "JS": _JS,
     }
-    return re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: parts[m.group(1)], _HTML)
+    return fill_template(_HTML, parts)
 
 
 def _label(data: dict[str, Any], class_id: int) -> str:
@@ -171,7 +170,7 @@ _HTML = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="{{CSP}}">
 <title>{{TITLE}}</title>
 <style>
 {{CSS}}

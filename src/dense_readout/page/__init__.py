@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import html as html_escape
-import json
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -40,6 +39,7 @@ from PIL import Image
 
 from .._atomic import write_atomic
 from .data import PageComparison, decode_scores, encode_scores, page_data, read_page
+from .template import fill_template, json_payload
 
 __all__ = [
     "PageComparison",
@@ -80,15 +80,13 @@ def readout_page(
         True
     """
     data = page_data(result, image, class_names, **options)
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    title = html_escape.escape(data["title"] or "readout")
-    return (
-        _static("page.html")
-        .replace("{{TITLE}}", title)
-        .replace("{{CSS}}", _static("page.css"))
-        .replace("{{JS}}", _static("page.js"))
-        .replace("{{DATA}}", payload)
-    )
+    parts = {
+        "TITLE": html_escape.escape(data["title"] or "readout"),
+        "CSS": _static("page.css"),
+        "JS": _static("page.js"),
+        "DATA": json_payload(data),
+    }
+    return fill_template(_static("page.html"), parts)
 
 
 def notebook_html(page: str, height: int = 760) -> str:

@@ -55,8 +55,6 @@ Example:
 from __future__ import annotations
 
 import html as html_escape
-import json
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,6 +69,7 @@ from ..errors import InputError
 from . import _static
 from ._patch_images import embed_images
 from .data import read_json_block
+from .template import fill_template, json_payload
 
 __all__ = [
     "DATA_ID",
@@ -206,9 +205,9 @@ def map_page_html(data: dict[str, Any]) -> str:
         "CSS": _static("patch_map.css"),
         "JS": _static("patch_map.js"),
         "DATA_ID": DATA_ID,
-        "DATA": json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/"),
+        "DATA": json_payload(data, ensure_ascii=False),
     }
-    return re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: parts[m.group(1)], _static("patch_map.html"))
+    return fill_template(_static("patch_map.html"), parts)
 
 
 def map_page_data(  # long: validation then one flat dict literal, the page's whole schema
