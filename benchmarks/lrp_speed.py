@@ -1,4 +1,4 @@
-"""Speed of LRP refinement of every readout cell, as ratios to one forward pass.
+"""Speed of LRP refinement of every readout cell, as ratios to one forward and one backward pass.
 
 Refining all h·w cells of one image (the embedded EfficientNet-Lite0, 224 px, 7×7
 grid) with each strategy of ``LRPReadout.cells``:
@@ -10,16 +10,23 @@ grid) with each strategy of ``LRPReadout.cells``:
 * ``naive`` (with ``--naive``): ``LRPReadout.cell`` called once per cell, i.e. h·w
   separate unbatched forward + backward passes.
 
-Every number printed is measured in this run (median of ``--repeats``).
+Every number printed is measured in this run (median of ``--repeats``). The
+baselines: one forward pass of the readout, and one plain gradient pass (forward +
+``autograd.grad`` of one logit w.r.t. the input, no LRP); "backward" alone is their
+difference. ``--strategies`` picks the strategies to time (default: all three).
 
 ``--families`` instead prints the conservation health check (input relevance /
 cell score) with and without the canonizers on random-init timm models whose
-biases are zeroed (so a sound rule set must give 1), composite ``epsilon``.
+biases are zeroed (so a sound rule set must give 1), composite ``epsilon``;
+``--torchvision`` does the same for every builder in
+``dense_readout.lrp.torchvision_families.TORCHVISION_FAMILIES`` (biases zeroed with
+its ``bias_free``), also with the family's default composite.
 
 Usage:
 
     python benchmarks/lrp_speed.py [--size 224] [--repeats 3] [--naive] [--threads 2]
     python benchmarks/lrp_speed.py --families [--size 128]
+    python benchmarks/lrp_speed.py --torchvision [--size 64]
 """
 
 from __future__ import annotations
@@ -52,10 +59,17 @@ def main() -> None:
     parser.add_argument(
         "--families", action="store_true", help="conservation with/without canonizers"
     )
+    parser.add_argument(
+        "--torchvision", action="store_true", help="conservation on torchvision families"
+    )
+    parser.add_argument("--strategies", nargs="+", default=["expand", "vmap", "loop"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.families:
         families(args.size)
+        return
+    if args.torchvision:
+        torchvision_families(args.size)
         return
 
     from PIL import Image
@@ -75,6 +89,15 @@ def main() -> None:
     lrp.cell(x, cell=(0, 0))  # warm-up (traces the batch-norm pairs once)
 
     forward = timed(lambda: readout(x), args.repeats)
+
+    def gradient() -> None:
+        inputs = x.detach().clone().requires_grad_(True)
+        torch.autograd.grad(model(inputs)[0, 0], inputs)
+
+    gradient_pass = timed(gradient, args.repeats)
+    backward = gradient_pass - timed(
+        lambda: model(x.detach().clone().requires_grad_(True)), args.repeats
+    )
     grid = readout(x).grid_size
     cells = grid[0] * grid[1]
     one_cell = timed(lambda: lrp.cell(x, cell=(0, 0)), args.repeats)
@@ -83,11 +106,13 @@ def main() -> None:
         f"composite={lrp.composite_name}"
     )
     print(f"forward pass (readout): {forward * 1e3:.1f} ms")
+    print(f"gradient pass (forward + backward of one logit): {gradient_pass * 1e3:.1f} ms")
+    print(f"backward alone (gradient pass - forward with grad): {backward * 1e3:.1f} ms")
     print(
         f"one cell (1 LRP forward+backward): {one_cell:.2f} s = {one_cell / forward:.1f}x forward"
     )
     rows = []
-    for strategy in ("expand", "vmap", "loop"):
+    for strategy in args.strategies:
         seconds = timed(
             lambda s=strategy: lrp.cells(x, strategy=s, chunk_size=args.chunk), args.repeats
         )
@@ -104,6 +129,7 @@ def main() -> None:
     for label, seconds in rows:
         print(
             f"  {label:26s} {seconds:8.2f} s = {seconds / forward:8.1f}x forward = "
+            f"{seconds / gradient_pass:7.1f}x gradient pass = {seconds / backward:7.1f}x backward = "
             f"{seconds / one_cell:6.1f}x one cell"
         )
 
@@ -152,6 +178,36 @@ def families(size: int) -> None:
             )
             ratios.append(float(lrp.cell(x, cell=(1, 1)).conservation[0]))
         print(f"  {name:24s} {ratios[0]:14.4g} {ratios[1]:10.4f}")
+
+
+def torchvision_families(size: int) -> None:
+    from dense_readout.lrp import LRPReadout
+    from dense_readout.lrp.torchvision_families import (
+        TORCHVISION_FAMILIES,
+        bias_free,
+        supported_torchvision_builders,
+    )
+
+    print(
+        f"conservation ratio (input relevance / cell score), random init, biases and BN means "
+        f"zeroed (bias_free), {size}px, cell (1, 0), mean of 2 images; epsilon = stabilizer = 1e-9 "
+        f"for 'epsilon':"
+    )
+    print(f"  {'model':22s} {'no canonizers':>14s} {'epsilon':>9s} {'default composite':>28s}")
+    exact = {"epsilon": 1e-9, "stabilizer": 1e-9}
+    for module, builder in supported_torchvision_builders():
+        family = TORCHVISION_FAMILIES.get(module)
+        torch.manual_seed(0)
+        side = max(size, family.min_size)
+        model = bias_free(family.build(builder, 10), torch.randn(4, 3, side, side))
+        x = torch.randn(2, 3, side, side)
+        ratios = []
+        for composite, canonize in (("epsilon", False), ("epsilon", True), (None, True)):
+            options = exact if composite else {"stabilizer": 1e-9}
+            lrp = LRPReadout(model, composite, composite_options=options, canonize=canonize)
+            ratios.append(float(lrp.cell(x, cell=(1, 0)).conservation.mean()))
+        default = f"{lrp.composite_name} {ratios[2]:.4f}"
+        print(f"  {builder:22s} {ratios[0]:14.4g} {ratios[1]:9.4f} {default:>28s}")
 
 
 if __name__ == "__main__":
