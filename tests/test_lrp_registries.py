@@ -182,6 +182,11 @@ BLOCK_SOURCES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
     ),
     ("torchvision vit", _torchvision_vit, (2, 3, 32, 32)),
     ("torchvision swin", _torchvision_swin, (2, 3, 32, 32)),
+    (
+        "deit tiny distilled",
+        _timm("deit_tiny_distilled_patch16_224", depth=1, img_size=32),
+        (2, 3, 32, 32),
+    ),
     ("torchvision CNN blocks", _torchvision_cnn_blocks, (2, 16, 8, 8)),
 ]
 
@@ -285,6 +290,12 @@ BRANCHES.update(
             ("not shifted", lambda b: not any(b.shift_size)),
         ],
         "timm.models.swin_transformer.WindowAttention": [("window", lambda b: True)],
+        "timm.models.vision_transformer.VisionTransformer": [
+            ("class token", lambda b: b.cls_token is not None),
+            ("registers", lambda b: b.reg_token is not None),
+        ],
+        "timm.models.deit.VisionTransformerDistilled": [("distillation token", lambda b: True)],
+        "torchvision.models.vision_transformer.Encoder": [("position embedding", lambda b: True)],
         "torchvision.models.vision_transformer.EncoderBlock": [
             ("in-projection bias", lambda b: b.self_attention.in_proj_bias is not None),
         ],

@@ -238,8 +238,9 @@ def _cp_vit_cell_score(model, x, k: int, u: int, v: int) -> torch.Tensor:
 
 def test_lrp_equals_gradient_times_input_of_the_cp_lrp_graph_with_biases():
     model = build("timm vit [CLS]", seed=3)
-    with torch.no_grad():
-        model.pos_embed.zero_()  # LRP passes a token's relevance to its patch, not the embedding
+    with torch.no_grad():  # biases and learned tokens that count: they absorb relevance
+        model.pos_embed.normal_(0, 0.5)
+        model.cls_token.normal_(0, 0.5)
         for name, parameter in model.named_parameters():
             if name.endswith("bias"):
                 parameter.uniform_(-0.1, 0.1)

@@ -35,9 +35,11 @@ from .cp_lrp import (
 __all__ = [
     "SUPPORTED_TRANSFORMERS",
     "register_transformer_blocks",
+    "timm_pos_embed",
     "timm_swin_block_forward",
     "timm_vit_block_forward",
     "torchvision_encoder_block_forward",
+    "torchvision_encoder_forward",
     "torchvision_swin_block_forward",
     "transformer_refusal",
 ]
@@ -67,6 +69,23 @@ def _scaled(layer_scale: nn.Module, x: Tensor) -> Tensor:
 # -- timm -----------------------------------------------------------------------------------
 
 
+def timm_pos_embed(self: Any, x: Tensor) -> Tensor:
+    """timm ViT's own ``_pos_embed``, its constants (position embedding, class and register
+    tokens) added through a Sum: they take their share of relevance, as biases do.
+
+    The model's method is called twice, on ``x`` and on zeros (the constant part), so every
+    timm variant (``no_embed_class``, dynamic size, distillation token) is covered.
+    """
+    own = type(self)._pos_embed
+    with torch.no_grad():
+        constant = own(self, torch.zeros_like(x))
+    return residual_sum(self, own(self, x) - constant, constant)
+
+
+def _pos_embed_attributes(model: nn.Module) -> dict:
+    return {"_pos_embed": timm_pos_embed.__get__(model)}
+
+
 def timm_vit_block_forward(self: Any, x: Tensor, **kwargs: Any) -> Tensor:
     """``timm.models.vision_transformer.Block``: two residual Sums, layer scales constant."""
     branch = self.drop_path1(_scaled(self.ls1, self.attn(self.norm1(x), **kwargs)))
@@ -85,6 +104,13 @@ def timm_swin_block_forward(self: Any, x: Tensor) -> Tensor:
 
 
 # -- torchvision ----------------------------------------------------------------------------
+
+
+def torchvision_encoder_forward(self: Any, input: Tensor) -> Tensor:
+    """``torchvision.models.vision_transformer.Encoder``: the position embedding added
+    through a Sum (it takes its share of relevance, as a bias does)."""
+    x = residual_sum(self, input, self.pos_embedding.expand_as(input))
+    return self.ln(self.layers(self.dropout(x)))
 
 
 def torchvision_encoder_block_forward(self: Any, input: Tensor) -> Tensor:
@@ -112,10 +138,14 @@ def register_transformer_blocks() -> None:
     try:
         from timm.models import swin_transformer as timm_swin
         from timm.models import vision_transformer as timm_vit
+        from timm.models.deit import VisionTransformerDistilled
     except ImportError:  # pragma: no cover - timm missing or reorganised
         pass
     else:
         register_block(timm_vit.Block, attributes=_two_sums)(timm_vit_block_forward)
+        for model_type in (timm_vit.VisionTransformer, VisionTransformerDistilled):
+            # the model's own forward; only _pos_embed is replaced
+            register_block(model_type, attributes=_pos_embed_attributes)(model_type.forward)
         register_block(timm_vit.Attention, attributes=values_attributes)(timm_attention_forward)
         register_block(timm_swin.SwinTransformerBlock, attributes=_two_sums)(
             timm_swin_block_forward
@@ -128,6 +158,7 @@ def register_transformer_blocks() -> None:
         from torchvision.models import vision_transformer as tv_vit
     except ImportError:  # pragma: no cover - torchvision missing
         return
+    register_block(tv_vit.Encoder)(torchvision_encoder_forward)
     register_block(tv_vit.EncoderBlock, attributes=_mha_block_attributes)(
         torchvision_encoder_block_forward
     )
