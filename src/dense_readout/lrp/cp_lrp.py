@@ -65,7 +65,13 @@ class AttentionValues(nn.Module):
 
 
 def values_attributes(module: nn.Module) -> dict:
-    """The attributes an attention forward needs during LRP: its :class:`AttentionValues`."""
+    """The attributes an attention forward needs during LRP: its :class:`AttentionValues`.
+
+    Example:
+        >>> from torch import nn
+        >>> list(values_attributes(nn.Identity()))
+        ['canonizer_values']
+    """
     return {"canonizer_values": AttentionValues()}
 
 
@@ -108,6 +114,14 @@ def timm_attention_forward(
     """``timm.layers.Attention`` (ViT, DeiT, registers): weights constant, value path ruled.
 
     timm's own forward, unfused; an output gate (``gated=True``) is a constant too.
+
+    Example:
+        >>> import torch
+        >>> from timm.models.vision_transformer import Attention
+        >>> attn, x = Attention(8, num_heads=2).eval(), torch.randn(1, 5, 8)
+        >>> attn.canonizer_values = AttentionValues()
+        >>> torch.allclose(timm_attention_forward(attn, x), attn(x), atol=1e-5)
+        True
     """
     _no_masks(attn_mask, is_causal)
     batch, tokens, _ = x.shape
@@ -129,7 +143,16 @@ def timm_attention_forward(
 
 def swin_window_attention_forward(self: Any, x: Tensor, mask: Tensor | None = None) -> Tensor:
     """``timm.models.swin_transformer.WindowAttention``: relative position bias and the
-    shift mask enter the (constant) weights only."""
+    shift mask enter the (constant) weights only.
+
+    Example:
+        >>> import torch
+        >>> from timm.models.swin_transformer import WindowAttention
+        >>> attn, x = WindowAttention(8, num_heads=2, window_size=2).eval(), torch.randn(3, 4, 8)
+        >>> attn.canonizer_values = AttentionValues()
+        >>> torch.allclose(swin_window_attention_forward(attn, x), attn(x), atol=1e-5)
+        True
+    """
     windows, tokens, _ = x.shape
     qkv = self.qkv(x).reshape(windows, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
@@ -152,6 +175,16 @@ def mha_self_attention(block: nn.Module, attention: nn.MultiheadAttention, x: Te
     The value projection runs through ``block.canonizer_value`` (an ``nn.Linear`` copy
     of the value rows of ``in_proj_weight``, see :func:`mha_value_attributes`), so it gets
     the composite's rule; queries and keys only feed the constant weights.
+
+    Example:
+        >>> import torch
+        >>> from torchvision.models.vision_transformer import EncoderBlock
+        >>> block, x = EncoderBlock(2, 8, 16, 0.0, 0.0).eval(), torch.randn(1, 5, 8)
+        >>> for name, value in mha_value_attributes(block).items():
+        ...     setattr(block, name, value)
+        >>> ours = mha_self_attention(block, block.self_attention, x)
+        >>> torch.allclose(ours, block.self_attention(x, x, x)[0], atol=1e-5)
+        True
     """
     batch, tokens, width = x.shape
     heads = attention.num_heads
@@ -170,7 +203,14 @@ def mha_self_attention(block: nn.Module, attention: nn.MultiheadAttention, x: Te
 
 def mha_value_attributes(block: nn.Module) -> dict:
     """:func:`values_attributes` plus ``canonizer_value``, the value projection of
-    ``block.self_attention`` as an ``nn.Linear`` (a copy, made for one LRP call)."""
+    ``block.self_attention`` as an ``nn.Linear`` (a copy, made for one LRP call).
+
+    Example:
+        >>> from torchvision.models.vision_transformer import EncoderBlock
+        >>> value = mha_value_attributes(EncoderBlock(2, 8, 16, 0.0, 0.0))["canonizer_value"]
+        >>> tuple(value.weight.shape)
+        (8, 8)
+    """
     attention = cast(nn.MultiheadAttention, block.self_attention)
     weight, bias = attention.in_proj_weight, attention.in_proj_bias
     width = attention.embed_dim
@@ -203,6 +243,14 @@ def torchvision_window_attention_forward(self: Any, x: Tensor) -> Tensor:
 
     torchvision's functional ``shifted_window_attention`` with ``self.qkv`` and
     ``self.proj`` called as modules (the functional form bypasses their rules).
+
+    Example:
+        >>> import torch
+        >>> from torchvision.models.swin_transformer import ShiftedWindowAttention
+        >>> attn = ShiftedWindowAttention(8, [2, 2], [1, 1], num_heads=2).eval()
+        >>> attn.canonizer_values, x = AttentionValues(), torch.randn(1, 4, 4, 8)
+        >>> torch.allclose(torchvision_window_attention_forward(attn, x), attn(x), atol=1e-5)
+        True
     """
     batch, height, width, channels = x.shape
     window, heads = list(self.window_size), self.num_heads

@@ -75,6 +75,18 @@ def timm_pos_embed(self: Any, x: Tensor) -> Tensor:
 
     The model's method is called twice, on ``x`` and on zeros (the constant part), so every
     timm variant (``no_embed_class``, dynamic size, distillation token) is covered.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.lrp.canonizers import BlockCanonizer
+        >>> block = timm.create_model("vit_tiny_patch16_224", depth=1, img_size=32, patch_size=8)
+        >>> block, x = block.eval(), torch.randn(1, 3, 32, 32)
+        >>> canonizer = BlockCanonizer()
+        >>> canonizer.register(block, canonizer.attribute_map("", block))
+        >>> ours = block(x)
+        >>> canonizer.remove()
+        >>> torch.allclose(ours, block(x), atol=1e-5), "forward" in vars(block)
+        (True, False)
     """
     own = type(self)._pos_embed
     with torch.no_grad():
@@ -87,7 +99,20 @@ def _pos_embed_attributes(model: nn.Module) -> dict:
 
 
 def timm_vit_block_forward(self: Any, x: Tensor, **kwargs: Any) -> Tensor:
-    """``timm.models.vision_transformer.Block``: two residual Sums, layer scales constant."""
+    """``timm.models.vision_transformer.Block``: two residual Sums, layer scales constant.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.lrp.canonizers import BlockCanonizer
+        >>> vit = timm.create_model("vit_tiny_patch16_224", depth=1, img_size=32, patch_size=8)
+        >>> block, x = vit.eval().blocks[0], torch.randn(1, 17, 192)
+        >>> canonizer = BlockCanonizer()
+        >>> canonizer.register(block, canonizer.attribute_map("", block))
+        >>> ours = block(x)
+        >>> canonizer.remove()
+        >>> torch.allclose(ours, block(x), atol=1e-5), "forward" in vars(block)
+        (True, False)
+    """
     branch = self.drop_path1(_scaled(self.ls1, self.attn(self.norm1(x), **kwargs)))
     x = residual_sum(self, x, branch)
     branch = self.drop_path2(_scaled(self.ls2, self.mlp(self.norm2(x))))
@@ -95,7 +120,21 @@ def timm_vit_block_forward(self: Any, x: Tensor, **kwargs: Any) -> Tensor:
 
 
 def timm_swin_block_forward(self: Any, x: Tensor) -> Tensor:
-    """``timm.models.swin_transformer.SwinTransformerBlock``: two residual Sums."""
+    """``timm.models.swin_transformer.SwinTransformerBlock``: two residual Sums.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.lrp.canonizers import BlockCanonizer
+        >>> from timm.models.swin_transformer import SwinTransformerBlock
+        >>> block = SwinTransformerBlock(8, (4, 4), num_heads=2, window_size=2, shift_size=1)
+        >>> block, x = block.eval(), torch.randn(1, 4, 4, 8)
+        >>> canonizer = BlockCanonizer()
+        >>> canonizer.register(block, canonizer.attribute_map("", block))
+        >>> ours = block(x)
+        >>> canonizer.remove()
+        >>> torch.allclose(ours, block(x), atol=1e-5), "forward" in vars(block)
+        (True, False)
+    """
     batch, height, width, channels = x.shape
     x = residual_sum(self, x, self.drop_path1(self._attn(self.norm1(x))))
     x = x.reshape(batch, -1, channels)
@@ -108,20 +147,61 @@ def timm_swin_block_forward(self: Any, x: Tensor) -> Tensor:
 
 def torchvision_encoder_forward(self: Any, input: Tensor) -> Tensor:
     """``torchvision.models.vision_transformer.Encoder``: the position embedding added
-    through a Sum (it takes its share of relevance, as a bias does)."""
+    through a Sum (it takes its share of relevance, as a bias does).
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.lrp.canonizers import BlockCanonizer
+        >>> from torchvision.models.vision_transformer import Encoder
+        >>> block = Encoder(5, 1, 2, 8, 16, 0.0, 0.0)
+        >>> block, x = block.eval(), torch.randn(1, 5, 8)
+        >>> canonizer = BlockCanonizer()
+        >>> canonizer.register(block, canonizer.attribute_map("", block))
+        >>> ours = block(x)
+        >>> canonizer.remove()
+        >>> torch.allclose(ours, block(x), atol=1e-5), "forward" in vars(block)
+        (True, False)
+    """
     x = residual_sum(self, input, self.pos_embedding.expand_as(input))
     return self.ln(self.layers(self.dropout(x)))
 
 
 def torchvision_encoder_block_forward(self: Any, input: Tensor) -> Tensor:
-    """``torchvision.models.vision_transformer.EncoderBlock``: CP-LRP self-attention, two Sums."""
+    """``torchvision.models.vision_transformer.EncoderBlock``: CP-LRP self-attention, two Sums.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.lrp.canonizers import BlockCanonizer
+        >>> from torchvision.models.vision_transformer import EncoderBlock
+        >>> block, x = EncoderBlock(2, 8, 16, 0.0, 0.0).eval(), torch.randn(1, 5, 8)
+        >>> canonizer = BlockCanonizer()
+        >>> canonizer.register(block, canonizer.attribute_map("", block))
+        >>> ours = block(x)
+        >>> canonizer.remove()
+        >>> torch.allclose(ours, block(x), atol=1e-5), "forward" in vars(block)
+        (True, False)
+    """
     x = mha_self_attention(self, self.self_attention, self.ln_1(input))
     x = residual_sum(self, self.dropout(x), input)
     return _second_sum(self, x, self.mlp(self.ln_2(x)))
 
 
 def torchvision_swin_block_forward(self: Any, x: Tensor) -> Tensor:
-    """``torchvision.models.swin_transformer.SwinTransformerBlock`` (V1): two residual Sums."""
+    """``torchvision.models.swin_transformer.SwinTransformerBlock`` (V1): two residual Sums.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.lrp.canonizers import BlockCanonizer
+        >>> from torchvision.models.swin_transformer import SwinTransformerBlock
+        >>> block = SwinTransformerBlock(8, 2, [2, 2], [1, 1]).eval()
+        >>> x = torch.randn(1, 4, 4, 8)
+        >>> canonizer = BlockCanonizer()
+        >>> canonizer.register(block, canonizer.attribute_map("", block))
+        >>> ours = block(x)
+        >>> canonizer.remove()
+        >>> torch.allclose(ours, block(x), atol=1e-5), "forward" in vars(block)
+        (True, False)
+    """
     x = residual_sum(self, x, self.stochastic_depth(self.attn(self.norm1(x))))
     return _second_sum(self, x, self.stochastic_depth(self.mlp(self.norm2(x))))
 
@@ -134,7 +214,16 @@ def _mha_block_attributes(block: nn.Module) -> dict:
 
 
 def register_transformer_blocks() -> None:
-    """Register the block and attention forwards above (a no-op for missing libraries)."""
+    """Register the block and attention forwards above (a no-op for missing libraries).
+
+    Runs on import; registering the same entries again changes nothing.
+
+    Example:
+        >>> from dense_readout.lrp.canonizers import registered_blocks
+        >>> register_transformer_blocks()
+        >>> "timm.models.vision_transformer.Block" in registered_blocks()
+        True
+    """
     try:
         from timm.models import swin_transformer as timm_swin
         from timm.models import vision_transformer as timm_vit
