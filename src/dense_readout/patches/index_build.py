@@ -95,9 +95,13 @@ def build_index(
         rank, world = context.rank, context.world_size
         settings = _settings(paths, extractor, preprocess, model_name, batch_size, world)
         settings.update(model_info or {}, class_names=list(class_names) if class_names else None)
+        refusal = None
         if rank == 0:
-            _start_or_resume(layout, settings, paths)
-        barrier()
+            try:
+                _start_or_resume(layout, settings, paths)
+            except InputError as error:
+                refusal = str(error)
+        _raise_on_every_rank(refusal)  # a refused resume stops all processes, not just rank 0
         extract_shard(
             paths, layout.shard(rank, world), extractor, preprocess, settings, progress, rank, world
         )
@@ -106,6 +110,18 @@ def build_index(
             merge_index(layout.root, index=index, progress=progress, **(merge_options or {}))
         barrier()
     return read_json(layout.manifest, "manifest")
+
+
+def _raise_on_every_rank(message: str | None) -> None:
+    """Send rank 0's refusal (or None) to every process; raise it everywhere."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        message = box[0]
+    if message:
+        raise InputError(message)
 
 
 def _settings(
