@@ -1,7 +1,7 @@
 """Conservation of CP-LRP on every supported transformer family (random init, biases zeroed).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/lrp_transformers.py [--full-size]
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/lrp_transformers.py --speed [--model vit_tiny_patch16_224]
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/lrp_transformers.py --speed [--size 224] [--repeats 3]
 
 For each family: the input relevance / starting relevance of 4 cells and of one class
 map on 2 random 224 px images (``--full-size``: the real architectures, vit_small,
@@ -11,10 +11,10 @@ the default composite (``cp_lrp``) and its default epsilon/stabilizer (1e-6). No
 pretrained transformer weights are available offline, so these numbers (and any
 faithfulness statement about transformers here) are for random init only.
 
-``--speed``: the time to refine all h·w cells of one 224 px image (``cells``, strategies
+``--speed``: the time to refine all h·w cells of one image (``--model``, ``--size``) (``cells``, strategies
 ``expand`` and ``vmap``) as a ratio to one backward pass (a plain gradient pass, forward
 plus ``autograd.grad`` of one logit, minus a forward pass with gradients), all measured
-in this run (median of 3).
+in this run (median of ``--repeats``).
 """
 
 from __future__ import annotations
@@ -86,22 +86,22 @@ def timed(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def speed(name: str) -> None:
-    model = timm.create_model(name).eval()
+def speed(name: str, size: int, repeats: int) -> None:
+    model = timm.create_model(name, img_size=size).eval()
     lrp = LRPReadout(model)
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, size, size)
 
     def gradient() -> None:
         inputs = x.clone().requires_grad_(True)
         torch.autograd.grad(model(inputs)[0, 0], inputs)
 
-    gradient_pass = timed(gradient)
-    backward = gradient_pass - timed(lambda: model(x.clone().requires_grad_(True)))
+    gradient_pass = timed(gradient, repeats)
+    backward = gradient_pass - timed(lambda: model(x.clone().requires_grad_(True)), repeats)
     grid = lrp.readout(x).grid_size
-    print(f"{name}, 224 px, grid {grid[0]}x{grid[1]}, threads={torch.get_num_threads()}")
+    print(f"{name}, {size} px, grid {grid[0]}x{grid[1]}, threads={torch.get_num_threads()}")
     print(f"gradient pass {gradient_pass * 1e3:.0f} ms, backward alone {backward * 1e3:.0f} ms")
     for strategy in ("expand", "vmap"):
-        seconds = timed(lambda s=strategy: lrp.cells(x, strategy=s))
+        seconds = timed(lambda s=strategy: lrp.cells(x, strategy=s), repeats)
         print(
             f"all {grid[0] * grid[1]} cells, {strategy}: {seconds:.1f} s = "
             f"{seconds / backward:.0f}x backward = {seconds / gradient_pass:.0f}x gradient pass"
@@ -113,9 +113,11 @@ def main() -> None:
     parser.add_argument("--full-size", action="store_true")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--model", default="vit_tiny_patch16_224")
+    parser.add_argument("--size", type=int, default=224, help="--speed: input side")
+    parser.add_argument("--repeats", type=int, default=3, help="--speed: median of this many")
     args = parser.parse_args()
     if args.speed:
-        speed(args.model)
+        speed(args.model, args.size, args.repeats)
         return
     torch.manual_seed(0)
     print("| family | cells: conservation min–max | class map | composite | s/cell |")
