@@ -155,3 +155,16 @@ def test_an_unlisted_torchvision_family_is_refused():
     model = NewNet().eval()
     with pytest.raises(UnsupportedModelError, match="no LRP rule set is registered"):
         LRPReadout(model, features=model.features, head=model.head)
+
+
+def test_vgg_with_a_custom_per_cell_head_conserves():
+    import torchvision.models as models
+
+    assert TORCHVISION_FAMILIES["torchvision.models.vgg"].supported  # listed, so not refused
+    torch.manual_seed(0)
+    model = bias_free(models.vgg11_bn(weights=None, num_classes=5), torch.randn(2, 3, 64, 64))
+    channels = [m for m in model.features if isinstance(m, nn.Conv2d)][-1].out_channels
+    head = nn.Linear(channels, 5, bias=False)
+    lrp = LRPReadout(model, "epsilon", features=model.features, head=head, **EXACT)
+    result = lrp.cell(torch.randn(2, 3, 64, 64), cell=(1, 0))
+    assert torch.allclose(result.conservation, torch.ones(2), atol=0.01), result.conservation

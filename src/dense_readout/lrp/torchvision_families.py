@@ -51,7 +51,8 @@ class TorchvisionFamily:
 
     Args:
         builders: ``torchvision.models`` constructors of the family (the tests and the
-            conservation benchmark build each with ``weights=None``).
+            conservation benchmark build each with ``weights=None``); empty for
+            families the readout cannot take without a custom split (VGG, AlexNet).
         rules: the canonizers it needs, in words (for docs and messages).
         refusal: non-empty: why :class:`~dense_readout.lrp.LRPReadout` refuses it.
         split: ``(features, head)`` attribute names of a split under which the refusal
@@ -86,6 +87,10 @@ TORCHVISION_FAMILIES: Registry[TorchvisionFamily] = Registry(
 )
 
 _MERGE = "batch norms merged into their convolutions"
+_PLAIN = (
+    "convolutions, ReLU and max pools only (no blocks); not a GAP model, so only with "
+    "features=model.features and a per-cell head of your own"
+)
 _SE = "squeeze-excite gates (torchvision SqueezeExcitation) as constants"
 _FAMILIES = {
     "resnet": TorchvisionFamily(("resnet18",), f"zennit's ResNet block forwards; {_MERGE}"),
@@ -126,6 +131,9 @@ _FAMILIES = {
     "squeezenet": TorchvisionFamily(
         ("squeezenet1_0",), "concatenations route relevance; no batch norms"
     ),
+    # not GAP models: the readout needs features=model.features and a per-cell head
+    "vgg": TorchvisionFamily((), f"{_PLAIN}; {_MERGE} (the _bn variants)"),
+    "alexnet": TorchvisionFamily((), _PLAIN),
     "mnasnet": TorchvisionFamily(
         ("mnasnet0_5",),
         "_InvertedResidual residual adds as Sums; batch norms merged",
