@@ -166,7 +166,11 @@ BLOCK_SOURCES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
     ("SE layers", _se_layers, (2, 16, 5, 5)),
     ("torchvision blocks", _torchvision_blocks, (2, 16, 8, 8)),
     ("vit tiny", _timm_tiny_vit(), (2, 3, 32, 32)),
-    ("vit tiny layer scale", _timm_tiny_vit(init_values=1.0, reg_tokens=2), (2, 3, 32, 32)),
+    (
+        "vit tiny registers, layer scale, no_embed_class",
+        _timm_tiny_vit(init_values=1.0, reg_tokens=2, no_embed_class=True),
+        (2, 3, 32, 32),
+    ),
     ("timm attention", _timm_attention, (2, 5, 16)),
     (
         "swin tiny",
@@ -293,6 +297,8 @@ BRANCHES.update(
         "timm.models.vision_transformer.VisionTransformer": [
             ("class token", lambda b: b.cls_token is not None),
             ("registers", lambda b: b.reg_token is not None),
+            ("no_embed_class", lambda b: b.no_embed_class),
+            ("position embedding on prefix tokens", lambda b: not b.no_embed_class),
         ],
         "timm.models.deit.VisionTransformerDistilled": [("distillation token", lambda b: True)],
         "torchvision.models.vision_transformer.Encoder": [("position embedding", lambda b: True)],

@@ -58,7 +58,10 @@ def _torchvision_swin() -> nn.Module:
 
 FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "timm vit [CLS]": _timm_vit(),
-    "timm vit registers + layer scale": _timm_vit(reg_tokens=4, init_values=0.5),
+    # vit_*_reg4_dinov2 style: registers, layer scale, no position embedding on prefix tokens
+    "timm vit registers + layer scale": _timm_vit(
+        reg_tokens=4, init_values=0.5, no_embed_class=True
+    ),
     "timm vit avg + fc_norm": _timm_vit(class_token=False, global_pool="avg"),
     "timm vit avg, no fc_norm": _timm_vit(class_token=False, global_pool="avg", fc_norm=False),
     "timm swin": _timm_swin,
