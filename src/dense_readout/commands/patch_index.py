@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -134,6 +135,8 @@ def run_build(args: argparse.Namespace) -> int:
         )
     except DenseReadoutError as error:
         return _fail(error)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torch.distributed.run: one summary line, from rank 0
     counts = manifest["counts"]
     print(
         f"{args.out}: {counts['vectors']} vectors of {counts['indexed']} images "
