@@ -240,6 +240,25 @@ def test_cli_map_page(folder, flat, tmp_path, monkeypatch):
     assert {p.group for p in data["points"]} == {"a", "b"}  # two class folders
 
 
+def test_map_of_a_tiny_sample_asks_for_more_and_small_samples_fit_umap(flat, tmp_path, monkeypatch):
+    patch_map = pytest.importorskip("dense_readout.page.patch_map")
+    from dense_readout.patches.index_map import write_index_map
+
+    with pytest.raises(InputError, match="at least 4 vectors"):
+        write_index_map(flat, tmp_path / "map.html", sample=3)
+    asked = []
+
+    def fake_umap(vectors, *, seed=0, n_neighbors=15):
+        asked.append((len(vectors), n_neighbors))
+        assert n_neighbors + 2 <= len(vectors)  # what umap_coords requires
+        return np.asarray(vectors[:, :2], np.float32)
+
+    monkeypatch.setattr(patch_map, "umap_coords", fake_umap)
+    for sample in (4, 16, 40):
+        write_index_map(flat, tmp_path / f"map{sample}.html", sample=sample)
+    assert asked == [(4, 2), (16, 14), (40, 15)]
+
+
 @pytest.mark.distributed
 def test_two_processes_build_the_same_index(folder, tmp_path):
     one_process = ["index", "build", "--root", str(folder), "--out", str(tmp_path / "one")]

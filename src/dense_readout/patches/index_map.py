@@ -66,8 +66,13 @@ def write_index_map(
     from ..page.patch_map import MapPoint, umap_coords, write_map_page
 
     ids = sample_ids(index, sample, seed)
+    if len(ids) < 4:  # UMAP needs n_neighbors >= 2 and n_neighbors + 2 points
+        raise InputError(
+            f"A patch map needs at least 4 vectors; {len(ids)} were sampled. Pass a larger "
+            "--sample or build the index over more images."
+        )
     vectors = index.vectors(ids)
-    coords = umap_coords(vectors, seed=seed, n_neighbors=min(15, len(ids) - 1))
+    coords = umap_coords(vectors, seed=seed, n_neighbors=min(15, len(ids) - 2))
     exact = faiss().IndexFlatIP(vectors.shape[1])
     exact.add(vectors)
     _, nearest = exact.search(vectors, min(neighbours + 1, len(ids)))
