@@ -132,13 +132,14 @@ def _torchvision_cnn_blocks() -> nn.Module:
     )
 
 
-_TIMM_GATED_ATTENTION = "gated" in inspect.signature(TimmAttention.__init__).parameters
+_TIMM_ATTENTION_OPTIONS = inspect.signature(TimmAttention.__init__).parameters
 
 
 def _timm_attention() -> nn.Module:
-    """timm ``Attention`` with q/k norms and a scale norm (and an output gate where timm has it)."""
-    options = {"gated": True} if _TIMM_GATED_ATTENTION else {}
-    return TimmAttention(16, 2, qk_norm=True, scale_norm=True, norm_layer=nn.LayerNorm, **options)
+    """timm ``Attention`` with q/k norms, and a scale norm and an output gate where timm has
+    them (timm 1.0.10, tox lowest, has neither)."""
+    options = {key: True for key in ("gated", "scale_norm") if key in _TIMM_ATTENTION_OPTIONS}
+    return TimmAttention(16, 2, qk_norm=True, norm_layer=nn.LayerNorm, **options)
 
 
 def _timm_tiny_vit(**kwargs) -> Callable[[], nn.Module]:
@@ -287,7 +288,11 @@ BRANCHES.update(
         block_name(TimmAttention): [
             ("q/k norm", lambda b: not isinstance(b.q_norm, nn.Identity)),
             ("no q/k norm", lambda b: isinstance(b.q_norm, nn.Identity)),
-            *([("gate", lambda b: b.gate is not None)] if _TIMM_GATED_ATTENTION else []),
+            *(
+                [("gate", lambda b: b.gate is not None)]
+                if "gated" in _TIMM_ATTENTION_OPTIONS
+                else []
+            ),
         ],
         "timm.models.swin_transformer.SwinTransformerBlock": [
             ("shifted", lambda b: any(b.shift_size)),

@@ -273,15 +273,14 @@ class _TorchEncoder(nn.Module):
 
 
 @pytest.mark.parametrize(
-    ("build_model", "reason"),
-    [
-        (lambda: timm.create_model("test_vit4", num_classes=3), "RmsNorm"),
-        (lambda: timm.create_model("test_maxvit", num_classes=3), "PartitionAttentionCl"),
-    ],
+    ("name", "reason"),
+    [("test_vit4", "RmsNorm"), ("test_maxvit", "PartitionAttentionCl")],
 )
-def test_unsupported_attention_models_are_refused_with_the_reason(build_model, reason):
+def test_unsupported_attention_models_are_refused_with_the_reason(name, reason):
+    if not timm.is_model(name):  # test-size models arrived after timm 1.0.10 (tox lowest)
+        pytest.skip(f"timm {timm.__version__} has no {name}")
     with pytest.raises(UnsupportedModelError, match=reason) as error:
-        LRPReadout(build_model().eval())
+        LRPReadout(timm.create_model(name, num_classes=3).eval())
     assert "supported: timm VisionTransformer" in str(error.value)
 
 

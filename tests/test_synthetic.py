@@ -408,7 +408,13 @@ def test_recipes_live_in_the_package_registry():
     from dense_readout.registry import Registry, UnknownNameError, registries
 
     assert isinstance(RECIPES, Registry) and registries()["recipe"] is RECIPES
-    assert RECIPES.names() == ["cpu-resnet18", "cpu-vit-s32", "paper-resnet18", "paper-vit-s32"]
+    assert RECIPES.names() == [
+        "cpu-resnet18",
+        "cpu-vit-s32",
+        "cpu2h-resnet18",
+        "paper-resnet18",
+        "paper-vit-s32",
+    ]
     mine = Recipe(name="test-only", epochs=1)
     assert register_recipe(mine) is mine
     try:
