@@ -47,6 +47,7 @@ __all__ = [
     "LayerNormCanonizer",
     "MergeBatchNormPairs",
     "block_forward",
+    "block_forward_matches",
     "block_name",
     "pass_multiply",
     "register_block",
@@ -349,3 +350,24 @@ def _register_torchvision_blocks() -> None:
 
 
 _register_torchvision_blocks()
+
+
+def block_forward_matches(block: nn.Module, *inputs: Tensor, atol: float = 1e-5) -> bool:
+    """True if ``block`` computes the same output with its registered LRP forward as
+    without it, and its own forward is back afterwards: the check for a new
+    :func:`register_block` entry.
+
+    Example:
+        >>> import torch
+        >>> from timm.models.resnet import BasicBlock
+        >>> from dense_readout.lrp.canonizers import block_forward_matches
+        >>> block_forward_matches(BasicBlock(8, 8).eval(), torch.randn(1, 8, 6, 6))
+        True
+    """
+    canonizer = BlockCanonizer()
+    canonizer.register(block, canonizer.attribute_map("", block))
+    try:
+        ours = block(*inputs)
+    finally:
+        canonizer.remove()
+    return bool(torch.allclose(ours, block(*inputs), atol=atol)) and "forward" not in vars(block)
