@@ -28,6 +28,7 @@ from dense_readout.lrp import (
     uniform_window_share,
     window_share,
 )
+from lrp_support import assert_pristine, snapshot
 
 # -- small networks ------------------------------------------------------------------
 
@@ -182,48 +183,23 @@ def test_without_canonizers_timm_residuals_break_conservation():
 # -- the model is left unchanged ------------------------------------------------------------
 
 
-def _snapshot(model: nn.Module):
-    return (
-        {k: v.clone() for k, v in model.state_dict().items()},
-        [name for name, _ in model.named_modules()],
-        [id(p) for p in model.parameters()],
-    )
-
-
-def _assert_pristine(model: nn.Module, snapshot, x, reference):
-    state, names, params = snapshot
-    now = model.state_dict()
-    assert list(now) == list(state)
-    assert all(torch.equal(now[k], state[k]) for k in state)
-    assert [name for name, _ in model.named_modules()] == names
-    assert [id(p) for p in model.parameters()] == params
-    for module in model.modules():
-        assert not module._forward_hooks and not module._forward_pre_hooks
-        assert not module._backward_hooks and not getattr(module, "_backward_pre_hooks", {})
-        assert "forward" not in vars(module) and "canonizer_sum" not in vars(module)["_modules"]
-    with torch.no_grad():
-        assert torch.equal(model(x), reference)
-
-
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "convnext_atto"])
 def test_model_unchanged_after_every_call_and_after_errors(name):
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=5).eval()
     x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        reference = model(x)
-    snapshot = _snapshot(model)
+    before = snapshot(model, x)
     lrp = LRPReadout(model)
     lrp.cell(x, cell=(0, 1))
-    _assert_pristine(model, snapshot, x, reference)
+    assert_pristine(model, before)
     if name == "resnet18":  # every entry point once (the machinery is shared)
         lrp.class_map(x, target=2)
         lrp.label_map(x)
         lrp.cells(x, which=[(0, 0), (1, 1)], strategy="vmap")
-        _assert_pristine(model, snapshot, x, reference)
+        assert_pristine(model, before)
     with pytest.raises(InputError):
         lrp.cell(x, cell=(0, 0), target=99)  # fails inside the LRP context
-    _assert_pristine(model, snapshot, x, reference)
+    assert_pristine(model, before)
 
 
 # -- batching and linearity -------------------------------------------------------------------

@@ -30,39 +30,12 @@ from dense_readout.lrp.torchvision_families import (
     bias_free,
     supported_torchvision_builders,
 )
+from lrp_support import assert_pristine, snapshot
 
 SIZE = 64
 EXACT = {"composite_options": {"epsilon": 1e-9, "stabilizer": 1e-9}}
 #: families whose blocks add shortcuts or gate inside forward: plain autograd is far off
 RESIDUAL = {"resnet", "efficientnet", "mobilenetv2", "mobilenetv3", "convnext", "regnet"}
-
-
-def _snapshot(model: nn.Module, x: torch.Tensor):
-    with torch.no_grad():
-        reference = model(x)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    return (
-        state,
-        [n for n, _ in model.named_modules()],
-        [id(p) for p in model.parameters()],
-        x,
-        reference,
-    )
-
-
-def _assert_pristine(model: nn.Module, snapshot) -> None:
-    state, names, params, x, reference = snapshot
-    now = model.state_dict()
-    assert list(now) == list(state)
-    assert all(torch.equal(now[k], state[k]) for k in state)
-    assert [n for n, _ in model.named_modules()] == names
-    assert [id(p) for p in model.parameters()] == params
-    for module in model.modules():
-        assert not module._forward_hooks and not module._forward_pre_hooks
-        assert not module._backward_hooks and not getattr(module, "_backward_pre_hooks", {})
-        assert "forward" not in vars(module) and "canonizer_sum" not in vars(module)["_modules"]
-    with torch.no_grad():
-        assert torch.equal(model(x), reference)
 
 
 def _model(module: str, builder: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
@@ -94,7 +67,7 @@ def test_every_torchvision_cnn_adapter_has_a_supported_family_in_the_table():
 @pytest.mark.parametrize(("module", "builder"), supported_torchvision_builders())
 def test_supported_family_conserves_with_biases_zeroed(module, builder):
     model, x = _model(module, builder)
-    snapshot = _snapshot(model, x)
+    before = snapshot(model, x)
     lrp = LRPReadout(model, "epsilon", **EXACT)
     result = lrp.cell(x, cell=(1, 0))
     assert torch.allclose(result.conservation, torch.ones(2), atol=0.01), result.conservation
@@ -107,10 +80,10 @@ def test_supported_family_conserves_with_biases_zeroed(module, builder):
     summed = lrp.cells(one, target=3).relevance.sum(dim=(1, 2))
     scale = float(whole.relevance.abs().max())
     assert torch.allclose(whole.relevance[:, 0], summed, atol=1e-4 * scale, rtol=1e-3)
-    _assert_pristine(model, snapshot)
+    assert_pristine(model, before)
     with pytest.raises(InputError):
         lrp.cell(one, cell=(0, 0), target=99)  # fails inside the LRP context
-    _assert_pristine(model, snapshot)
+    assert_pristine(model, before)
     # the family default composite is the table's (explicitly listed, or the fallback)
     assert LRPReadout(model).composite == FAMILY_DEFAULTS.get(module, FALLBACK_COMPOSITE)
     if module.rsplit(".", 1)[1] in RESIDUAL and builder == TORCHVISION_FAMILIES[module].builders[0]:
@@ -128,17 +101,17 @@ REFUSED = [(m, f) for m, f in TORCHVISION_FAMILIES.items() if not f.supported]
 @pytest.mark.parametrize(("module", "family"), REFUSED, ids=[m for m, _ in REFUSED])
 def test_refused_families_raise_with_the_reason_and_leave_the_model_alone(module, family):
     model, x = _model(module, family.builders[0])
-    snapshot = _snapshot(model, x)
+    before = snapshot(model, x)
     with pytest.raises(UnsupportedModelError, match="LRP refinement does not support") as error:
         LRPReadout(model)
     assert family.refusal[:60] in str(error.value)
-    _assert_pristine(model, snapshot)
+    assert_pristine(model, before)
     if family.split is not None:  # the named split reaches the modules and conserves
         features, head = (getattr(model, name) for name in family.split)
         lrp = LRPReadout(model, "epsilon", features=features, head=head, **EXACT)
         result = lrp.cell(x, cell=(1, 1))
         assert torch.allclose(result.conservation, torch.ones(2), atol=0.01), result.conservation
-        _assert_pristine(model, snapshot)
+        assert_pristine(model, before)
 
 
 def test_an_unlisted_torchvision_family_is_refused():

@@ -22,6 +22,7 @@ from torchvision.models import SwinTransformer, VisionTransformer
 from dense_readout import DenseReadout
 from dense_readout.errors import InputError, UnsupportedModelError
 from dense_readout.lrp import LRPReadout
+from lrp_support import assert_pristine, snapshot
 
 TINY = {"epsilon": 1e-9, "stabilizer": 1e-9}
 
@@ -160,45 +161,19 @@ def test_cp_lrp_forward_equals_the_models_own_forward(family):
     assert torch.allclose(lrp.cell(x, cell=(1, 2)).scores, scores, rtol=1e-4, atol=1e-5)
 
 
-def _snapshot(model: nn.Module):
-    return (
-        {k: v.clone() for k, v in model.state_dict().items()},
-        [name for name, _ in model.named_modules()],
-        [id(p) for p in model.parameters()],
-        {name: dict(vars(m)) for name, m in model.named_modules()},
-    )
-
-
-def _assert_pristine(model: nn.Module, snapshot, x, reference):
-    state, names, params, attributes = snapshot
-    now = model.state_dict()
-    assert list(now) == list(state) and all(torch.equal(now[k], state[k]) for k in state)
-    assert [name for name, _ in model.named_modules()] == names
-    assert [id(p) for p in model.parameters()] == params
-    for name, module in model.named_modules():
-        assert not module._forward_hooks and not module._forward_pre_hooks
-        assert not module._backward_hooks and not getattr(module, "_backward_pre_hooks", {})
-        assert set(vars(module)) == set(attributes[name]), name  # no forward, no canonizer_*
-        assert list(module._modules) == list(attributes[name]["_modules"]), name
-    with torch.no_grad():
-        assert torch.equal(model(x), reference)
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_model_unchanged_after_every_call_and_after_errors(family):
     model = build(family)
     x = images()
-    with torch.no_grad():
-        reference = model(x)
-    snapshot = _snapshot(model)
+    before = snapshot(model, x)
     lrp = LRPReadout(model)
     lrp.cell(x, cell=(0, 1))
     lrp.class_map(x, target=2)
     lrp.cells(x, which=[(0, 0), (3, 3)])
-    _assert_pristine(model, snapshot, x, reference)
+    assert_pristine(model, before)
     with pytest.raises(InputError):
         lrp.cell(x, cell=(0, 0), target=99)  # fails inside the LRP context
-    _assert_pristine(model, snapshot, x, reference)
+    assert_pristine(model, before)
 
 
 # -- independent oracle: gradient × input on a hand-written CP-LRP forward ---------------------
