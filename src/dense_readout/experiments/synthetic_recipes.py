@@ -19,7 +19,7 @@ other pluggable name in the package. Registered here:
   its documented deviations from the paper: the LayerNorm stays per token, the
   head after pooling is affine and the readout is exact.
 * ``cpu2h-resnet18``: the CPU recipe sized to reach the paper's regime in about
-  two hours on two cores: ResNet-18 at half width (32–256 channels, ~3× the
+  two hours on two cores: ResNet-18 at half width (32–256 channels, 2.5–3× the
   throughput), 48,000 scenes × 10 epochs (480k scenes seen), batch 64.
 
 Example:
