@@ -412,6 +412,7 @@ def test_recipes_live_in_the_package_registry():
         "cpu-resnet18",
         "cpu-vit-s32",
         "cpu2h-resnet18",
+        "cpu2h-resnet18-fixed",
         "paper-resnet18",
         "paper-vit-s32",
     ]
