@@ -1,0 +1,104 @@
+"""Dataset layouts the export reads: a plain folder, ILSVRC (val + boxes), COCO (instances).
+
+Each layout turns a root into an :class:`ExportSource`: the image paths in a fixed
+order and, where the layout has them, the image-level labels (class indices). The
+layouts are a :class:`~dense_readout.registry.Registry` (:data:`SOURCES`), chosen by
+name or detected (:func:`detect_source`).
+
+Example:
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> root = tempfile.mkdtemp()
+    >>> for name in ("b.png", "a.jpg"):
+    ...     Image.new("RGB", (8, 8)).save(f"{root}/{name}")
+    >>> source = open_source(root)
+    >>> source.layout, [p.rsplit("/", 1)[-1] for p in source.paths], source.labels
+    ('folder', ['a.jpg', 'b.png'], None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DatasetError, ImageLoadError, InputError
+from ..registry import Registry
+
+__all__ = ["SOURCES", "ExportSource", "detect_source", "open_source"]
+
+
+@dataclass
+class ExportSource:
+    """What an export streams: image paths, their labels (or None), the class names."""
+
+    layout: str
+    root: str
+    paths: list[str]
+    labels: list[tuple[int, ...]] | None = None
+    class_names: tuple[str, ...] | None = None
+
+
+SOURCES: Registry[Callable[[Path], ExportSource]] = Registry(
+    "export source", hint="register a function root -> ExportSource in dense_readout.export.SOURCES"
+)
+
+
+@SOURCES.register("folder")
+def folder_source(root: Path) -> ExportSource:
+    """Every image file under ``root`` (recursively, sorted), no labels."""
+    from ..commands._setup import expand_inputs
+
+    found = [path for path, error in expand_inputs([str(root)]) if error is None]
+    if not found:
+        raise InputError(f"{root}: no image files found; give a folder of images.")
+    return ExportSource("folder", str(root), found)
+
+
+@SOURCES.register("ilsvrc")
+def ilsvrc_source(root: Path) -> ExportSource:
+    """ILSVRC2012 val with box annotations: labels from the annotations (1 per image)."""
+    from ..evaluation.datasets import ILSVRCBoxes
+
+    dataset = ILSVRCBoxes(root)
+    labels: list[tuple[int, ...]] = []
+    for index in range(len(dataset)):
+        try:
+            labels.append((int(dataset[index].label),))
+        except (DatasetError, ImageLoadError):  # exported anyway, without a label
+            labels.append(())
+    return ExportSource("ilsvrc", str(root), [str(p) for p in dataset.files], labels)
+
+
+@SOURCES.register("coco")
+def coco_source(root: Path) -> ExportSource:
+    """COCO ``annotations/instances_val2017.json``: the kept classes of each image (A.1 filter)."""
+    from ..experiments.coco_annotations import CocoInstances
+
+    dataset = CocoInstances(root)
+    return ExportSource(
+        "coco",
+        str(root),
+        [str(image.path) for image in dataset.images],
+        [tuple(image.labels) for image in dataset.images],
+        tuple(dataset.class_names),
+    )
+
+
+def detect_source(root: str | Path) -> str:
+    """``'coco'`` with ``annotations/instances_*.json``, ``'ilsvrc'`` with ``bbox_val/``
+    or ``LOC_val_solution.csv``, else ``'folder'``."""
+    root = Path(root)
+    if any((root / "annotations").glob("instances_*.json")):
+        return "coco"
+    if (root / "bbox_val").is_dir() or (root / "LOC_val_solution.csv").is_file():
+        return "ilsvrc"
+    return "folder"
+
+
+def open_source(root: str | Path, layout: str | None = None) -> ExportSource:
+    """The :class:`ExportSource` of ``root`` in ``layout`` (default: detected)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder; give the dataset root.")
+    return SOURCES.get(layout or detect_source(root))(root)
