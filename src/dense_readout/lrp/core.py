@@ -106,7 +106,8 @@ class LRPReadout:
             :func:`~dense_readout.lrp.registered_composites`) or a zennit
             ``Composite`` instance (used as is); default per family
             (:data:`~dense_readout.lrp.composites.FAMILY_DEFAULTS`).
-        features, head: for a custom network, as in ``DenseReadout``.
+        features: for a custom network, as in ``DenseReadout``.
+        head: for a custom network, as in ``DenseReadout``.
         composite_options: keyword arguments for the composite (e.g. ``epsilon``,
             ``gamma``, ``zero_params``, ``low``/``high`` for ``epsilon_gamma_box``).
         stabilizer: denominator shift of the non-epsilon rules (z+, gamma, and the

@@ -55,7 +55,8 @@ class LRPReadoutAttribution(_CaptumAttribution):
 
     Args:
         forward_func: the model (``nn.Module``) or an :class:`LRPReadout`.
-        composite, composite_options: as for :class:`LRPReadout`.
+        composite: as for :class:`LRPReadout`.
+        composite_options: as for :class:`LRPReadout`.
 
     Example:
         >>> import torch
