@@ -170,6 +170,26 @@ def _answers(index: PatchIndex, vectors: np.ndarray, k: int = 5) -> list:
     return [[(h.id, round(h.similarity, 5)) for h in row] for row in index.search(vectors, k)]
 
 
+#: per-component tolerance of unit vectors computed by another process/batch/thread count
+VECTOR_ATOL = 2e-6
+
+
+def assert_same_answers(ours: list, theirs: list, dim: int) -> None:
+    """Same top-k hits up to last-bit noise: similarities within the bound that vectors
+    ``VECTOR_ATOL`` apart allow (|Δ cos| ≤ 2·√dim·atol for unit vectors, plus float32
+    rounding), and the same ids except where two neighbours tie within that bound."""
+    bound = 2 * np.sqrt(dim) * VECTOR_ATOL + 1e-6
+    for row_ours, row_theirs in zip(ours, theirs, strict=True):
+        a = np.array([h.similarity for h in row_ours])
+        b = np.array([h.similarity for h in row_theirs])
+        np.testing.assert_allclose(a, b, rtol=0, atol=bound)
+        for rank, (x, y) in enumerate(zip(row_ours, row_theirs, strict=True)):
+            if x.id != y.id:  # only a near-tie may swap neighbours
+                near = [h.id for h in row_theirs if abs(h.similarity - x.similarity) <= 2 * bound]
+                at_cut = rank == len(row_ours) - 1 and abs(x.similarity - y.similarity) <= 2 * bound
+                assert x.id in near or at_cut, (rank, x, y)
+
+
 def test_rerun_with_other_settings_is_refused(folder, tmp_path):
     build(folder, tmp_path / "index")
     with pytest.raises(InputError, match="other settings.*batch_size"):
@@ -293,8 +313,10 @@ def test_two_processes_build_the_same_index(folder, tmp_path):
     assert two.manifest["world_size"] == 2 and len(list((out / "shards").iterdir())) == 2
     ids, vectors = all_vectors(one)
     np.testing.assert_array_equal(two.ids(), ids)
-    np.testing.assert_allclose(two.vectors(ids), vectors, atol=1e-6)
-    assert _answers(two, vectors) == _answers(one, vectors)
+    # The ranks batch other images together, and float32 conv kernels sum in an order that
+    # depends on batch size and thread count: unit vectors may differ in the last bits.
+    np.testing.assert_allclose(two.vectors(ids), vectors, atol=VECTOR_ATOL)
+    assert_same_answers(two.search(vectors, 5), one.search(vectors, 5), vectors.shape[1])
 
 
 @pytest.mark.data

@@ -21,7 +21,9 @@ averaging them.
   mask (Theiner et al. 2021, Quantus' ``TopKIntersection``).
 
 Ties in the two ranking scores (``relevance_rank``, ``top_k_intersection``)
-follow Quantus: pixels are ordered by ``np.argsort(-s)``, numpy's default sort.
+follow Quantus: pixels are ordered by ``np.argsort(-s)``, numpy's default sort, in
+the map's own floating dtype (as Quantus sorts it; the tie order of that sort
+depends on the dtype, the numpy release and the CPU's SIMD kernels).
 It keeps equal values in pixel order on small maps but not always on large
 ones (it is not a stable sort), so on a map with a plateau across the cut the
 score depends on that order, exactly as Quantus' does; ``ties="first"`` takes
@@ -209,11 +211,28 @@ def attribution_localisation(
     return share
 
 
-def _order(flat: np.ndarray, ties: str) -> np.ndarray:
+def _sort_dtype(saliency: ArrayLike) -> np.dtype:
+    """The dtype Quantus would sort ``saliency`` in: its own floating dtype.
+
+    numpy's default sort is unstable and its tie order depends on the dtype (and on the
+    numpy release and CPU: other SIMD kernels), so matching Quantus on a plateau needs
+    the same dtype as the map it is given; the float64 working copy would tie otherwise.
+    """
+    name = str(getattr(saliency, "dtype", "float64")).removeprefix("torch.")  # torch or numpy
+    try:
+        dtype = np.dtype(name)
+    except TypeError:  # e.g. bfloat16, which numpy has no dtype for
+        return np.dtype(np.float64)
+    return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
+
+
+def _order(flat: np.ndarray, ties: str, dtype: np.dtype) -> np.ndarray:
     """Pixel indices, highest value first; ``ties`` as in the module docstring."""
     if ties not in _TIES:
         raise InputError(f"ties must be one of {list(_TIES)}, got {ties!r}.")
-    return np.argsort(-flat) if ties == "quantus" else np.argsort(-flat, kind="stable")
+    if ties == "quantus":  # the working copy is float64; the cast back to the map's dtype is exact
+        return np.argsort(-flat.astype(dtype, copy=False))
+    return np.argsort(-flat, kind="stable")
 
 
 def relevance_rank(saliency: ArrayLike, mask: ArrayLike, ties: str = "quantus") -> np.ndarray:
@@ -232,11 +251,13 @@ def relevance_rank(saliency: ArrayLike, mask: ArrayLike, ties: str = "quantus") 
         [0.6666666666666666]
     """
     maps, masks = _pair(saliency, mask)
+    dtype = _sort_dtype(saliency)
     scores = np.empty(maps.shape[0])
     for index, (one, region) in enumerate(zip(maps, masks, strict=False)):
         flat = region.ravel()
         size = int(flat.sum())
-        scores[index] = np.nan if size == 0 else flat[_order(one.ravel(), ties)[:size]].mean()
+        order = _order(one.ravel(), ties, dtype)
+        scores[index] = np.nan if size == 0 else flat[order[:size]].mean()
     return scores
 
 
@@ -261,6 +282,7 @@ def top_k_intersection(
         ([1.0], [0.5])
     """
     maps, masks = _pair(saliency, mask)
+    dtype = _sort_dtype(saliency)
     pixels = maps.shape[1] * maps.shape[2]
     if not 1 <= int(k) <= pixels:
         raise InputError(f"k must be in [1, {pixels}] (the map's pixels), got {k}.")
@@ -270,7 +292,7 @@ def top_k_intersection(
         if not flat.any():
             scores[index] = np.nan
             continue
-        scores[index] = flat[_order(one.ravel(), ties)[: int(k)]].mean()
+        scores[index] = flat[_order(one.ravel(), ties, dtype)[: int(k)]].mean()
         if concept_influence:
             scores[index] *= pixels / flat.sum()
     return scores
