@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import html as html_escape
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 from PIL import Image
 
 from .._atomic import write_atomic
-from .data import PageComparison, decode_scores, encode_scores, page_data, read_page
-from .template import fill_template, json_payload
+from .data import DATA_ID, PageComparison, decode_scores, encode_scores, page_data, read_page
+from .template import render_page
 
 __all__ = [
     "PageComparison",
@@ -51,12 +50,6 @@ __all__ = [
     "readout_page",
     "write_atomic",
 ]
-
-
-def _static(name: str) -> str:
-    return (
-        resources.files(__package__).joinpath("static").joinpath(name).read_text(encoding="utf-8")
-    )
 
 
 def readout_page(
@@ -80,13 +73,7 @@ def readout_page(
         True
     """
     data = page_data(result, image, class_names, **options)
-    parts = {
-        "TITLE": html_escape.escape(data["title"] or "readout"),
-        "CSS": _static("page.css"),
-        "JS": _static("page.js"),
-        "DATA": json_payload(data),
-    }
-    return fill_template(_static("page.html"), parts)
+    return render_page("readout", title=data["title"] or "readout", data=data, data_id=DATA_ID)
 
 
 def notebook_html(page: str, height: int = 760) -> str:

@@ -11,16 +11,14 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 
 from ..errors import InputError
 from ..images import load_image
+from ._map_point import MapPoint
 from .data import photo_uri
-
-if TYPE_CHECKING:
-    from .patch_map import MapPoint
 
 __all__ = ["display_names", "embed_images", "thumbnail"]
 

@@ -54,10 +54,8 @@ Example:
 
 from __future__ import annotations
 
-import html as html_escape
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +64,10 @@ import numpy as np
 from .._atomic import write_atomic
 from .._optional import require
 from ..errors import InputError
-from . import _static
+from ._map_point import MapPoint
 from ._patch_images import embed_images
 from .data import read_json_block
-from .template import fill_template, json_payload
+from .template import render_page
 
 __all__ = [
     "DATA_ID",
@@ -84,27 +82,6 @@ __all__ = [
 DATA_ID = "patch-map-data"
 FORMAT = "dense-readout-patch-map/1"
 COLOUR_MODES = ("group", "top1")
-
-
-@dataclass(frozen=True)
-class MapPoint:
-    """One patch on the map: its image, grid cell, pixel box and colour labels.
-
-    ``image`` indexes ``image_paths``; ``cell`` is ``(u, v)`` = (row, column) of the
-    grid; ``box`` is ``(x0, y0, x1, y1)`` of the cell in the original image's pixels;
-    ``group`` is the image's class (or None) and ``top1`` the readout's top-1 class
-    name of the cell when the model has a head (or None).
-
-    Example:
-        >>> MapPoint(3, (0, 1), (32, 0, 64, 32), group="cat")
-        MapPoint(image=3, cell=(0, 1), box=(32, 0, 64, 32), group='cat', top1=None)
-    """
-
-    image: int
-    cell: tuple[int, int]
-    box: tuple[int, int, int, int]
-    group: str | None = None
-    top1: str | None = None
 
 
 def umap_coords(vectors: np.ndarray, *, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
@@ -200,14 +177,8 @@ def map_page_html(data: dict[str, Any]) -> str:
         >>> page.startswith("<!DOCTYPE html>"), page.count("</script>")
         (True, 2)
     """
-    parts = {
-        "TITLE": html_escape.escape(data["title"] or "Patch map"),
-        "CSS": _static("patch_map.css"),
-        "JS": _static("patch_map.js"),
-        "DATA_ID": DATA_ID,
-        "DATA": json_payload(data, ensure_ascii=False),
-    }
-    return fill_template(_static("patch_map.html"), parts)
+    title = data["title"] or "Patch map"
+    return render_page("patch_map", title=title, data=data, data_id=DATA_ID, ensure_ascii=False)
 
 
 def map_page_data(  # long: validation then one flat dict literal, the page's whole schema
