@@ -380,7 +380,48 @@ def test_mismatched_or_missing_checkpoint(photo_dir, tmp_path, capsys):
         )
         == 2
     )
-    assert "Unknown timm model 'no_such_net_9'" in capsys.readouterr().err
+    assert "unknown timm model 'no_such_net_9'; no timm name is close" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["explain", "{photo}"],
+        ["demo", "coffee"],
+        ["lrp", "skimage:coffee"],
+        ["attack", "skimage:coffee"],
+        ["correspond", "skimage:coffee", "skimage:chelsea"],
+        ["bench", "ilsvrc", "--root", "{tmp}", "--out", "{tmp}/bench"],
+        ["coco-probe", "{tmp}"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_mistyped_model_names_the_closest_timm_model(argv, photo_dir, tmp_path, capsys):
+    """Every command loads through the one shared model setup: the same message."""
+    argv = [a.format(photo=photo_dir / "cat.jpg", tmp=tmp_path) for a in argv]
+    out = [] if argv[0] in ("bench", "coco-probe") else ["--out", str(tmp_path / "out")]
+    assert main([*argv, *out, "--model", "resnet5O"]) == 2
+    err = capsys.readouterr().err
+    expected = "error: unknown timm model 'resnet5O'; did you mean resnet50? "
+    assert err.splitlines() == [expected + "(other close names: resnet51q, resnet50t)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_literals_equal_the_library_constants():
+    """Literals that keep torch out of --help: they must agree with the library."""
+    from dense_readout.attacks import DEFAULT_ALPHA, DEFAULT_EPS, DEFAULT_STEPS
+    from dense_readout.cli import build_parser
+    from dense_readout.commands import _model_options, index
+    from dense_readout.evaluation.thresholds import DEFAULT_SCORES, DEFAULT_TAUS
+    from dense_readout.patches.index_merge import INDEX_KINDS
+    from dense_readout.pretrained import DEFAULT_MODEL
+
+    args = build_parser().parse_args(["attack", "x.jpg"])
+    assert (args.steps, args.eps, args.alpha) == (DEFAULT_STEPS, DEFAULT_EPS, DEFAULT_ALPHA)
+    assert index.INDEX_KINDS == INDEX_KINDS
+    assert _model_options.DEFAULT_MODEL == DEFAULT_MODEL
+    assert DEFAULT_TAUS[:2] == (0.0, 0.05) and DEFAULT_TAUS[-1] == 1.0  # as --taus says
+    assert DEFAULT_SCORES  # what --thresholds defaults to
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ Per image, into ``--out``: ``<stem>_labels.png``, ``<stem>_heatmap.png``,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,18 +20,9 @@ from PIL import Image
 from .._atomic import write_atomic
 from ..images import ImageWarning, crop_region, full_view, upsampling_note
 from ._record import dumps, explanation_record, summary
+from ._setup import Source
 
-__all__ = ["Job", "Source", "Written", "explain_one"]
-
-
-@dataclass(frozen=True)
-class Source:
-    """One image to explain: a display name, an output stem and a loader."""
-
-    name: str
-    stem: str
-    load: Callable[[], Image.Image]
-    title: str = ""
+__all__ = ["Job", "Written", "explain_one"]
 
 
 @dataclass

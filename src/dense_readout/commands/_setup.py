@@ -1,27 +1,35 @@
-"""What ``explain``/``demo`` settle before the first image: inputs, model, device, classes, output.
+"""What the commands settle before the first image: inputs, device, output folder.
 
 Every function raises the package's own errors with a message naming the fix;
-the command turns them into one ``error:`` line and exit status 2.
+the command turns them into one ``error:`` line and exit status 2. Nothing here
+imports torch at module level (``--help`` must not); the model options are in
+:mod:`dense_readout.commands._model_options`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..classes import resolve_class
-from ..errors import CheckpointError, InputError
+from ..errors import ImageLoadError, InputError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "LoadedModel",
     "OutputDir",
+    "Source",
+    "check_output_dir",
     "expand_inputs",
-    "load_model",
+    "input_problem",
+    "load_picture",
     "resolve_class",
     "resolve_device",
 ]
@@ -45,6 +53,16 @@ IMAGE_EXTENSIONS = frozenset(
     ]
 )
 """File extensions (any case) taken from folders given as inputs."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image to explain: a display name, an output stem and a loader."""
+
+    name: str
+    stem: str
+    load: Callable[[], Image.Image]
+    title: str = ""
 
 
 def expand_inputs(items: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -100,6 +118,47 @@ def _extensions() -> str:
     return " ".join(sorted(IMAGE_EXTENSIONS))
 
 
+def input_problem(path: str) -> str | None:
+    """Why an input path cannot be an image, told without opening it (or None).
+
+    The same words as :func:`dense_readout.load_image`, so that the line reads the same
+    whether the file is found missing before the model loads or while loading it.
+
+    Example:
+        >>> input_problem("no/such/file.jpg")
+        'no/such/file.jpg: no such file.'
+    """
+    if not os.path.exists(path):
+        return f"{path}: no such file."
+    if os.path.isdir(path):
+        return f"{path}: is a directory, not an image file."
+    return None
+
+
+def load_picture(spec: str) -> Image.Image:
+    """An image file, or ``skimage:<name>`` (a scikit-image sample), as an RGB PIL image.
+
+    Example:
+        >>> load_picture("skimage:coffee").size
+        (600, 400)
+        >>> load_picture("skimage:nosuch")
+        Traceback (most recent call last):
+        ...
+        dense_readout.errors.ImageLoadError: scikit-image has no sample 'skimage:nosuch'.
+    """
+    if spec.startswith("skimage:"):
+        from PIL import Image
+        from skimage import data
+
+        loader = getattr(data, spec.split(":", 1)[1], None)
+        if loader is None:
+            raise ImageLoadError(f"scikit-image has no sample {spec!r}.")
+        return Image.fromarray(loader()).convert("RGB")
+    from ..images import load_image
+
+    return load_image(spec).convert("RGB")
+
+
 def resolve_device(name: str) -> torch.device:
     """``--device`` → a usable :class:`torch.device`, or :class:`InputError` saying why not.
 
@@ -111,6 +170,8 @@ def resolve_device(name: str) -> torch.device:
         ...
         dense_readout.errors.InputError: --device gpu is not a device name; use cpu, cuda, cuda:1 or mps.
     """
+    import torch
+
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
@@ -126,64 +187,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InputError(f"--device {name}: MPS is not available here; use --device cpu.")
     return device
-
-
-@dataclass
-class LoadedModel:
-    """The model and what goes with it: preprocessing, ImageNet names (or None), labels."""
-
-    model: Any
-    preprocess: Any
-    names: tuple[str, ...] | None
-    name: str
-    weights: str  # "embedded", "checkpoint" or "random"
-
-
-def load_model(args: Any) -> LoadedModel:
-    """The model ``--model``/``--checkpoint``/``--random-weights`` ask for, in eval mode."""
-    from ..imagenet import imagenet_class_names
-    from ..pretrained import DEFAULT_MODEL, EMBEDDED_WEIGHTS, HF_PREFIX, load_pretrained
-
-    name = args.model or DEFAULT_MODEL
-    if not 0 < args.crop_pct <= 1:
-        raise InputError(f"--crop-pct must be in (0, 1], got {args.crop_pct}.")
-    if args.random_weights:
-        if args.checkpoint is not None:
-            raise InputError("--random-weights and --checkpoint exclude each other; give one.")
-        model, preprocess, names = _random_model(name, args)
-        weights = "random"
-    else:
-        hf = name.startswith(HF_PREFIX)  # hf:DIR carries its weights (dense_readout.pretrained)
-        if args.checkpoint is None and name not in EMBEDDED_WEIGHTS and not hf:
-            raise CheckpointError(
-                f"--model {name} needs --checkpoint PATH (a local state-dict file): only "
-                f"{', '.join(sorted(EMBEDDED_WEIGHTS))} ship with weights, and nothing is "
-                f"downloaded (or try the architecture with --random-weights)."
-            )
-        model, preprocess, names, name = load_pretrained(
-            name, args.checkpoint, normalization=args.normalization, crop_pct=args.crop_pct
-        )
-        weights = "embedded" if args.checkpoint is None else "checkpoint"
-    imagenet = tuple(names) == imagenet_class_names()
-    labelled = imagenet or name.startswith(HF_PREFIX)  # hf:DIR: names from config.id2label
-    return LoadedModel(model, preprocess, tuple(names) if labelled else None, name, weights)
-
-
-def _random_model(name: str, args: Any):
-    import timm
-
-    from ..preprocessing import Preprocess
-
-    try:
-        model = timm.create_model(name, pretrained=False).eval()
-    except RuntimeError as error:  # timm raises RuntimeError for unknown names
-        raise CheckpointError(f"Unknown timm model {name!r}: {error}") from None
-    preprocess = Preprocess.from_model(model, args.normalization, crop_pct=args.crop_pct)
-    classes = int(getattr(model, "num_classes", 0))
-    from ..imagenet import imagenet_class_names
-
-    names = imagenet_class_names() if classes == 1000 else ()
-    return model, preprocess, names
 
 
 class OutputDir:
@@ -204,6 +207,7 @@ class OutputDir:
         self.created: list[Path] = []
 
     def prepare(self) -> None:
+        """Create the folder and check that files can be written into it."""
         missing = [p for p in [self.path, *self.path.parents] if not p.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -213,6 +217,11 @@ class OutputDir:
                 "choose another --out."
             ) from None
         self.created = missing  # innermost first
+        try:
+            _probe_write(self.path)
+        except InputError:
+            self.remove_if_unused()
+            raise
 
     def remove_if_unused(self) -> None:
         """Remove the folders :meth:`prepare` created, if they are still empty."""
@@ -221,3 +230,43 @@ class OutputDir:
                 folder.rmdir()
             except OSError:
                 return
+
+
+def check_output_dir(path: str | Path) -> None:
+    """Fail now, not after the work, if ``--out`` cannot hold files; creates nothing.
+
+    An existing folder must accept a file (tried with a temporary file, so root,
+    ACLs and read-only mounts count as they will); a missing one needs its nearest
+    existing parent to be a folder that accepts one.
+
+    Example:
+        >>> import tempfile
+        >>> check_output_dir(tempfile.mkdtemp() + "/new/sub")  # would be created: fine
+        >>> check_output_dir(__file__ + "/sub")
+        Traceback (most recent call last):
+        ...
+        dense_readout.errors.InputError: cannot create the output directory ...: ... is a file; choose another --out.
+    """
+    path = Path(path)
+    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        target = path if existing == path else existing
+        verb = "use" if existing == path else "create"
+        raise InputError(
+            f"cannot {verb} the output directory {path}: {target} is a file; choose another --out."
+        )
+    _probe_write(existing, path)
+
+
+def _probe_write(folder: Path, wanted: Path | None = None) -> None:
+    wanted = wanted or folder
+    try:
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".dense-readout-probe-")
+    except OSError as error:
+        verb = "write into" if wanted == folder else "create"
+        raise InputError(
+            f"cannot {verb} the output directory {wanted}: {error.strerror or error}"
+            f"{'' if wanted == folder else f' (in {folder})'}; choose another --out."
+        ) from None
+    os.close(handle)
+    os.unlink(name)

@@ -23,12 +23,22 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ..errors import DenseReadoutError, InputError
+from ._model_options import add_model_options, check_model_options, load_model
+from ._setup import check_output_dir, load_picture
 
-__all__ = ["parse_fraction", "register", "run_attack"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_EPS",
+    "DEFAULT_STEPS",
+    "parse_fraction",
+    "register",
+    "run_attack",
+]
+
+# = dense_readout.attacks DEFAULT_STEPS / DEFAULT_EPS / DEFAULT_ALPHA (tested); literals
+# here so that --help does not import torch
+DEFAULT_STEPS, DEFAULT_EPS, DEFAULT_ALPHA = 20, "8/255", "2/255"
 
 
 def parse_fraction(text: str) -> float:
@@ -48,8 +58,6 @@ def parse_fraction(text: str) -> float:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``attack`` subcommand."""
-    from ..attacks import DEFAULT_ALPHA, DEFAULT_EPS, DEFAULT_STEPS
-
     parser = subparsers.add_parser(
         "attack",
         help="PGD attack recorded cell by cell (paper Fig. 11)",
@@ -59,36 +67,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--target", default=None, help="target class name or id (default: untargeted)"
     )
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--eps", type=parse_fraction, default=DEFAULT_EPS, help="e.g. 8/255")
-    parser.add_argument("--alpha", type=parse_fraction, default=DEFAULT_ALPHA, help="e.g. 2/255")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"default {DEFAULT_STEPS}")
+    parser.add_argument(
+        "--eps",
+        type=parse_fraction,
+        default=parse_fraction(DEFAULT_EPS),
+        help=f"L-inf budget, e.g. 0.03 (default {DEFAULT_EPS})",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=parse_fraction,
+        default=parse_fraction(DEFAULT_ALPHA),
+        help=f"step size (default {DEFAULT_ALPHA})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random start")
     parser.add_argument("--no-random-start", action="store_true")
-    parser.add_argument("--model", default=None, metavar="NAME", help="default: embedded")
-    parser.add_argument("--checkpoint", default=None, metavar="PATH")
     parser.add_argument("--out", default="dense-readout-attack", metavar="DIR")
+    add_model_options(parser, random_weights=False)
     parser.set_defaults(func=run_attack)
 
 
 def run_attack(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
-    from .. import load_pretrained
+    try:
+        _check_budget(args)
+        check_model_options(args)
+        check_output_dir(args.out)
+    except DenseReadoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        photo = load_picture(args.image)
+    except DenseReadoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    import numpy as np
+    import torch
+
     from ..attacks import pgd, resolve_class
-    from .lrp import _load
 
     try:
-        model, preprocess, names, _ = load_pretrained(args.model, args.checkpoint)
+        loaded = load_model(args)
+        model, preprocess, names = loaded.model, loaded.preprocess, loaded.class_names
         target = None
         if args.target is not None:
             target = resolve_class(args.target, names, len(names) or None, option="--target")
     except DenseReadoutError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        picture = preprocess.geometry(_load(args.image))
-    except DenseReadoutError as error:
-        print(f"error: {args.image}: {error}", file=sys.stderr)
-        return 1
+    picture = preprocess.geometry(photo)
     pixels = torch.from_numpy(np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0)
     pixels = pixels.permute(2, 0, 1)[None].contiguous()
     try:
@@ -114,7 +141,19 @@ def run_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_budget(args: argparse.Namespace) -> None:
+    """The checks of :func:`dense_readout.attacks.pgd`, told before torch and the model load."""
+    if not 0 < args.eps <= 1:
+        raise InputError(f"--eps must be in (0, 1] (pixel units, e.g. 8/255), got {args.eps}.")
+    if not 0 < args.alpha <= 1:
+        raise InputError(f"--alpha (step size) must be in (0, 1], e.g. 2/255; got {args.alpha}.")
+    if args.steps < 1:
+        raise InputError(f"--steps must be >= 1, got {args.steps}.")
+
+
 def _write_outputs(trace, names, args: argparse.Namespace) -> list[Path]:
+    import torch
+
     from .._atomic import write_atomic
     from ..attacks.figures import attack_figures, label_grid_animation
     from ..attacks.page import attack_page
@@ -130,6 +169,8 @@ def _write_outputs(trace, names, args: argparse.Namespace) -> list[Path]:
     paths.append(label_grid_animation(trace, out / f"{stem}_attack_grid.gif", names))
     record = attack_record(trace, names)
     record.update(image=args.image, eps=args.eps, alpha=args.alpha, seed=args.seed)
+    # pgd runs in float64 by default, so the steps do not depend on the thread count
+    record.update(precision="float64", threads=torch.get_num_threads())
     json_path = out / f"{stem}_attack.json"
     json_path.write_text(json.dumps(record, indent=2))
     html_path = write_atomic(out / f"{stem}_attack.html", attack_page(trace, names))

@@ -22,8 +22,8 @@ import argparse
 import dataclasses
 import sys
 
-from ..errors import DatasetError, DenseReadoutError
-from ..evaluation.thresholds import CELL_SCORES, DEFAULT_SCORES, DEFAULT_TAUS
+from ..errors import DatasetError, DenseReadoutError, InputError
+from ._model_options import add_model_options, check_model_name, check_model_options, load_model
 
 __all__ = ["register", "run_bench"]
 
@@ -58,11 +58,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ilsvrc.add_argument(
         "--thresholds",
-        default=",".join(DEFAULT_SCORES),
-        help=f"A.3 cell scores, comma-separated from {sorted(CELL_SCORES)}, or 'none'",
+        default=None,
+        help="A.3 cell scores, comma-separated names of "
+        "dense_readout.evaluation.thresholds.CELL_SCORES, or 'none' "
+        "(default: its DEFAULT_SCORES)",
     )
     ilsvrc.add_argument(
-        "--taus", default=",".join(str(t) for t in DEFAULT_TAUS), help="threshold sweep values"
+        "--taus",
+        default=None,
+        help="threshold sweep values, comma-separated (default: 0, 0.05, ..., 1)",
     )
     ilsvrc.set_defaults(func=run_bench, kind="ilsvrc")
     imagenet_a = kinds.add_parser(
@@ -75,16 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True, help="dataset root")
-    parser.add_argument(
-        "--model", default=None, help="timm model name (default: embedded tf_efficientnet_lite0)"
-    )
-    parser.add_argument("--checkpoint", help="local state-dict file for --model (no downloads)")
-    parser.add_argument(
-        "--normalization",
-        choices=["model", "imagenet"],
-        default="model",
-        help="model's own mean/std (default) or ImageNet mean/std",
-    )
+    add_model_options(parser, random_weights=False, crop_pct=False)
     parser.add_argument(
         "--crop", type=int, default=224, help="crop size (resize = crop / 0.875; default 224)"
     )
@@ -114,6 +109,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Check what needs neither the dataset nor the model (a --model typo needs timm)."""
+    check_model_options(args)
+    for option in ("limit", "batch_size", "workers", "checkpoint_every", "crop"):
+        value = getattr(args, option)
+        least = 0 if option == "workers" else 1
+        if value is not None and value < least:
+            flag = "--" + option.replace("_", "-")
+            raise InputError(f"{flag} must be >= {least}, got {value}.")
+    if args.kind == "ilsvrc" and args.taus is not None:
+        try:
+            _parse_list(args.taus, float)
+        except ValueError:
+            raise InputError(
+                f"--taus {args.taus}: expected comma-separated numbers, e.g. 0.2,0.5."
+            ) from None
+    if args.model is not None:
+        check_model_name(args.model)
+
+
 def _parse_list(text: str, cast=str) -> tuple:
     return (
         ()
@@ -124,10 +139,15 @@ def _parse_list(text: str, cast=str) -> tuple:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Build dataset, model and protocol from ``args`` and run the benchmark."""
+    try:
+        _check(args)
+    except DenseReadoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
     from ..evaluation.datasets import ILSVRCBoxes, ImageNetA
     from ..evaluation.protocol import Protocol, paper_preprocess
     from ..evaluation.runner import RunConfig, run_benchmark
-    from ..pretrained import DEFAULT_MODEL, load_pretrained
+    from ..evaluation.thresholds import DEFAULT_SCORES, DEFAULT_TAUS
 
     dataset: ILSVRCBoxes | ImageNetA
     try:
@@ -136,16 +156,14 @@ def run_bench(args: argparse.Namespace) -> int:
             dataset = ILSVRCBoxes(
                 args.root, layout=args.layout, boxes=args.boxes, images=args.images, real=real
             )
-            thresholds = _parse_list(args.thresholds)
-            taus = _parse_list(args.taus, float)
+            thresholds = DEFAULT_SCORES if args.thresholds is None else _parse_list(args.thresholds)
+            taus = DEFAULT_TAUS if args.taus is None else _parse_list(args.taus, float)
             fill = args.fill
         else:
             dataset = ImageNetA(args.root)
             thresholds, taus, fill = (), DEFAULT_TAUS, "mean"
-        name = args.model or DEFAULT_MODEL
-        model = load_pretrained(
-            name, checkpoint=args.checkpoint, normalization=args.normalization
-        ).model
+        loaded = load_model(args)
+        model, name = loaded.model, loaded.name
         preprocess = paper_preprocess(model, args.normalization, crop=args.crop)
         if args.interpolation != "model":
             preprocess = dataclasses.replace(preprocess, interpolation=args.interpolation)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DenseReadoutError
+from ._model_options import add_model_options, check_model_options, load_model
 
 __all__ = ["register"]
 
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--cache", type=Path, default=Path("runs/coco-cache"))
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--normalization", choices=("model", "imagenet"), default="model")
+    add_model_options(parser, random_weights=False, crop_pct=False)
     parser.add_argument("--fill", default="mean")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
@@ -47,7 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .. import load_pretrained
+    try:
+        check_model_options(args)
+    except DenseReadoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from ..evaluation.protocol import Protocol, paper_preprocess
     from ..experiments.coco import (
         CocoInstances,
@@ -58,7 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     try:
-        model, _, _, name = load_pretrained()
+        loaded = load_model(args)
+        model, name = loaded.model, loaded.name
         protocol = Protocol(paper_preprocess(model, args.normalization), fill=args.fill)
         dataset = CocoInstances(args.root, args.split, preprocess=protocol.preprocess)
         data = FeatureCache(args.cache, model, name, protocol, seed=args.seed).load(dataset)

@@ -1,13 +1,13 @@
-"""``dense-readout correspond A B`` and ``dense-readout index build|query|merge|map``.
+"""``dense-readout correspond A B``: the most similar cell pairs of two images (Fig. 9).
 
-``correspond`` writes into ``--out``: ``<A>__<B>_correspondence.png`` (Fig. 9: the two
-images side by side, the ``--top`` most similar cell pairs joined by lines) and
+Writes into ``--out``: ``<A>__<B>_correspondence.png`` (the two images side by
+side, the ``--top`` most similar cell pairs joined by lines) and
 ``<A>__<B>_correspondence.json`` (the pairs and grids). ``A``/``B`` are image files
-or ``skimage:<name>``. The ``index`` commands are in
-:mod:`dense_readout.commands.patch_index`.
+or ``skimage:<name>``. The patch index of a whole dataset is ``dense-readout index``
+(:mod:`dense_readout.commands.index`).
 
-Every command prints one summary line; a bad option, model or index is one
-``error:`` line with exit status 2, an unreadable query image exit status 1.
+Prints one summary line; a bad option or model is one ``error:`` line with exit
+status 2, an unreadable image exit status 1 (both told before the model loads).
 
 Example:
     >>> from dense_readout.cli import main
@@ -21,19 +21,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-import torch
+from ..errors import DenseReadoutError, ImageLoadError, InputError
+from ._extractor import add_extractor_options, load_extractor
+from ._model_options import check_model_options
+from ._setup import check_output_dir, load_picture
 
-from ..errors import DenseReadoutError, ImageLoadError
-
-__all__ = ["add_model_options", "load_extractor", "register"]
+__all__ = ["register", "run_correspond"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``correspond`` and ``index`` subcommands."""
-    from . import patch_index
-
+    """Add the ``correspond`` subcommand."""
     parser = subparsers.add_parser(
         "correspond",
         help="most similar cell pairs of two images (paper Fig. 9)",
@@ -44,74 +42,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("image_b", metavar="B", help="image file, or skimage:<name>")
     parser.add_argument("--top", type=int, default=20, help="pairs drawn (default 20)")
     parser.add_argument("--out", default="dense-readout-correspond", metavar="DIR")
-    add_model_options(parser)
+    add_extractor_options(parser)
     parser.set_defaults(func=run_correspond)
-    patch_index.register(subparsers)
-
-
-def add_model_options(parser: argparse.ArgumentParser, default_from_index: bool = False) -> None:
-    """``--model``, ``--checkpoint``, ``--random-weights``, ``--seed``, ``--input-size`` …"""
-    default = "the index's model" if default_from_index else "tf_efficientnet_lite0, embedded"
-    parser.add_argument("--model", default=None, metavar="NAME", help=f"timm name ({default})")
-    parser.add_argument("--checkpoint", default=None, metavar="PATH", help="state-dict file")
-    parser.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="the architecture with random weights (seeded by --seed): for tests",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
-    parser.add_argument(
-        "--input-size", type=int, default=None, metavar="PX", help="model input side (crop)"
-    )
-    parser.add_argument("--normalization", choices=("model", "imagenet"), default="model")
-    parser.add_argument(
-        "--crop-pct",
-        type=float,
-        default=1.0,
-        help="crop fraction (default 1.0: whole shorter side)",
-    )
-
-
-def load_extractor(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """``(GridExtractor, Preprocess, info)`` for the model options; ``info`` goes in manifests."""
-    from ..patches import GridExtractor
-    from ..preprocessing import Preprocess
-    from ._setup import load_model
-
-    if args.random_weights:
-        torch.manual_seed(args.seed)  # the same seed gives the same random model
-    loaded = load_model(args)
-    preprocess = loaded.preprocess
-    if args.input_size:
-        preprocess = Preprocess.from_model(
-            loaded.model, args.normalization, crop=args.input_size, crop_pct=args.crop_pct
-        )
-    info = {
-        "model": loaded.name,
-        "weights": loaded.weights,
-        "checkpoint": args.checkpoint,
-        "seed": args.seed if args.random_weights else None,
-        "class_names": list(loaded.names) if loaded.names else None,
-    }
-    return GridExtractor(loaded.model), preprocess, info
-
-
-def load_picture(spec: str):
-    """An image file, or ``skimage:<name>`` (a scikit-image sample), as an RGB PIL image."""
-    from .lrp import _load
-
-    return _load(spec).convert("RGB")
 
 
 def run_correspond(args: argparse.Namespace) -> int:
     """Run ``correspond``; returns the exit status."""
-    from ..patches import correspondence, save_correspondence_figure
-
+    try:
+        if args.top < 1:
+            raise InputError(f"--top must be >= 1, got {args.top}.")
+        check_model_options(args)
+        check_output_dir(args.out)
+    except DenseReadoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         pictures = [load_picture(spec) for spec in (args.image_a, args.image_b)]
     except ImageLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    from ..patches import correspondence, save_correspondence_figure
+
     try:
         extractor, preprocess, info = load_extractor(args)
         result = correspondence(

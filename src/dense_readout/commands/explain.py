@@ -1,6 +1,7 @@
-"""``dense-readout explain IMAGE...`` and ``dense-readout demo``: pictures, a page and JSON per image.
+"""``dense-readout explain IMAGE...``: pictures, a page and JSON per image.
 
-For every image the commands write, into ``--out``:
+For every image the command (and ``demo``, :mod:`dense_readout.commands.demo`, which
+shares its options and its run) writes, into ``--out``:
 
 * ``<stem>_labels.png``: the label grid (top-1 class of every cell, legend);
 * ``<stem>_heatmap.png``: the per-cell scores of the image-level top-1 class, and
@@ -14,8 +15,10 @@ aspect ratio), ``--view crop`` the centre crop; the default is ``full`` with
 ``--html`` and ``crop`` without. The commands print one summary line per image on
 stdout. A file that cannot be explained gives one line ``error: <path>: <reason>``
 on stderr; the others are still done and the exit status is 1. A bad model,
-checkpoint or option stops before any image with exit status 2; Ctrl-C stops with
-one line saying what was written (status 130); every file is written atomically.
+checkpoint or option stops before the model loads, where it can, and before any
+image with exit status 2; inputs that are all missing stop before the model loads
+(status 1); Ctrl-C stops with one line saying what was written (status 130); every
+file is written atomically. Importing this module does not import torch.
 
 Example:
     >>> from dense_readout.cli import main
@@ -32,26 +35,33 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DenseReadoutError, ImageLoadError, InputError
-from ..images import ImageWarning
-from ._outputs import Job, Source, Written, explain_one
-from ._record import explanation_record
-from ._setup import OutputDir, expand_inputs, load_model, resolve_class, resolve_device
+from ._model_options import add_model_options, check_model_options, load_model
+from ._setup import (
+    OutputDir,
+    Source,
+    check_output_dir,
+    expand_inputs,
+    input_problem,
+    resolve_class,
+)
 
-__all__ = ["DEMO_SAMPLES", "Source", "explanation_record", "register"]
+if TYPE_CHECKING:
+    from PIL import Image
 
-DEMO_SAMPLES = ("chelsea", "coffee", "astronaut")
-"""Photographs shipped inside scikit-image (``skimage.data.<name>()``), explained by ``demo``."""
+    from ._outputs import Job, Written
+    from ._record import explanation_record
+
+__all__ = ["Source", "add_explain_options", "explanation_record", "register", "run_sources"]
 
 EXIT_OK, EXIT_IMAGE_FAILED, EXIT_SETUP_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 # -- argument parsing -----------------------------------------------------------------
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``explain`` and ``demo`` subcommands."""
+    """Add the ``explain`` subcommand."""
     explain = subparsers.add_parser(
         "explain",
         help="label grid, heatmap and JSON for image files",
@@ -66,39 +76,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="IMAGE",
         help="image files (any format PIL reads), folders (searched recursively) or glob patterns",
     )
-    _add_common(explain, default_out="dense-readout-out")
+    add_explain_options(explain, default_out="dense-readout-out")
     explain.set_defaults(func=run_explain)
 
-    demo = subparsers.add_parser(
-        "demo",
-        help="explain scikit-image's sample photos with the embedded model",
-        description=(
-            "Explain photographs shipped with scikit-image (default: "
-            + ", ".join(DEMO_SAMPLES)
-            + ") with the embedded offline EfficientNet-Lite0; needs no files and no network."
-        ),
-    )
-    demo.add_argument(
-        "samples",
-        nargs="*",
-        metavar="SAMPLE",
-        help=f"sample names among {', '.join(DEMO_SAMPLES)} (default: all)",
-    )
-    _add_common(demo, default_out="dense-readout-demo")
-    demo.set_defaults(func=run_demo)
+
+def __getattr__(name: str) -> Any:
+    """``explanation_record``, imported on first use (its module imports torch)."""
+    if name == "explanation_record":
+        from ._record import explanation_record
+
+        return explanation_record
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="NAME",
-        help="timm model name (default: tf_efficientnet_lite0 with embedded ImageNet weights); "
-        "other models need --checkpoint",
-    )
-    parser.add_argument(
-        "--checkpoint", default=None, metavar="PATH", help="local state-dict file for --model"
-    )
+def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """The options of ``explain`` and ``demo`` (all but the inputs)."""
     parser.add_argument(
         "--topk",
         type=int,
@@ -113,26 +105,20 @@ def _add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
         help=f"output directory (default {default_out})",
     )
     parser.add_argument(
-        "--normalization",
-        choices=("model", "imagenet"),
-        default="model",
-        help="input mean/std: the model's own (default) or ImageNet's",
-    )
-    parser.add_argument(
         "--no-png", action="store_true", help="write only the JSON reports (faster for many images)"
     )
     parser.add_argument(
-        "--crop-pct",
-        type=float,
-        default=1.0,
-        metavar="F",
-        help="centre-crop fraction: 1.0 (default) keeps the most of the photo; 0.875 is the paper's 256→224",
+        "--device",
+        default="cpu",
+        metavar="DEV",
+        help="torch device: cpu (default), cuda, cuda:1, mps",
     )
     _add_page_options(parser)
+    add_model_options(parser)
 
 
 def _add_page_options(parser: argparse.ArgumentParser) -> None:
-    """--html, --view, --class, --compare, --device, --random-weights."""
+    """--html, --view, --class, --compare."""
     parser.add_argument(
         "--html",
         action="store_true",
@@ -160,77 +146,71 @@ def _add_page_options(parser: argparse.ArgumentParser) -> None:
         help="comma-separated methods of dense_readout.compare (e.g. gradcam,layergradcam) "
         "shown in the page beside the readout for the image's top-5 classes",
     )
-    parser.add_argument(
-        "--device",
-        default="cpu",
-        metavar="DEV",
-        help="torch device: cpu (default), cuda, cuda:1, mps",
-    )
-    parser.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="any timm architecture with random weights, no checkpoint (outputs marked RANDOM)",
-    )
 
 
 # -- the commands ---------------------------------------------------------------------
 def run_explain(args: argparse.Namespace) -> int:
-    from ..images import load_image
-
+    """Run ``explain``; returns the exit status."""
     sources: list[Source] = []
+    problems: list[str | None] = []
     stems: set[str] = set()
     for path, problem in expand_inputs(args.images):
-        load = functools.partial(load_image, path)
-        if problem is not None:
-            load = functools.partial(_fail, problem)
+        problem = problem or input_problem(path)  # told now, before the model loads
+        load = functools.partial(_fail, problem) if problem else functools.partial(_load, path)
         stem = _unique_stem(Path(path).stem, stems)
         sources.append(Source(name=str(path), stem=stem, load=load, title=Path(path).name))
-    return _run(sources, args)
+        problems.append(problem)
+    return run_sources(sources, args, problems)
+
+
+def _load(path: str) -> Image.Image:
+    from ..images import load_image  # numpy and PIL: not before the first image
+
+    return load_image(path)
 
 
 def _fail(message: str) -> Image.Image:
     raise ImageLoadError(message)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    unknown = [name for name in args.samples if name not in DEMO_SAMPLES]
-    if unknown:
-        _error(
-            f"unknown demo sample(s) {', '.join(unknown)}; choose among {', '.join(DEMO_SAMPLES)}."
-        )
-        return EXIT_SETUP_FAILED
+def run_sources(
+    sources: Sequence[Source], args: argparse.Namespace, problems: Sequence[str | None] = ()
+) -> int:
+    """Explain ``sources`` with the options of :func:`add_explain_options`.
+
+    The checks that need no model come first (exit status 2); when every input is
+    already known to be bad (``problems``), each is reported and nothing is loaded
+    (status 1); then the model, and one line per image.
+    """
     try:
-        import skimage.data  # noqa: F401
-    except ImportError:
-        _error("the demo needs scikit-image: pip install 'dense-readout[demo]' (or scikit-image).")
+        _check_options(args)
+    except DenseReadoutError as error:
+        _error(str(error))
         return EXIT_SETUP_FAILED
-    names = list(dict.fromkeys(args.samples)) or list(DEMO_SAMPLES)
-    sources = [
-        Source(
-            name=f"skimage.data.{name}",
-            stem=name,
-            load=functools.partial(_skimage_sample, name),
-            title=name,
-        )
-        for name in names
-    ]
+    if problems and all(problems):
+        for problem in problems:
+            _error(str(problem))
+        print(f"{len(problems)} of {len(problems)} image(s) failed.", file=sys.stderr, flush=True)
+        return EXIT_IMAGE_FAILED
     return _run(sources, args)
 
 
-def _skimage_sample(name: str) -> Image.Image:
-    import skimage.data
-
-    from ..images import to_rgb
-
-    return to_rgb(Image.fromarray(getattr(skimage.data, name)()))
+def _check_options(args: argparse.Namespace) -> None:
+    """Every check that needs neither the model nor torch."""
+    if args.topk < 1:
+        raise InputError(f"--topk must be >= 1, got {args.topk}.")
+    check_model_options(args)
+    if _method_names(args.compare) and not args.html:
+        raise InputError("--compare shows its maps in the page; add --html.")
+    check_output_dir(args.out)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Job, OutputDir]:
     """Model, device, classes, methods and output folder; raises before any image."""
     from ..readout import DenseReadout
+    from ._outputs import Job
+    from ._setup import resolve_device
 
-    if args.topk < 1:
-        raise InputError(f"--topk must be >= 1, got {args.topk}.")
     args.view = args.view or ("full" if args.html else "crop")
     device = resolve_device(args.device)
     loaded = load_model(args)
@@ -241,17 +221,19 @@ def _setup(args: argparse.Namespace) -> tuple[Job, OutputDir]:
         resolve_class(c, loaded.names, readout.num_classes, option="--class") for c in args.classes
     ]
     methods = _methods(args.compare)
-    if methods and not args.html:
-        raise InputError("--compare shows its maps in the page; add --html.")
     out = OutputDir(args.out)
     out.prepare()
     return Job(readout, loaded, args, out.path, device, classes, methods), out
 
 
+def _method_names(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
 def _methods(text: str) -> list[str]:
     from ..compare import available_methods
 
-    methods = [m.strip() for m in text.split(",") if m.strip()]
+    methods = _method_names(text)
     known = available_methods()
     unknown = [m for m in methods if m not in known]
     if unknown:
@@ -262,6 +244,8 @@ def _methods(text: str) -> list[str]:
 
 
 def _run(sources: Sequence[Source], args: argparse.Namespace) -> int:
+    from ._outputs import Written
+
     try:
         job, out = _setup(args)
     except (DenseReadoutError, OSError) as error:
@@ -286,6 +270,9 @@ def _run(sources: Sequence[Source], args: argparse.Namespace) -> int:
 
 def _explain_reported(source: Source, job: Job, written: Written) -> bool:
     """Explain one image; print its line, its warnings and errors; True if it worked."""
+    from ..images import ImageWarning
+    from ._outputs import explain_one
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageWarning)
         try:

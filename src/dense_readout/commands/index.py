@@ -26,8 +26,13 @@ import sys
 from pathlib import Path
 
 from ..errors import DenseReadoutError, ImageLoadError, InputError
+from ._extractor import add_extractor_options, load_extractor
+from ._model_options import check_model_options
+from ._setup import check_output_dir, expand_inputs, load_picture
 
-__all__ = ["parse_ints", "register"]
+__all__ = ["INDEX_KINDS", "parse_ints", "register"]
+
+INDEX_KINDS = ("flat", "ivf-pq")  # = dense_readout.patches.index_merge.INDEX_KINDS (tested)
 
 
 def parse_ints(count: int):
@@ -52,9 +57,6 @@ def parse_ints(count: int):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``index`` with its ``build``, ``query``, ``merge`` and ``map`` subcommands."""
-    from ..patches.index_merge import INDEX_KINDS
-    from .patches import add_model_options
-
     index = subparsers.add_parser("index", help="searchable patch index of a dataset (FAISS)")
     commands = index.add_subparsers(dest="index_command", metavar="ACTION", required=True)
     build = commands.add_parser("build", help="extract every cell of every image, build the index")
@@ -64,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--batch-size", type=int, default=32)
     _add_ivf_options(build)
     build.add_argument("--no-progress", action="store_true")
-    add_model_options(build)
+    add_extractor_options(build)
     build.set_defaults(func=run_build)
 
     merge = commands.add_parser("merge", help="(re)build the FAISS index from the shards")
@@ -82,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     query.add_argument("-k", type=int, default=20, help="patches retrieved (default 20)")
     query.add_argument("--nprobe", type=int, default=None, help="IVF lists searched")
     query.add_argument("--out", default="dense-readout-query", metavar="DIR")
-    add_model_options(query, default_from_index=True)
+    add_extractor_options(query, default_from_index=True)
     query.set_defaults(func=run_query)
 
     page = commands.add_parser("map", help="interactive UMAP page of a sample of the cells")
@@ -111,14 +113,16 @@ def _fail(error: Exception, status: int = 2) -> int:
 
 def run_build(args: argparse.Namespace) -> int:
     """Run ``index build``; returns the exit status."""
-    from ..patches import build_index
-    from ._setup import expand_inputs
-    from .patches import load_extractor
-
     try:
         if not Path(args.root).is_dir():
             raise InputError(f"--root {args.root}: not a folder.")
+        if args.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {args.batch_size}.")
+        check_model_options(args)
+        check_output_dir(args.out)
         paths = [path for path, error in expand_inputs([args.root]) if error is None]
+        from ..patches import build_index
+
         extractor, preprocess, info = load_extractor(args)
         manifest = build_index(
             paths,
@@ -168,9 +172,12 @@ def run_query(args: argparse.Namespace) -> int:
     from .._atomic import write_atomic
     from ..patches import PatchIndex, contact_sheet, query_image
     from ..preprocessing import Preprocess
-    from .patches import load_extractor, load_picture
 
     try:
+        if args.k < 1:
+            raise InputError(f"-k must be >= 1, got {args.k}.")
+        check_model_options(args)
+        check_output_dir(args.out)
         index = PatchIndex.open(args.index_dir)
         same_preprocessing = _defaults_from_index(args, index.manifest)
         index.check_model(args.model, (args.input_size, args.input_size))  # before loading it
@@ -215,8 +222,11 @@ def run_query(args: argparse.Namespace) -> int:
 
 
 def _defaults_from_index(args: argparse.Namespace, manifest: dict) -> bool:
-    """Without ``--model``: the index's model, weights and seed; without ``--input-size``
-    the index's input size, and True: use the index's preprocessing exactly."""
+    """Fill in the index's model, weights and seed, and input size, where not given.
+
+    Without ``--input-size`` the index's input size, and True: use the index's
+    preprocessing exactly.
+    """
     if args.model is None:
         args.model = manifest["model"]
         args.checkpoint = args.checkpoint or manifest.get("checkpoint")

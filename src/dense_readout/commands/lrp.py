@@ -4,7 +4,8 @@ Writes ``<stem>_lrp_<u>_<v>.png`` (the label grid with the cell in red beside it
 relevance map) into ``--out`` and prints the cell's class, score, the share of its
 relevance outside its own patch and the conservation ratio. ``IMAGE`` may be a
 file or ``skimage:<name>`` (e.g. ``skimage:chelsea``). Exit status 1 if the image
-cannot be read, 2 for a bad model/option.
+cannot be read, 2 for a bad model/option; both are told before the model loads
+where they can be.
 
 Example:
     >>> from dense_readout.cli import main
@@ -18,7 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import DenseReadoutError, ImageLoadError
+from ..errors import DenseReadoutError
+from ._model_options import add_model_options, check_model_options, load_model
+from ._setup import check_output_dir, load_picture
 
 __all__ = ["register", "run_lrp"]
 
@@ -47,43 +50,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--composite", default=None, help="zennit composite name (default: family default)"
     )
-    parser.add_argument(
-        "--model", default=None, metavar="NAME", help="timm model (default: embedded)"
-    )
-    parser.add_argument("--checkpoint", default=None, metavar="PATH")
     parser.add_argument("--out", default="dense-readout-lrp", metavar="DIR")
+    add_model_options(parser, random_weights=False)
     parser.set_defaults(func=run_lrp)
 
 
-def _load(spec: str):
-    if spec.startswith("skimage:"):
-        from PIL import Image
-        from skimage import data
-
-        loader = getattr(data, spec.split(":", 1)[1], None)
-        if loader is None:
-            raise ImageLoadError(f"scikit-image has no sample {spec!r}.")
-        return Image.fromarray(loader())
-    from ..images import load_image
-
-    return load_image(spec)
-
-
 def run_lrp(args: argparse.Namespace) -> int:
-    from .. import load_pretrained
-    from ..lrp import LRPReadout, plot_cell_relevance
-
+    """Run ``lrp``; returns the exit status."""
     try:
-        model, preprocess, names, name = load_pretrained(args.model, args.checkpoint)
-        lrp = LRPReadout(model, args.composite)
+        check_model_options(args)
+        check_output_dir(args.out)
     except DenseReadoutError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        picture = _load(args.image)
+        picture = load_picture(args.image)
     except DenseReadoutError as error:
-        print(f"error: {args.image}: {error}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 1
+    from ..lrp import LRPReadout, plot_cell_relevance
+
+    try:
+        loaded = load_model(args)
+        preprocess, names, name = loaded.preprocess, loaded.class_names, loaded.name
+        lrp = LRPReadout(loaded.model, args.composite)
+    except DenseReadoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     x = preprocess(picture).unsqueeze(0)
     try:
         with_grid = lrp.readout(x)
