@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,6 +135,9 @@ def split_graph(model: nn.Module, traced: fx.GraphModule, probe: Tensor) -> Grap
     candidates = [(node, layout) for node in nodes if (layout := _global_mean(node, modules))]
     if not candidates:
         raise UnsupportedModelError(unsupported_message(model, _no_pool_reason(nodes, modules)))
+    # a pool over a single cell (e.g. adaptive_avg_pool2d(·, 1) after mean(keepdim)) is an
+    # identity, not the grid: split at the last pool over more than one cell
+    candidates = [c for c in candidates if _pooled_cells(*c) > 1] or candidates
     problems = []
     for pool, layout in reversed(candidates):
         tail, problem = _tail_of(pool, output, nodes)
@@ -180,6 +184,13 @@ class _ShapeRecorder(fx.Interpreter):
         if isinstance(result, Tensor):
             n.meta["shape"] = tuple(result.shape)
         return result
+
+
+def _pooled_cells(pool: fx.Node, layout: str) -> int:
+    """How many cells the global pool ``pool`` averages (its input's grid size)."""
+    shape = pool.args[0].meta["shape"] if isinstance(pool.args[0], fx.Node) else ()
+    grid = {"NCHW": shape[2:], "NHWC": shape[1:-1], "tokens": shape[1:2]}[layout]
+    return int(math.prod(grid))
 
 
 def _is_tensor(node: fx.Node) -> bool:
