@@ -39,9 +39,9 @@ def head_bias(adapter: ModelAdapter, grid: Tensor) -> Tensor:
     not defined (a LayerNorm or MLP head maps 0 to an input-dependent point).
     """
     require_affine(adapter)
-    zero = grid.new_zeros(1, grid.shape[1], 1, 1)
+    zero = grid.new_zeros(1, grid.shape[1], *(1,) * (grid.dim() - 2))
     with torch.no_grad():
-        return adapter.readout(zero)[0, :, 0, 0]
+        return adapter.readout(zero).flatten(1)[0]
 
 
 def require_affine(adapter: ModelAdapter) -> None:
@@ -58,17 +58,19 @@ def grid_from_layer_output(
     output: object,
     reshape_transform: Callable[[Tensor], Tensor] | None,
     channels: int | None = None,
+    spatial_dims: int = 2,
 ) -> Tensor:
-    """A hooked layer output as a ``B×C×h×w`` grid, checked against the head's width."""
+    """A hooked layer output as a ``B×C×h×w`` (``B×C×t×h×w``) grid, checked against the head."""
     if isinstance(output, (tuple, list)):
         output = output[0]
     if not isinstance(output, Tensor):
         raise InputError(f"The target layer returned {type(output).__name__}, not a tensor.")
     grid = reshape_transform(output) if reshape_transform is not None else output
-    if grid.dim() != 4:
+    if grid.dim() != 2 + spatial_dims:
+        axes = "h×w" if spatial_dims == 2 else "t×h×w"
         raise InputError(
             f"The target layer's output has shape {tuple(output.shape)} (after reshape_transform: "
-            f"{tuple(grid.shape)}), not a B×C×h×w grid. Leave target_layers/reshape_transform at "
+            f"{tuple(grid.shape)}), not a B×C×{axes} grid. Leave target_layers/reshape_transform at "
             "their defaults (taken from the model adapter) or pass a reshape_transform."
         )
     if channels is not None and grid.shape[1] != channels:
@@ -81,10 +83,10 @@ def grid_from_layer_output(
 
 
 def scores_from_grid(adapter: ModelAdapter, grid: Tensor, include_bias: bool = True) -> Tensor:
-    """``Z`` (``B×K×h×w``) of a grid; ``include_bias=False`` gives ``Z − b`` (the CAM)."""
+    """``Z`` (``B×K×h×w`` or ``B×K×t×h×w``) of a grid; ``include_bias=False`` gives ``Z − b``."""
     scores = adapter.readout(grid)
     if not include_bias:
-        scores = scores - head_bias(adapter, grid).view(1, -1, 1, 1)
+        scores = scores - head_bias(adapter, grid).view(1, -1, *(1,) * (grid.dim() - 2))
     return scores
 
 

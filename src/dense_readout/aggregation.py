@@ -43,10 +43,12 @@ def available_aggregations() -> list[str]:
 
 
 def aggregate(scores: Tensor, rule: str = "mean", **options: float) -> Tensor:
-    """Pool ``scores`` (``B×K×h×w``) over cells with ``rule``; returns ``B×K``."""
+    """Pool ``scores`` (``B×K×h×w``, or ``B×K×t×h×w`` for clips/volumes) over cells; ``B×K``."""
     pool = AGGREGATIONS.get(rule)
-    if scores.dim() != 4:
-        raise InputError(f"Expected scores of shape B×K×h×w, got {tuple(scores.shape)}.")
+    if scores.dim() not in (4, 5):
+        raise InputError(
+            f"Expected scores of shape B×K×h×w or B×K×t×h×w, got {tuple(scores.shape)}."
+        )
     return pool(scores.flatten(2), **options)
 
 

@@ -180,26 +180,30 @@ class DenseReadoutAttribution(LayerAttribution):
                 "applied to the layer's *output* grid."
             )
         formatted = _format_tensor_into_tuples(inputs)
-        check_images(formatted[0], channels=self.dense_readout.adapter.in_channels)
+        adapter = self.dense_readout.adapter
+        check_images(formatted[0], adapter.in_channels, adapter.spatial_dims)
         extra = _format_additional_forward_args(additional_forward_args)
         output, grid = self._forward(formatted, extra)
-        adapter = self.dense_readout.adapter
         with torch.no_grad():
             full = scores_from_grid(adapter, grid, include_bias=True)
             scores = full if include_bias else scores_from_grid(adapter, grid, include_bias=False)
             index = None
             if target is not None:
                 index = _target_indices(target, scores.shape[0], scores.shape[1]).to(scores.device)
-                scores = scores.gather(1, index.view(-1, 1, 1, 1).expand(-1, 1, *scores.shape[-2:]))
+                ones = (1,) * (scores.dim() - 2)
+                scores = scores.gather(1, index.view(-1, 1, *ones).expand(-1, 1, *scores.shape[2:]))
             if relu_attributions:
                 scores = F.relu(scores)
             if interpolate_to_input or expand_to_inputs:
-                size = tuple(formatted[0].shape[-2:])
-                scores = LayerAttribution.interpolate(scores, size, interpolate_mode)
+                size = tuple(formatted[0].shape[2:])
+                mode = interpolate_mode
+                if len(size) == 3 and mode == "bilinear":  # the same interpolation on a 3-D grid
+                    mode = "trilinear"
+                scores = LayerAttribution.interpolate(scores, size, mode)
             if expand_to_inputs:
                 if scores.shape[1] != 1:
                     raise InputError("expand_to_inputs=True needs one target class per example.")
-                scores = scores.expand(-1, formatted[0].shape[1], -1, -1)
+                scores = scores.expand(-1, formatted[0].shape[1], *formatted[0].shape[2:])
             scores = scores.contiguous()
         result: Tensor | tuple[Tensor] = (scores,) if isinstance(inputs, tuple) else scores
         if not return_convergence_delta:
@@ -225,7 +229,8 @@ class DenseReadoutAttribution(LayerAttribution):
                 f"The layer {type(self.layer).__name__} did not run during forward_func; pass the "
                 "module whose output is the grid (or leave layer=None)."
             )
-        grid = grid_from_layer_output(captured[-1], self.reshape_transform, self._channels)
+        spatial = self.dense_readout.adapter.spatial_dims
+        grid = grid_from_layer_output(captured[-1], self.reshape_transform, self._channels, spatial)
         return output, grid
 
     @staticmethod
@@ -235,7 +240,7 @@ class DenseReadoutAttribution(LayerAttribution):
                 "return_convergence_delta needs forward_func to return B×K logits; got "
                 f"{getattr(output, 'shape', type(output).__name__)}."
             )
-        means = full.mean(dim=(2, 3))
+        means = full.mean(dim=tuple(range(2, full.dim())))
         if index is None:
             return (means - output).abs().amax(dim=1)
         return (means.gather(1, index.view(-1, 1)) - output.gather(1, index.view(-1, 1))).squeeze(1)

@@ -127,7 +127,8 @@ class DenseReadoutCAM(BaseCAM):
         eigen_smooth: bool = False,
     ) -> np.ndarray:
         """Validate, then run BaseCAM's forward without recording a graph."""
-        check_images(input_tensor, channels=self.dense_readout.adapter.in_channels)
+        adapter = self.dense_readout.adapter
+        check_images(input_tensor, adapter.in_channels, adapter.spatial_dims)
         if targets is not None:
             targets = list(targets)
             if len(targets) != input_tensor.shape[0]:
@@ -151,11 +152,14 @@ class DenseReadoutCAM(BaseCAM):
         grads: np.ndarray | None,
         eigen_smooth: bool = False,
     ) -> np.ndarray:
-        """Per-cell target values of the readout, ``B×h×w`` (signed, before ReLU/min–max)."""
+        """Per-cell target values of the readout, ``B×h×w`` or ``B×t×h×w`` (signed).
+
+        Signed: before pytorch-grad-cam's ReLU and min–max.
+        """
         adapter = self.dense_readout.adapter
         parameter = next(self.model.parameters())
         grid = torch.as_tensor(activations).to(device=parameter.device, dtype=parameter.dtype)
-        grid = grid_from_layer_output(grid, None, self._channels)
+        grid = grid_from_layer_output(grid, None, self._channels, adapter.spatial_dims)
         if eigen_smooth:
             cams = self._eigen_cams(grid, targets)
         else:
@@ -195,7 +199,7 @@ class DenseReadoutCAM(BaseCAM):
 
     # -- what no CAM method gives --------------------------------------------------------
     def label_grid(self) -> Tensor:
-        """Top-1 class of every cell of the last call, ``B×h×w`` (int64)."""
+        """Top-1 class of every cell of the last call, ``B×h×w`` or ``B×t×h×w`` (int64)."""
         if self.last_scores is None:
             raise InputError(
                 "Call the CAM on a batch first; label_grid() reads that call's scores."
@@ -208,20 +212,23 @@ class DenseReadoutCAM(BaseCAM):
 
 
 def _per_cell(target: Callable[[Tensor], Tensor], scores: Tensor) -> Tensor:
-    """Evaluate a pytorch-grad-cam target on every cell of one image's ``K×h×w`` scores.
+    """Evaluate a pytorch-grad-cam target on every cell of one image's scores.
 
-    The cells are passed as a ``(h·w)×K`` "batch" of logits, so targets written
+    ``scores`` is ``K×h×w`` (``K×t×h×w`` for clips and volumes).
+
+    The cells are passed as a ``cells×K`` "batch" of logits, so targets written
     for ``B×K`` model outputs give one value per cell.
     """
-    classes, height, width = scores.shape
-    cells = scores.permute(1, 2, 0).reshape(height * width, classes)
+    classes, *cells_shape = scores.shape
+    count = scores[0].numel()
+    cells = scores.movedim(0, -1).reshape(count, classes)
     values = target(cells)
     if not isinstance(values, Tensor):
         values = torch.as_tensor(values, device=scores.device)
-    if values.numel() != height * width:
+    if values.numel() != count:
         raise InputError(
             f"Target {type(target).__name__} returned shape {tuple(values.shape)} for "
-            f"{height * width} cells × {classes} classes; DenseReadoutCAM needs a target that "
+            f"{count} cells × {classes} classes; DenseReadoutCAM needs a target that "
             "gives one value per row of a B×K output (e.g. ClassifierOutputTarget(k))."
         )
-    return values.reshape(height, width).to(scores.dtype)
+    return values.reshape(cells_shape).to(scores.dtype)

@@ -30,7 +30,8 @@ class ReadoutResult:
     """Per-cell class scores of a batch, with the model's own image logits.
 
     Attributes:
-        scores: ``Z``, shape ``B×K×h×w`` (channels first whatever the model's layout).
+        scores: ``Z``, shape ``B×K×h×w`` (channels first whatever the model's layout);
+            ``B×K×t×h×w`` for video clips and volumes (``t`` frames or slices).
         logits: image-level logits ``B×K`` from the model's own head, same pass.
         exact: True when the architecture has only affine maps after average
             pooling, so ``mean_uv Z == logits`` up to float rounding. Decided from the
@@ -41,9 +42,12 @@ class ReadoutResult:
             logits; for non-exact ones it measures how far the pointwise readout is
             from a decomposition of the logits.
         residual_abs: ``B`` tensor, the same gap unscaled, ``max_k |mean_uv Z - logits|``.
-        features: the grid ``F`` the head was applied to, ``B×C×h×w``.
+        features: the grid ``F`` the head was applied to, ``B×C×h×w`` (``B×C×t×h×w``).
         adapter: name of the model adapter that produced the readout.
         exactness_note: why the readout is or is not exact for this model.
+        input_size: the input's spatial size, ``(H, W)`` or ``(T, H, W)``.
+
+    Every method works on any grid rank: "cell" means one ``(u, v)`` or ``(t, u, v)``.
 
     Example:
         >>> import timm, torch
@@ -66,7 +70,7 @@ class ReadoutResult:
     features: Tensor
     adapter: str = ""
     exactness_note: str = ""
-    input_size: tuple[int, int] = field(default=(0, 0))
+    input_size: tuple[int, ...] = field(default=(0, 0))
     residual_abs: Tensor = field(default_factory=lambda: torch.empty(0))
 
     def __post_init__(self) -> None:
@@ -75,9 +79,19 @@ class ReadoutResult:
 
     # -- shape helpers -------------------------------------------------------------
     @property
-    def grid_size(self) -> tuple[int, int]:
-        """``(h, w)`` of the readout grid."""
-        return int(self.scores.shape[-2]), int(self.scores.shape[-1])
+    def grid_size(self) -> tuple[int, ...]:
+        """``(h, w)`` of the readout grid (``(t, h, w)`` for clips and volumes)."""
+        return tuple(int(n) for n in self.scores.shape[2:])
+
+    @property
+    def spatial_dims(self) -> int:
+        """Rank of the grid: 2 for images, 3 for video clips and volumes."""
+        return self.scores.dim() - 2
+
+    @property
+    def cell_dims(self) -> tuple[int, ...]:
+        """The axes of ``scores`` that index cells: ``(2, 3)`` or ``(2, 3, 4)``."""
+        return tuple(range(2, self.scores.dim()))
 
     @property
     def num_classes(self) -> int:
@@ -89,13 +103,13 @@ class ReadoutResult:
 
     # -- per-cell views ------------------------------------------------------------
     def probabilities(self, temperature: float = 1.0) -> Tensor:
-        """Per-cell softmax over classes, ``B×K×h×w`` (each cell sums to 1)."""
+        """Per-cell softmax over classes, ``B×K×h×w`` / ``B×K×t×h×w`` (each cell sums to 1)."""
         if temperature <= 0:
             raise InputError(f"temperature must be > 0, got {temperature}.")
         return torch.softmax(self.scores / temperature, dim=1)
 
     def topk(self, k: int = 5, probabilities: bool = False) -> tuple[Tensor, Tensor]:
-        """Per-cell top-k ``(values, class_indices)``, each ``B×k×h×w``.
+        """Per-cell top-k ``(values, class_indices)``, each ``B×k×h×w`` (or ``B×k×t×h×w``).
 
         With ``probabilities=True`` the values are softmax probabilities.
         """
@@ -105,43 +119,56 @@ class ReadoutResult:
         return source.topk(k, dim=1)
 
     def labels(self) -> Tensor:
-        """Label grid: the top-1 class of every cell, ``B×h×w`` (int64)."""
+        """Label grid: the top-1 class of every cell, ``B×h×w`` or ``B×t×h×w`` (int64)."""
         return self.scores.argmax(dim=1)
 
     def class_map(self, target: Target) -> Tensor:
-        """Score map of one class per image, ``B×h×w``.
+        """Score map of one class per image, ``B×h×w`` (``B×t×h×w`` for clips and volumes).
 
         ``target`` is an int (same class for all images) or one class per image
         (sequence or tensor of length B).
         """
         index = check_targets(target, self.batch_size, self.num_classes)
-        gather = index.to(self.scores.device).view(-1, 1, 1, 1)
-        gather = gather.expand(-1, 1, *self.scores.shape[-2:])
+        gather = index.to(self.scores.device).view(-1, 1, *(1,) * self.spatial_dims)
+        gather = gather.expand(-1, 1, *self.scores.shape[2:])
         return self.scores.gather(1, gather).squeeze(1)
 
     def upsample(
         self,
-        size: tuple[int, int] | None = None,
+        size: tuple[int, ...] | None = None,
         maps: Tensor | None = None,
         mode: str = "bilinear",
     ) -> Tensor:
         """Resize ``maps`` (default: all scores) to ``size`` (default: the input size).
 
-        ``maps`` may be ``B×h×w`` or ``B×C×h×w``; the result keeps that rank.
-        ``mode='nearest'`` keeps the cells visible as blocks.
+        ``maps`` may be ``B×h×w`` or ``B×C×h×w`` (``B×t×h×w`` / ``B×C×t×h×w`` for clips
+        and volumes, with ``size=(T, H, W)``); the result keeps that rank.
+        ``mode='nearest'`` keeps the cells visible as blocks; ``'bilinear'`` on a 3-D
+        grid means ``'trilinear'`` (the same interpolation, one more axis).
         """
-        size = (int(size[0]), int(size[1])) if size is not None else self.input_size
-        if not size or min(size) <= 0:
-            raise InputError("upsample needs size=(H, W); the input size is unknown here.")
+        rank = self.spatial_dims
+        size = tuple(int(n) for n in size) if size is not None else self.input_size
+        if not size or min(size) <= 0 or len(size) != rank:
+            axes = "(H, W)" if rank == 2 else "(T, H, W)"
+            raise InputError(
+                f"upsample needs size={axes} for this {rank}-D grid, got {size or 'none'}; "
+                "the input size is unknown here or has another rank."
+            )
         source = self.scores if maps is None else maps
-        squeeze = source.dim() == 3
+        if source.dim() not in (rank + 1, rank + 2):
+            raise InputError(
+                f"maps must be B×cells or B×C×cells for a {rank}-D grid, got {tuple(source.shape)}."
+            )
+        squeeze = source.dim() == rank + 1
         source = source.unsqueeze(1) if squeeze else source
-        kwargs = {} if mode == "nearest" else {"align_corners": False}
+        if rank == 3 and mode == "bilinear":
+            mode = "trilinear"
+        kwargs = {} if mode in ("nearest", "nearest-exact", "area") else {"align_corners": False}
         out = F.interpolate(source.float(), size=size, mode=mode, **kwargs)
         return out.squeeze(1) if squeeze else out
 
     def aggregate(self, rule: str = "mean", **options: float) -> Tensor:
-        """Re-aggregate Z into image scores ``B×K`` with another MIL pooling rule.
+        """Re-aggregate Z into image scores ``B×K`` with another MIL pooling rule (any grid rank).
 
         Rules (see :mod:`dense_readout.aggregation`): ``mean`` (= GAP, equals the
         logits for exact models), ``max``, ``topk`` (``k`` cells or ``fraction``),
@@ -161,13 +188,59 @@ class ReadoutResult:
         """
         from .page import readout_page
 
+        self._require_image_grid("to_html")
         return readout_page(self, image, class_names, **options)
 
     def _repr_html_(self) -> str:
         """Jupyter: the page of the first image, in an iframe."""
         from .page import notebook_html, readout_page
 
+        if self.spatial_dims != 2:
+            return f"<pre>{self!r}</pre>"
         return notebook_html(readout_page(self))
+
+    def _require_image_grid(self, what: str) -> None:
+        if self.spatial_dims != 2:
+            raise InputError(
+                f"{what} shows one h×w grid; this readout is {self.spatial_dims}-D "
+                f"({tuple(self.scores.shape[2:])}). Take one frame or slice with "
+                "result.frame(t) (a 2-D ReadoutResult) first."
+            )
+
+    def frame(self, index: int) -> ReadoutResult:
+        """Frame / slice ``index`` of a 3-D readout as a 2-D :class:`ReadoutResult`.
+
+        Its ``logits`` stay the clip's; ``exact`` is False (a frame's mean is not the
+        clip's logits) and ``residual`` measures that frame's gap.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> from dense_readout import DenseReadout
+            >>> net = nn.Sequential(nn.Conv3d(1, 4, 3), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+            ...                     nn.Linear(4, 2)).eval()
+            >>> result = DenseReadout(net)(torch.randn(1, 1, 6, 8, 8))
+            >>> result.grid_size, result.frame(0).grid_size
+            ((4, 6, 6), (6, 6))
+        """
+        if self.spatial_dims != 3:
+            raise InputError(f"frame() needs a 3-D readout, this one is {self.spatial_dims}-D.")
+        if not -self.scores.shape[2] <= index < self.scores.shape[2]:
+            raise InputError(f"frame {index} out of range: the grid has {self.scores.shape[2]}.")
+        scores = self.scores[:, :, index]
+        residual_abs = (scores.detach().mean(dim=(2, 3)) - self.logits.detach()).abs().amax(dim=1)
+        scale = self.logits.detach().abs().amax(dim=1).clamp(min=1.0)
+        return ReadoutResult(
+            scores=scores,
+            logits=self.logits,
+            exact=False,
+            residual=residual_abs / scale,
+            residual_abs=residual_abs,
+            features=self.features[:, :, index],
+            adapter=self.adapter,
+            exactness_note=f"frame {index} of a 3-D readout: " + self.exactness_note,
+            input_size=tuple(self.input_size[1:]),
+        )
 
     def to(self, device: str | torch.device) -> ReadoutResult:
         """Move all tensors to ``device``."""
@@ -242,14 +315,17 @@ class DenseReadout:
         return self.adapter.num_classes
 
     def __call__(self, inputs: Tensor, *, grad: bool = False) -> ReadoutResult:
-        """Read out ``inputs`` (``B×3×H×W`` float). One forward pass.
+        """Read out ``inputs`` (``B×3×H×W`` float; ``B×C×T×H×W`` for video/volume models).
+        One forward pass.
 
         With ``grad=True`` the computation is recorded for autograd (needed by
         gradient-based consumers); otherwise it runs under ``torch.no_grad``.
         """
         if self.check_mode:  # check_mode=False: the caller knows what they are doing
             check_eval_mode(self.model, "the readout")
-        check_images(inputs, channels=self.adapter.in_channels)
+        check_images(
+            inputs, channels=self.adapter.in_channels, spatial_dims=self.adapter.spatial_dims
+        )
         context = contextlib.nullcontext() if grad else torch.no_grad()
         with context:
             native = self.adapter.forward_features(inputs)
@@ -257,7 +333,8 @@ class DenseReadout:
             logits = self.adapter.image_logits(native)
             scores = self.adapter.readout(grid)
         self.adapter.check_decomposition(scores, logits)
-        residual_abs = (scores.detach().mean(dim=(2, 3)) - logits.detach()).abs().amax(dim=1)
+        cells = tuple(range(2, scores.dim()))
+        residual_abs = (scores.detach().mean(dim=cells) - logits.detach()).abs().amax(dim=1)
         scale = logits.detach().abs().amax(dim=1).clamp(min=1.0)
         return ReadoutResult(
             scores=scores,
@@ -268,7 +345,7 @@ class DenseReadout:
             features=grid,
             adapter=self.adapter.name,
             exactness_note=self.adapter.exactness_note(),
-            input_size=(int(inputs.shape[-2]), int(inputs.shape[-1])),
+            input_size=tuple(int(n) for n in inputs.shape[2:]),
         )
 
     def __repr__(self) -> str:

@@ -38,17 +38,24 @@ def check_eval_mode(model: nn.Module, purpose: str = "the readout") -> None:
         )
 
 
-def check_images(inputs: object, channels: int = 3) -> Tensor:
-    """Check a model input batch: a finite floating tensor of shape ``B×channels×H×W``."""
+def check_images(inputs: object, channels: int = 3, spatial_dims: int = 2) -> Tensor:
+    """Check a model input batch: a finite floating tensor of shape ``B×channels×H×W``
+    (``B×channels×T×H×W`` for video/volume models, ``spatial_dims=3``)."""
+    axes = "H×W" if spatial_dims == 2 else "T×H×W"
     if not isinstance(inputs, Tensor):
         raise InputError(
-            f"Expected a torch.Tensor of shape B×{channels}×H×W, got {type(inputs).__name__}. "
+            f"Expected a torch.Tensor of shape B×{channels}×{axes}, got {type(inputs).__name__}. "
             "Convert images with dense_readout.load_image(...) and the model's preprocessing."
         )
-    if inputs.dim() != 4:
-        hint = " Add a batch dimension with x.unsqueeze(0)." if inputs.dim() == 3 else ""
+    if inputs.dim() != 2 + spatial_dims:
+        hint = (
+            " Add a batch dimension with x.unsqueeze(0)."
+            if inputs.dim() == 1 + spatial_dims
+            else ""
+        )
         raise InputError(
-            f"Expected a 4-D batch B×{channels}×H×W, got shape {tuple(inputs.shape)}.{hint}"
+            f"Expected a {2 + spatial_dims}-D batch B×{channels}×{axes}, got shape "
+            f"{tuple(inputs.shape)}.{hint}"
         )
     if inputs.shape[1] != channels:
         hint = ""

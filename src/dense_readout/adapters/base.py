@@ -31,6 +31,7 @@ __all__ = [
     "affine_leaf",
     "executed_leaves",
     "find_adapter",
+    "model_spatial_dims",
     "register_adapter",
     "registered_adapters",
     "unsupported_message",
@@ -118,10 +119,12 @@ _AFFINE_TYPES: tuple[type, ...] = (
     nn.Dropout,
     nn.Dropout1d,
     nn.Dropout2d,
+    nn.Dropout3d,
     nn.AlphaDropout,
     nn.BatchNorm1d,  # affine in eval mode
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
 )
 
 
@@ -142,8 +145,8 @@ def affine_leaf(module: nn.Module) -> bool:
     """
     if isinstance(module, _AFFINE_TYPES + _extra_affine_types()):
         return True
-    if isinstance(module, nn.Conv2d):
-        return tuple(module.kernel_size) == (1, 1) and module.groups == 1
+    if isinstance(module, (nn.Conv2d, nn.Conv3d)):  # a 1×1(×1) conv: a Linear per cell
+        return all(k == 1 for k in module.kernel_size) and module.groups == 1
     return False
 
 
@@ -171,10 +174,25 @@ def _first_parameter(model: nn.Module) -> Tensor | None:
     return next(iter(model.parameters()), None)
 
 
-def _input_channels(model: nn.Module, default: int) -> int:
-    """``in_channels`` of the model's first 2-D convolution, else ``default``."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+def _input_channels(model: nn.Module, default: int, spatial_dims: int = 2) -> int:
+    """``in_channels`` of the model's first convolution of its rank, else ``default``."""
+    conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+    first = next((m for m in model.modules() if isinstance(m, conv)), None)
     return int(first.in_channels) if first is not None else default
+
+
+def model_spatial_dims(model: nn.Module) -> int:
+    """2 for image models, 3 for video/volume models (the first 2-D or 3-D conv decides).
+
+    Example:
+        >>> from torch import nn
+        >>> model_spatial_dims(nn.Sequential(nn.Conv3d(1, 4, 3), nn.AdaptiveAvgPool3d(1)))
+        3
+        >>> model_spatial_dims(nn.Linear(2, 2))
+        2
+    """
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    return 3 if isinstance(first, nn.Conv3d) else 2
 
 
 class ModelAdapter:
@@ -188,13 +206,17 @@ class ModelAdapter:
     name: ClassVar[str] = "base"
     priority: ClassVar[int] = 0
     in_channels: int = 3
+    #: grid rank: 2 for images (``h×w``), 3 for video clips and volumes (``t×h×w``)
+    spatial_dims: int = 2
 
     def __init__(self, model: nn.Module) -> None:
         # Any: adapters read family-specific attributes (model.fc, model.head, …) that
         # nn.Module's stubs type as ``Tensor | Module``; the family check made them safe.
         self.model: Any = model
+        if type(self).spatial_dims == 2:  # family adapters for video/volumes set 3 themselves
+            self.spatial_dims = model_spatial_dims(model)
         # probes and input checks use the model's own input width (1-channel, RGBA models)
-        self.in_channels = _input_channels(model, self.in_channels)
+        self.in_channels = _input_channels(model, self.in_channels, self.spatial_dims)
 
     # -- lookup -----------------------------------------------------------------
     @classmethod
@@ -218,11 +240,11 @@ class ModelAdapter:
         raise NotImplementedError
 
     def readout(self, grid: Tensor) -> Tensor:
-        """Apply the head to every cell of ``grid`` (``B×C×h×w``) → ``B×K×h×w``."""
-        batch, channels, height, width = grid.shape
-        cells = grid.permute(0, 2, 3, 1).reshape(-1, channels)
+        """Apply the head to every cell of ``grid`` (``B×C×h×w`` or ``B×C×t×h×w``) → ``B×K×…``."""
+        batch, channels, *cells_shape = grid.shape
+        cells = grid.movedim(1, -1).reshape(-1, channels)
         scores = self.head_cells(cells)
-        return scores.reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous()
+        return scores.reshape(batch, *cells_shape, -1).movedim(-1, 1).contiguous()
 
     # -- structure ----------------------------------------------------------------
     def head_modules(self) -> Iterable[nn.Module]:
@@ -295,8 +317,15 @@ class ModelAdapter:
         """A small valid input for structural probes (on the model's device and dtype).
 
         Its size is the one the model was built for where it says so (a timm
-        ``patch_embed.img_size``, then ``pretrained_cfg['input_size']``), else 224 px.
+        ``patch_embed.img_size``, then ``pretrained_cfg['input_size']``), else 224 px;
+        video/volume models get ``32×64×64`` (cheap, and deep enough for five halvings).
         """
+        parameter = _first_parameter(self.model)
+        if self.spatial_dims == 3:
+            shape3 = (batch, self.in_channels, 32, 64, 64)
+            if parameter is None:
+                return torch.zeros(shape3)
+            return torch.zeros(shape3, device=parameter.device, dtype=parameter.dtype)
         height = width = 224
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         input_size = cfg.get("input_size") if isinstance(cfg, dict) else None
@@ -305,7 +334,6 @@ class ModelAdapter:
         built_for = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
         if isinstance(built_for, (tuple, list)) and len(built_for) == 2:
             height, width = int(built_for[0]), int(built_for[1])
-        parameter = _first_parameter(self.model)
         shape = (batch, self.in_channels, height, width)
         if parameter is None:
             return torch.zeros(shape)

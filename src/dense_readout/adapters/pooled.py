@@ -24,6 +24,7 @@ _PASS_THROUGH: tuple[type, ...] = (
     nn.Flatten,
     nn.Dropout,
     nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
 )
 try:  # timm's fast average pooling is pass-through on a 1×1 map too
     from timm.layers.adaptive_avgmax_pool import FastAdaptiveAvgPool
@@ -50,19 +51,23 @@ class PooledGridAdapter(ModelAdapter):
         raise NotImplementedError
 
     def grid(self, native: Tensor, inputs: Tensor) -> Tensor:
-        if native.dim() != 4:
+        rank = 2 + self.spatial_dims
+        if native.dim() != rank:
             raise UnsupportedModelError(
-                f"{type(self.model).__name__}: expected a 4-D feature grid, got shape "
+                f"{type(self.model).__name__}: expected a {rank}-D feature grid, got shape "
                 f"{tuple(native.shape)}; this model needs a token adapter or features=/head=."
             )
-        return native.permute(0, 3, 1, 2) if self.layout == "NHWC" else native
+        return native.movedim(-1, 1) if self.layout == "NHWC" else native
 
     def image_logits(self, native: Tensor) -> Tensor:
         return self.tail(native)
 
+    def _one_cell_shape(self, channels: int) -> tuple[int, ...]:
+        ones = (1,) * self.spatial_dims
+        return (-1, *ones, channels) if self.layout == "NHWC" else (-1, channels, *ones)
+
     def head_cells(self, cells: Tensor) -> Tensor:
-        shape = (-1, 1, 1, cells.shape[1]) if self.layout == "NHWC" else (-1, cells.shape[1], 1, 1)
-        return self.tail(cells.reshape(shape))
+        return self.tail(cells.reshape(self._one_cell_shape(cells.shape[1])))
 
     def readout(self, grid: Tensor) -> Tensor:
         linear = self._lone_linear()
@@ -70,11 +75,11 @@ class PooledGridAdapter(ModelAdapter):
             return super().readout(grid)
         # Fast path for pool → Linear heads: one K×C by C×(h·w) product per image,
         # channels-first in and out (no per-cell tail, no permute copies).
-        batch, channels, height, width = grid.shape
-        scores = torch.matmul(linear.weight, grid.reshape(batch, channels, height * width))
+        batch, channels, *cells_shape = grid.shape
+        scores = torch.matmul(linear.weight, grid.reshape(batch, channels, -1))
         if linear.bias is not None:
             scores = scores.add_(linear.bias[:, None])  # in place: no second B×K×N buffer
-        return scores.view(batch, -1, height, width)
+        return scores.view(batch, -1, *cells_shape)
 
     def _lone_linear(self) -> nn.Linear | None:
         """The head's only Linear if everything else is pass-through at inference."""
@@ -91,7 +96,7 @@ class PooledGridAdapter(ModelAdapter):
     def head_modules(self) -> list[nn.Module]:
         if self._head_leaves is None:
             channels = self._probe_channels()
-            shape = (1, 1, 1, channels) if self.layout == "NHWC" else (1, channels, 1, 1)
+            shape = tuple(abs(n) for n in self._one_cell_shape(channels))
             parameter = next(iter(self.model.parameters()))
             probe = parameter.new_zeros(shape)
             self._head_leaves = executed_leaves(lambda: self.tail(probe), self.model)

@@ -93,6 +93,7 @@ class StructuralAdapter(PooledGridAdapter):
     def _adopt(self, split: GraphSplit) -> None:
         self._found = split
         self.layout = "NCHW" if split.layout == "tokens" else split.layout
+        self.spatial_dims = split.spatial_dims
 
     @property
     def _split(self) -> GraphSplit:
@@ -170,7 +171,8 @@ class StructuralAdapter(PooledGridAdapter):
         self._checked = True
         if not self.is_exact() or scores.numel() == 0:
             return
-        gap = float((scores.detach().mean(dim=(2, 3)) - logits.detach()).abs().max())
+        cells = tuple(range(2, scores.dim()))
+        gap = float((scores.detach().mean(dim=cells) - logits.detach()).abs().max())
         scale = max(1.0, float(logits.detach().abs().max()), float(scores.detach().abs().max()))
         if gap > EXACT_TOLERANCE * scale:
             self._numeric_gap = gap / scale
@@ -282,6 +284,7 @@ def _hooked_split(model: nn.Module, probe: Tensor, trace_error: str) -> GraphSpl
             )
         )
     return GraphSplit(
+        spatial_dims=grid.dim() - 2,
         backbone=_PoolInput(model, pool),
         tail=tail,
         layout="NCHW",
@@ -295,7 +298,8 @@ def _hooked_split(model: nn.Module, probe: Tensor, trace_error: str) -> GraphSpl
 
 def _global_pool_module(module: nn.Module) -> bool:
     size = getattr(module, "output_size", None)
-    return isinstance(module, nn.AdaptiveAvgPool2d) and size in (1, (1, 1), [1, 1])
+    one = size == 1 or (isinstance(size, (tuple, list)) and all(s == 1 for s in size))
+    return isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)) and one
 
 
 class _ModuleChain(nn.Module):

@@ -55,7 +55,8 @@ class GraphSplit:
     ``tokens``, ``B×N×C``); ``tail``: that map → logits (the pool included, so it
     takes a map of any size); ``nonaffine_ops``: names of functional ops in the tail
     that are not affine; ``shape_ops_only``: the tail's functional ops only reshape
-    (its modules then say everything); ``head_leaves``: the leaf modules of the tail.
+    (its modules then say everything); ``head_leaves``: the leaf modules of the tail;
+    ``spatial_dims``: the grid's rank (2, or 3 for a ``T×H×W`` / ``D×H×W`` grid).
 
     Example:
         >>> import torch
@@ -77,6 +78,7 @@ class GraphSplit:
     nonaffine_ops: list[str] = field(default_factory=list)
     shape_ops_only: bool = True
     head_leaves: list[nn.Module] = field(default_factory=list)
+    spatial_dims: int = 2
 
 
 _SHAPE_FUNCTIONS = {
@@ -173,6 +175,7 @@ def _build(
         nonaffine_ops=nonaffine,
         shape_ops_only=shape_only,
         head_leaves=leaves,
+        spatial_dims=len(shape) - 2 if layout != "tokens" else 2,
     )
 
 
@@ -211,15 +214,24 @@ def _argument(node: fx.Node, index: int, name: str) -> object:
     return node.args[index] if len(node.args) > index else node.kwargs.get(name)
 
 
+_POOL_RANKS = {nn.AdaptiveAvgPool2d: 4, nn.AdaptiveAvgPool3d: 5}
+_FUNCTIONAL_POOL_RANKS = {F.adaptive_avg_pool2d: 4, F.adaptive_avg_pool3d: 5}
+
+
 def _global_mean(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
-    """``NCHW``/``NHWC``/``tokens`` if ``node`` averages a whole grid, else None."""
+    """``NCHW``/``NHWC``/``tokens`` if ``node`` averages a whole grid, else None.
+
+    ``NCHW`` means channels first at any grid rank (``B×C×T×H×W`` for video/volumes).
+    """
     rank = _rank(node.args[0]) if node.args else None
     if node.op == "call_module":
         module = modules.get(str(node.target))
-        global_pool = isinstance(module, nn.AdaptiveAvgPool2d) and _is_one(module.output_size)
-        return "NCHW" if global_pool and rank == 4 else None
-    if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
-        return "NCHW" if _is_one(_argument(node, 1, "output_size")) and rank == 4 else None
+        pool_rank = next((r for t, r in _POOL_RANKS.items() if type(module) is t), None)
+        global_pool = module is not None and _is_one(getattr(module, "output_size", None))
+        return "NCHW" if global_pool and pool_rank == rank else None
+    if node.op == "call_function" and node.target in _FUNCTIONAL_POOL_RANKS:
+        one = _is_one(_argument(node, 1, "output_size"))
+        return "NCHW" if one and rank == _FUNCTIONAL_POOL_RANKS[node.target] else None
     is_mean = (node.op == "call_method" and node.target == "mean") or (
         node.op == "call_function" and node.target is torch.mean
     )
@@ -230,6 +242,7 @@ def _global_mean(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
         return None
     axes = {int(d) % rank for d in (dims if isinstance(dims, (tuple, list)) else [dims])}
     layouts = {(4, frozenset({2, 3})): "NCHW", (4, frozenset({1, 2})): "NHWC"}
+    layouts[(5, frozenset({2, 3, 4}))] = "NCHW"
     layouts[(3, frozenset({1}))] = "tokens"
     return layouts.get((rank, frozenset(axes)))
 
@@ -330,9 +343,15 @@ def _no_pool_reason(nodes: list[fx.Node], modules: dict[str, nn.Module]) -> str:
     """Why a graph without a global average pool is not a GAP classifier."""
     for node in reversed(nodes):
         module = modules.get(str(node.target)) if node.op == "call_module" else None
-        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        pools = (
+            nn.AdaptiveAvgPool2d,
+            nn.AdaptiveMaxPool2d,
+            nn.AdaptiveAvgPool3d,
+            nn.AdaptiveMaxPool3d,
+        )
+        if isinstance(module, pools):
             size = module.output_size
-            if isinstance(module, nn.AdaptiveMaxPool2d) and _is_one(size):
+            if isinstance(module, (nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)) and _is_one(size):
                 return "not a GAP model: it pools its grid by the maximum, not the mean"
             linear = next(
                 (

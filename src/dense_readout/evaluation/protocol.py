@@ -127,7 +127,7 @@ def boxes_to_mask(size: tuple[int, int], boxes: np.ndarray) -> Image.Image:
     return mask
 
 
-def grid_occupancy(mask: Tensor, grid: tuple[int, int]) -> Tensor:
+def grid_occupancy(mask: Tensor, grid: tuple[int, ...]) -> Tensor:  # (h, w)
     """Any-pixel occupancy: ``B×H×W`` boolean pixel mask -> ``B×h×w`` boolean cell mask.
 
     Example:

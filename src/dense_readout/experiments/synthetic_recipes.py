@@ -257,4 +257,5 @@ def grid_size_of(model: nn.Module, input_size: int) -> tuple[int, int]:
         result = DenseReadout(model)(probe)
     finally:
         model.train(was_training)
-    return result.grid_size
+    height, width = result.grid_size  # an image model: a 2-D grid
+    return height, width
