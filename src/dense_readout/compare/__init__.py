@@ -51,6 +51,7 @@ from .results import Comparison, MethodResult
 from .runner import compare
 from .specs import MethodSpec, check_method_spec, resolve_method
 from .wrappers import CamMethod, CaptumMethod, ReadoutMethod
+from . import baselines as _baselines  # noqa: E402,F401  (registers random, edge-detector, integrated-gradients)
 
 __all__ = [
     "METHODS",

@@ -38,6 +38,7 @@ class ReadoutMethod(SaliencyMethod):
         self.name = name
         self.classes_per_call = readout.num_classes
         self.last_scores: Tensor | None = None
+        self.last_bias: Tensor | None = None  # b (K) when include_bias=False
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
         result = self.readout(inputs)
@@ -46,9 +47,8 @@ class ReadoutMethod(SaliencyMethod):
         if not self.include_bias:
             from .._cells import head_bias
 
-            maps = maps - head_bias(self.readout.adapter, result.features)[
-                targets.to(maps.device)
-            ].view(-1, 1, 1)
+            self.last_bias = head_bias(self.readout.adapter, result.features)
+            maps = maps - self.last_bias[targets.to(maps.device)].view(-1, 1, 1)
         return maps
 
 
