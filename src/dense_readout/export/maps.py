@@ -106,8 +106,10 @@ class ClassSelection:
     def select(
         self, scores: Tensor, logits: Tensor, labels: Sequence[Sequence[int]]
     ) -> tuple[Tensor, Tensor | None]:
-        """``(kept maps B×M×h×w, class index per map B×M or None for all)``; ``-1`` pads
-        ``gt`` rows with fewer labels (their maps are NaN)."""
+        """``(kept maps B×M×h×w, class index per map B×M or None for all)``.
+
+        ``-1`` pads ``gt`` rows with fewer labels (their maps are NaN).
+        """
         if self.kind == "all":
             return scores, None
         width = self.width(scores.shape[1])
@@ -129,4 +131,7 @@ def _int(text: str, whole: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise InputError(f"--classes {whole!r}: {text!r} is not a class index.") from None
+        raise InputError(
+            f"--classes {whole!r}: {text!r} is not a class index; "
+            "use all, topk:N, gt or a list such as 3,17."
+        ) from None

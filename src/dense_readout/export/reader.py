@@ -40,8 +40,11 @@ def open_store(path: str | Path) -> ExportStore:
 
 
 class ExportStore:
-    """An export store: ``len``, ``paths``, ``scores(i)``, ``logits(i)``, ``classes(i)``,
-    ``labels(i)``, ``geometry(i)``, ``cell_box(i, row, col)``, ``upsample(i)``."""
+    """An export store, read with NumPy alone (no zarr needed).
+
+    ``len``, ``paths``, ``scores(i)``, ``logits(i)``, ``classes(i)``, ``labels(i)``,
+    ``geometry(i)``, ``cell_box(i, row, col)``, ``upsample(i)``, ``status(i)``.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.root = Path(path)
@@ -69,11 +72,13 @@ class ExportStore:
 
     @property
     def grid(self) -> tuple[int, int]:
+        """``(h, w)`` of the stored maps."""
         rows, cols = self.settings["grid"]
         return int(rows), int(cols)
 
     @property
     def complete(self) -> bool:
+        """Whether every image was processed (exported or skipped)."""
         return bool(self.attrs.get("complete"))
 
     def _row(self, name: str, index: int) -> np.ndarray:
@@ -143,7 +148,9 @@ class ExportStore:
     def upsample(
         self, index: int, maps: np.ndarray | None = None, mode: str = "bilinear"
     ) -> np.ndarray:
-        """``maps`` (default: the stored ones) on the original image, ``M×height×width``;
-        NaN outside the crop the model saw."""
+        """``maps`` (default: the stored ones) on the original image, ``M×height×width``.
+
+        NaN outside the crop the model saw.
+        """
         maps = self.scores(index) if maps is None else maps
         return to_original(maps, self.geometry(index), mode)

@@ -86,8 +86,11 @@ def coco_source(root: Path) -> ExportSource:
 
 
 def detect_source(root: str | Path) -> str:
-    """``'coco'`` with ``annotations/instances_*.json``, ``'ilsvrc'`` with ``bbox_val/``
-    or ``LOC_val_solution.csv``, else ``'folder'``."""
+    """The layout of ``root``: ``coco``, ``ilsvrc`` or ``folder``.
+
+    ``coco`` with ``annotations/instances_*.json``, ``ilsvrc`` with ``bbox_val/`` or
+    ``LOC_val_solution.csv``, else ``folder``.
+    """
     root = Path(root)
     if any((root / "annotations").glob("instances_*.json")):
         return "coco"

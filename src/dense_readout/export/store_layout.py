@@ -44,6 +44,7 @@ __all__ = ["FORMAT", "STATUS", "StoreLayout"]
 
 FORMAT = "dense-readout-export/1"
 STATUS = {"pending": 0, "ok": 1, "unreadable": 2, "error": 3}
+ARRAYS = {"scores", "logits", "classes", "geometry", "labels", "features", "status", "paths"}
 
 
 class StoreLayout:
@@ -62,27 +63,31 @@ class StoreLayout:
         return zarr_v2.chunk_path(self.root, "status", (batch,)).is_file()
 
     def settings(self) -> dict[str, Any] | None:
-        """The settings of an existing store (None for a new folder)."""
-        if not (self.root / ".zgroup").is_file():
-            return None
+        """The settings of an existing store (None for a new folder or an unfinished creation)."""
         return zarr_v2.read_attrs(self.root).get("settings")
 
     def create(self, settings: dict[str, Any], paths: list[str], labels: Any) -> None:
-        """Write the group, the arrays' metadata, the paths and the labels."""
-        if any(self.root.iterdir()) if self.root.is_dir() else False:
+        """Write the arrays' metadata, the paths and the labels, then the settings.
+
+        The settings go last: a store whose creation was killed is created again.
+        """
+        foreign = sorted(
+            p.name for p in self.root.glob("*") if p.name not in ARRAYS | {".zgroup", "skipped"}
+        )
+        if foreign:
             raise InputError(
-                f"{self.root} exists and is not an export store; choose an empty or new --out."
+                f"{self.root} holds other files ({', '.join(foreign[:3])}); "
+                "choose an empty or new --out."
             )
         n, size = len(paths), self.batch_size
         maps, classes, grid = settings["maps_per_image"], settings["num_classes"], settings["grid"]
-        zarr_v2.write_group(self.root, {"format": FORMAT, "settings": settings, "complete": False})
+        self.root.mkdir(parents=True, exist_ok=True)
         self._write_rows("paths", np.asarray([p.encode("utf-8") for p in paths]), "")
         create = zarr_v2.create_array
         create(self.root, "scores", (n, maps, *grid), (1, maps, *grid), settings["dtype"], "NaN")
         create(self.root, "logits", (n, classes), (size, classes), "<f4", "NaN")
-        create(
-            self.root, "geometry", (n, len(GEOMETRY_FIELDS)), (size, len(GEOMETRY_FIELDS)), "<i4", 0
-        )
+        fields = len(GEOMETRY_FIELDS)
+        create(self.root, "geometry", (n, fields), (size, fields), "<i4", 0)
         create(self.root, "status", (n,), (size,), "|i1", 0)
         zarr_v2.write_attrs(self.root / "geometry", {"fields": list(GEOMETRY_FIELDS)})
         zarr_v2.write_attrs(self.root / "status", {"codes": STATUS})
@@ -97,6 +102,7 @@ class StoreLayout:
             width = max(1, max((len(row) for row in labels), default=1))
             padded = [list(row) + [-1] * (width - len(row)) for row in labels]
             self._write_rows("labels", np.asarray(padded, dtype=np.int32), -1)
+        zarr_v2.write_group(self.root, {"format": FORMAT, "settings": settings, "complete": False})
 
     def _write_rows(self, name: str, values: np.ndarray, fill: Any) -> None:
         """A small array written whole at creation (paths, labels), one chunk per batch."""
@@ -114,7 +120,9 @@ class StoreLayout:
         return [p.decode("utf-8") for p in zarr_v2.read_array(self.root, "paths")]
 
     def meta(self, name: str) -> dict[str, Any]:
+        """The ``.zarray`` metadata of array ``name``."""
         return zarr_v2.array_meta(self.root, name)
 
     def has(self, name: str) -> bool:
+        """Whether the store has array ``name``."""
         return (self.root / name / ".zarray").is_file()

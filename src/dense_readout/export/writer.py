@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -79,8 +80,11 @@ def export_dataset(
     model_info: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """Export every image of ``source`` into the store ``out``; returns the store's attributes
-    (``settings``, ``complete``, ``counts``, this session's ``timing``) on every rank."""
+    """Export every image of ``source`` into the store ``out``.
+
+    Returns the store's attributes (``settings``, ``complete``, ``counts``) and this
+    session's ``timing`` (``images``, ``forward_s``, ``wall_s``), on every rank.
+    """
     if config.dtype not in DTYPES:
         raise InputError(f"--dtype {config.dtype}: choose float16 or float32.")
     if config.batch_size < 1:
@@ -122,7 +126,7 @@ def _settings(source, readout, preprocess, config, selection, model_info, device
     with torch.inference_mode():
         probe = readout(torch.zeros(1, 3, crop, crop, device=device))
     classes = int(probe.scores.shape[1])
-    return {
+    settings = {
         "format": FORMAT,
         **(model_info or {}),
         "exact": bool(probe.exact),
@@ -142,6 +146,7 @@ def _settings(source, readout, preprocess, config, selection, model_info, device
         "image_count": len(source.paths),
         "class_names": list(source.class_names) if source.class_names else None,
     }
+    return json.loads(json.dumps(settings))  # as read back from the store (tuples → lists)
 
 
 def _start_or_resume(layout: StoreLayout, settings: dict, source: ExportSource) -> None:
@@ -149,6 +154,8 @@ def _start_or_resume(layout: StoreLayout, settings: dict, source: ExportSource) 
     if previous is None:
         layout.create(settings, source.paths, source.labels)
         return
+    for stale in layout.root.glob("**/.*.part"):  # a write cut short by a kill; redone below
+        stale.unlink(missing_ok=True)
     old_paths = layout.paths()
     changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
     if old_paths != source.paths:
