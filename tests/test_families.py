@@ -276,3 +276,61 @@ def test_fixed_size_swin_names_its_size_and_is_probed_at_it():
         DenseReadout(model)(torch.randn(1, 3, 128, 128))
     built = timm.create_model("swin_tiny_patch4_window7_224", img_size=256, **small).eval()
     assert DenseReadout(built)(torch.randn(1, 3, 256, 256)).grid_size == (8, 8)
+
+
+# -- models we cannot read out get our error, with the reason (issue 23) -------------------
+
+
+def test_crossvit_list_of_class_tokens_is_refused_with_the_reason():
+    model = timm.create_model("crossvit_tiny_240", num_classes=3).eval()
+    with pytest.raises(UnsupportedModelError, match="one class token per branch"):
+        DenseReadout(model)
+
+
+def test_tresnet_space_to_depth_stem_is_probed_with_three_channels():
+    model = timm.create_model("tresnet_m", num_classes=4).eval()
+    readout = DenseReadout(model)
+    assert readout.adapter.in_channels == 3  # its first conv reads 48 = 3·4² channels
+    x = torch.randn(1, 3, 128, 128)
+    result = readout(x)
+    with torch.no_grad():
+        assert torch.allclose(result.scores.mean(dim=(2, 3)), model(x), atol=1e-5)
+    assert result.exact
+
+
+def test_a_foreign_probe_failure_becomes_our_error_with_its_cause():
+    from dense_readout.adapters import ADAPTERS, ModelAdapter, register_adapter
+
+    class Fragile(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    @register_adapter
+    class Crashing(ModelAdapter):
+        name = "crashing-test-adapter"
+        priority = 1000
+
+        @classmethod
+        def matches(cls, model):
+            return isinstance(model, Fragile)
+
+        def __init__(self, model):
+            raise RuntimeError("probe exploded")
+
+    try:
+        with pytest.raises(UnsupportedModelError, match="probe exploded") as info:
+            DenseReadout(Fragile())
+        assert isinstance(info.value.__cause__, RuntimeError)
+    finally:
+        ADAPTERS.unregister("crashing-test-adapter")
+
+
+def test_a_model_failing_on_the_input_is_an_input_error():
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(8), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(4, 2),
+    ).eval()  # fmt: skip
+    readout = DenseReadout(model)
+    with pytest.raises(InputError, match="itself does not run") as info:
+        readout(torch.randn(1, 3, 6, 6))  # 4×4 after the conv: too small for the 8×8 pool
+    assert isinstance(info.value.__cause__, RuntimeError)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .adapters import CustomAdapter, ModelAdapter, find_adapter
 from .aggregation import aggregate as _aggregate
-from .errors import InputError
+from .errors import DenseReadoutError, InputError, UnsupportedModelError
 from .validation import check_eval_mode, check_images, check_targets
 
 Target = int | Sequence[int] | Tensor
@@ -328,10 +328,15 @@ class DenseReadout:
         )
         context = contextlib.nullcontext() if grad else torch.no_grad()
         with context:
-            native = self.adapter.forward_features(inputs)
-            grid = self.adapter.grid(native, inputs)
-            logits = self.adapter.image_logits(native)
-            scores = self.adapter.readout(grid)
+            try:
+                native = self.adapter.forward_features(inputs)
+                grid = self.adapter.grid(native, inputs)
+                logits = self.adapter.image_logits(native)
+                scores = self.adapter.readout(grid)
+            except DenseReadoutError:
+                raise
+            except Exception as error:  # a foreign failure: ours, naming whose fault it is
+                raise self._foreign_error(inputs, error) from error
         self.adapter.check_decomposition(scores, logits)
         cells = tuple(range(2, scores.dim()))
         residual_abs = (scores.detach().mean(dim=cells) - logits.detach()).abs().amax(dim=1)
@@ -346,6 +351,24 @@ class DenseReadout:
             adapter=self.adapter.name,
             exactness_note=self.adapter.exactness_note(),
             input_size=tuple(int(n) for n in inputs.shape[2:]),
+        )
+
+    def _foreign_error(self, inputs: Tensor, error: Exception) -> DenseReadoutError:
+        """InputError if the model itself fails on ``inputs``, else UnsupportedModelError."""
+        what = f"{type(error).__name__}: {str(error)[:240]}"
+        shape = tuple(inputs.shape)
+        try:
+            with torch.no_grad():
+                self.model(inputs)
+        except Exception:
+            return InputError(
+                f"{type(self.model).__name__} itself does not run on an input of shape {shape} "
+                f"({what}). Give it the input size and channels it was built for."
+            )
+        return UnsupportedModelError(
+            f"The {self.adapter.name!r} adapter could not read out {type(self.model).__name__} on "
+            f"an input of shape {shape}, though the model runs on it ({what}). Pass "
+            "DenseReadout(model, features=..., head=...) for this model."
         )
 
     def __repr__(self) -> str:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..errors import UnsupportedModelError
+from ..errors import DenseReadoutError, UnsupportedModelError
 from ..registry import Registry
 
 __all__ = [
@@ -71,10 +71,35 @@ def registered_adapters() -> list[str]:
 
 
 def find_adapter(model: nn.Module) -> ModelAdapter:
-    """Return an adapter instance for ``model`` or raise :class:`UnsupportedModelError`."""
+    """Return an adapter instance for ``model`` or raise :class:`UnsupportedModelError`.
+
+    Adapters probe the model when they are built; a probe that fails with anything but
+    our own errors becomes an :class:`UnsupportedModelError` naming the adapter and the
+    failure (the original exception is its ``__cause__``).
+
+    Example:
+        >>> from torch import nn
+        >>> class Odd(nn.Module):
+        ...     def forward(self, x):
+        ...         return [x]  # a list, not logits
+        >>> try:
+        ...     find_adapter(Odd())
+        ... except UnsupportedModelError as error:
+        ...     print("structural" in str(error) or "logits" in str(error))
+        True
+    """
     for adapter_class in _lookup_order():
         if adapter_class.matches(model):
-            return adapter_class(model)
+            try:
+                return adapter_class(model)
+            except DenseReadoutError:
+                raise
+            except Exception as error:  # a foreign failure while probing: ours, with the cause
+                reason = (
+                    f"the {adapter_class.name!r} adapter could not analyse it "
+                    f"({type(error).__name__}: {str(error)[:240]})"
+                )
+                raise UnsupportedModelError(unsupported_message(model, reason)) from error
     raise UnsupportedModelError(unsupported_message(model))
 
 
@@ -177,8 +202,14 @@ def _first_parameter(model: nn.Module) -> Tensor | None:
 def _input_channels(model: nn.Module, default: int, spatial_dims: int = 2) -> int:
     """``in_channels`` of the model's first convolution of its rank, else ``default``."""
     conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
-    first = next((m for m in model.modules() if isinstance(m, conv)), None)
-    return int(first.in_channels) if first is not None else default
+    block = 1
+    for module in model.modules():
+        size = getattr(module, "bs", getattr(module, "block_size", None))  # a space-to-depth stem (TResNet)
+        if type(module).__name__ == "SpaceToDepth" and isinstance(size, int):
+            block = size
+        if isinstance(module, conv):
+            return max(1, int(module.in_channels) // block**2)
+    return default
 
 
 def model_spatial_dims(model: nn.Module) -> int:

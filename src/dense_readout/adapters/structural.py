@@ -223,10 +223,15 @@ def _token_grid(tokens: int, input_size: Any) -> tuple[int, int]:
 
 
 def _input_channels(model: nn.Module) -> int:
-    """The model's input channels: its first convolution's ``in_channels`` (3 if none)."""
+    """The model's input channels: its first convolution's ``in_channels`` (3 if none),
+    divided by the block area of a space-to-depth stem before it (TResNet)."""
+    block = 1
     for module in model.modules():
+        size = getattr(module, "bs", getattr(module, "block_size", None))
+        if type(module).__name__ == "SpaceToDepth" and isinstance(size, int):
+            block = size
         if isinstance(module, nn.modules.conv._ConvNd):
-            return int(module.in_channels)
+            return max(1, int(module.in_channels) // block**2)
     return 3
 
 

@@ -59,6 +59,14 @@ class TimmGridAdapter(PooledGridAdapter):
     def _refuse_spatial_heads(self) -> None:
         """Refuse models whose head is not pointwise (token outputs, spatial kernels)."""
         native = self._probe_features()
+        if not isinstance(native, Tensor):
+            count = len(native) if isinstance(native, (list, tuple)) else 1
+            raise UnsupportedModelError(
+                f"timm {type(self.model).__name__}: forward_features returns "
+                f"{type(native).__name__} of {count} (one class token per branch, as in "
+                "CrossViT), not one spatial grid, and its head reads those tokens, so there "
+                "are no cells to apply it to. Pass DenseReadout(model, features=..., head=...)."
+            )
         if native.dim() != 4:
             raise UnsupportedModelError(
                 f"timm {type(self.model).__name__}: forward_features returns shape "
