@@ -11,7 +11,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 LINT_PINS := ruff==0.17.6 mypy==2.4.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo lint test tox clean
+.PHONY: install demo lint test docs tox clean
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ lint: $(STAMP)
 # pytest exits 5 when it collects nothing: that is a failure here too.
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The documentation site (mkdocs.yml) into build/site; --strict: every warning fails
+# (a broken link or cross-reference, a missing page, a docstring griffe cannot read).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # pyenv's shims refuse versions that are not selected: put every installed pyenv
 # Python's own bin folder on PATH so tox finds python3.10 / python3.12.

@@ -57,7 +57,10 @@ __all__ = [
     "register_fill",
 ]
 
-PAPER_RESIZE, PAPER_CROP = 256, 224  # A.1: shorter side 256, centre crop 224 (crop_pct 0.875)
+PAPER_RESIZE = 256
+"""A.1: the shorter side is resized to 256 pixels."""
+PAPER_CROP = 224
+"""A.1: then the centre 224×224 crop is taken (crop_pct 0.875)."""
 
 # name -> colour in [0,1] pixel space given the normalisation (mean, std)
 FillColour = Callable[[Preprocess], tuple[float, ...]]

@@ -48,8 +48,10 @@ class Correspondence:
     Attributes:
         similarity: ``(h_a·w_a)×(h_b·w_b)``; row ``u·w_a + v`` is cell ``(u, v)`` of A.
         pairs: the ``top`` largest entries, most similar first.
-        grid_a, grid_b: ``(h, w)`` of each image's grid.
-        input_a, input_b: the preprocessed inputs ``3×H×W`` (for figures).
+        grid_a: ``(h, w)`` of image A's grid.
+        grid_b: ``(h, w)`` of image B's grid.
+        input_a: the preprocessed input of A, ``3×H×W`` (for figures).
+        input_b: the preprocessed input of B, ``3×H×W``.
     """
 
     similarity: Tensor
@@ -89,8 +91,9 @@ def correspondence(
     Args:
         model: any model :class:`~dense_readout.DenseReadout` supports, a backbone
             without a head (timm ``num_classes=0``), or a ``DenseReadout``.
-        image_a, image_b: preprocessed tensors ``3×H×W`` (or ``1×3×H×W``), or PIL
-            images (then ``preprocess``, default the model's own at crop_pct 1.0).
+        image_a: preprocessed tensor ``3×H×W`` (or ``1×3×H×W``), or a PIL image
+            (then ``preprocess``, default the model's own at crop_pct 1.0).
+        image_b: the second image, as ``image_a``.
         top: how many most-similar pairs to list (Fig. 9 draws 20).
         features: a callable ``input → B×C×h×w`` for a backbone no adapter knows.
 
