@@ -55,3 +55,14 @@ def requests_made(driver: Any) -> list[str]:
         if message["method"] == "Network.requestWillBeSent":
             urls.append(message["params"]["request"]["url"])
     return urls
+
+
+def set_viewport(driver: Any, width: int, height: int) -> None:
+    """Resize the window so that the page's viewport (innerWidth × innerHeight) is this size."""
+    driver.set_window_size(width, height)
+    inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+    assert driver.execute_script("return [window.innerWidth, window.innerHeight]") == [
+        width,
+        height,
+    ]

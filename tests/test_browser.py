@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from browser_support import headless_chromium, requests_made
+from browser_support import headless_chromium, requests_made, set_viewport
 from dense_readout import DenseReadout
 from dense_readout.cli import main
 from dense_readout.images import full_view
@@ -32,9 +32,13 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not in
 browser = pytest.fixture(scope="module")(headless_chromium)
 
 
-def open_page(driver, path: Path) -> None:
+def open_page(driver, path: Path, viewport: tuple[int, int] | None = None) -> None:
     requests_made(driver)  # drop earlier events
-    driver.set_window_size(1200, 900)
+    driver.get_log("browser")  # and earlier pages' console messages
+    if viewport is None:
+        driver.set_window_size(1200, 900)
+    else:
+        set_viewport(driver, *viewport)
     driver.get(path.as_uri())
     for _ in range(100):
         if driver.execute_script("return document.body.dataset.ready") == "true":
@@ -113,6 +117,10 @@ def test_keyboard_moves_between_cells(browser, chelsea_page):
 def test_typing_a_class_name_draws_its_map(browser, chelsea_page):
     path, result, _ = chelsea_page
     open_page(browser, path)
+    assert (
+        browser.find_element("id", "picture").get_attribute("data-mode") == "labels"
+    )  # no --class
+    assert browser.find_element("id", "class-search").get_attribute("value") == ""
     labels = canvas_pixels(browser)
     search = browser.find_element("id", "class-search")
     search.send_keys("tabby")  # 281 "tabby, tabby cat"
@@ -181,3 +189,76 @@ def test_phone_width_and_screenshot(browser, chelsea_page, tmp_path):
     assert overflow <= 0
     canvas = browser.find_element("id", "picture")
     assert canvas.size["width"] <= 390
+
+
+@pytest.fixture(scope="module")
+def astronaut_page(tmp_path_factory):
+    """``explain --html --class "football helmet" --class tabby`` on astronaut (a square photo)."""
+    root = tmp_path_factory.mktemp("astronaut")
+    Image.fromarray(skimage_data.astronaut()).save(root / "astronaut.png")
+    arguments = ["explain", str(root / "astronaut.png"), "--html", "--no-png"]
+    arguments += ["--class", "football helmet", "--class", "tabby", "--out", str(root / "out")]
+    assert main(arguments) == 0
+    return root / "out" / "astronaut.html"
+
+
+def rect(driver, element_id: str) -> dict:
+    return driver.execute_script(
+        "return document.getElementById(arguments[0]).getBoundingClientRect().toJSON()", element_id
+    )
+
+
+def one_line(driver, element) -> bool:
+    """The element's box is one line of its text high (two lines would be about 2.3 em)."""
+    height, font = driver.execute_script(
+        "const e = arguments[0]; "
+        "return [e.getBoundingClientRect().height, parseFloat(getComputedStyle(e).fontSize)]",
+        element,
+    )
+    return 0 < height < 1.7 * font
+
+
+def test_page_opens_on_the_first_class(browser, astronaut_page):
+    open_page(browser, astronaut_page)
+    canvas = browser.find_element("id", "picture")
+    assert (
+        canvas.get_attribute("data-mode") == "class" and canvas.get_attribute("data-cls") == "560"
+    )
+    assert browser.find_element("css selector", 'input[value="class"]').is_selected()
+    search = browser.find_element("id", "class-search").get_attribute("value")
+    assert search == "football helmet (560)"
+    assert browser.find_element("id", "bar-label").text.startswith("Z[560] football helmet:")
+    assert browser.find_element("id", "colorbar").is_displayed()
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_legend_and_colour_bar_fit_1400x1000(browser, astronaut_page):
+    """A square photo at 1400×1000: the picture shrinks so that nothing needs scrolling."""
+    open_page(browser, astronaut_page, viewport=(1400, 1000))
+    browser.execute_script("window.denseReadout.showCell(3, 4)")
+    for element_id in ("bar-label", "colorbar", "picture", "cell-top5"):
+        box = rect(browser, element_id)
+        assert box["top"] >= 0 and box["bottom"] <= 1000 and box["right"] <= 1400, element_id
+    browser.find_element("css selector", 'input[value="labels"]').click()
+    legend = rect(browser, "legend")
+    assert legend["height"] > 0 and legend["top"] >= 0 and legend["bottom"] <= 1000
+    assert one_line(browser, browser.find_element("id", "cell-heading"))
+    rows = browser.find_elements("css selector", "#cell-top5 li")
+    assert len(rows) == 5 and all(one_line(browser, row) for row in rows)
+
+
+def test_long_class_names_keep_each_top5_row_on_one_line(browser, tmp_path):
+    import timm
+
+    model = timm.create_model("resnet18", num_classes=6).eval()
+    result = DenseReadout(model)(torch.rand(1, 3, 64, 64))
+    names = [f"an unusually long class name number {k}, with a synonym" for k in range(6)]
+    page = tmp_path / "long.html"
+    page.write_text(readout_page(result, None, names))
+    open_page(browser, page, viewport=(1400, 1000))
+    browser.execute_script("window.denseReadout.showCell(0, 1)")
+    rows = browser.find_elements("css selector", "#cell-top5 li")
+    assert len(rows) == 5 and all(one_line(browser, row) for row in rows)
+    numbers = [row.find_element("class name", "num").text for row in rows]
+    assert all(" · Z " in text for text in numbers)  # "· Z" stays beside the probability
+    assert browser.find_element("id", "picture").get_attribute("data-mode") == "labels"

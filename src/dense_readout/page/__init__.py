@@ -13,6 +13,9 @@ from ``file://`` with no network. In the page:
   that class's per-cell map over the picture with a colour bar in logit units;
 * switch between label grid, class map and plain image; the readout's input
   region (the crop, or the whole photo) and its grid are drawn over the whole photo;
+  with ``initial_class`` (``explain --class``) the page opens on that class's map;
+* the picture is sized so that it and its colour bar fit the window's height, the
+  legend of the label grid and the cell's top-5 sit beside it (one line per class);
 * precomputed maps of other methods (``comparisons``) beside the readout's, with
   the time each took, when one of their classes is selected.
 

@@ -154,21 +154,32 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
     ``image`` is the whole photo; ``region`` = ``[left, top, right, bottom]`` in its
     pixels is where the readout's input came from (default: all of it). Without an
     image a grey picture of the input size stands in. ``notes`` are shown as
-    warnings, ``view`` (e.g. "whole photo") in the summary line.
+    warnings, ``view`` (e.g. "whole photo") in the summary line. With
+    ``initial_class`` the page opens on that class's map (its name in the class
+    box and in the colour bar's caption; ``open_on_class`` is true); without it, on
+    the label grid, and the class map starts at the image's top-1 class.
 
     Example:
         >>> import timm, torch
         >>> from dense_readout import DenseReadout
         >>> model = timm.create_model("resnet18", num_classes=3).eval()
         >>> data = page_data(DenseReadout(model)(torch.rand(1, 3, 64, 96)), None)
-        >>> data["grid"], data["scores"]["shape"], data["region"]
-        ([2, 3], [3, 2, 3], [0.0, 0.0, 96.0, 64.0])
+        >>> data["grid"], data["scores"]["shape"], data["region"], data["open_on_class"]
+        ([2, 3], [3, 2, 3], [0.0, 0.0, 96.0, 64.0], False)
+        >>> page_data(DenseReadout(model)(torch.rand(1, 3, 64, 96)), None, initial_class=3)
+        Traceback (most recent call last):
+        ...
+        dense_readout.errors.InputError: initial_class must be a class index in [0, 3), got 3.
     """
     if not 0 <= index < result.batch_size:
         raise InputError(f"index must be in [0, {result.batch_size}), got {index}.")
     scores = result.scores[index].detach().cpu().float()
     logits = result.logits[index].detach().cpu().float()
     num_classes, (h, w) = result.num_classes, result.grid_size
+    if initial_class is not None and not 0 <= initial_class < num_classes:
+        raise InputError(
+            f"initial_class must be a class index in [0, {num_classes}), got {initial_class}."
+        )
     names = (
         list(class_names) if class_names is not None else [f"class {k}" for k in range(num_classes)]
     )
@@ -210,6 +221,7 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
         },
         "comparisons": _comparisons(comparisons),
         "initial_class": int(order[0]) if initial_class is None else int(initial_class),
+        "open_on_class": initial_class is not None,
         "notes": list(notes),
         "view": view,
     }

@@ -1,4 +1,4 @@
-"""One page shell for every page of the package; one placeholder syntax, one offline policy.
+r"""One page shell for every page of the package; one placeholder syntax, one offline policy.
 
 Every page (the readout page, the attack page, the patch map) is the same shell,
 ``static/shell.html``, around three files of its own under ``static/``:
@@ -13,7 +13,7 @@ cannot reach the network.
 Example:
     >>> from dense_readout.page.template import fill_template, json_payload
     >>> fill_template("<p>{{A}}</p><script>{{DATA}}</script>", {"A": "{{DATA}}", "DATA": json_payload({"x": "</script>"})})
-    '<p>{{DATA}}</p><script>{"x":"<\\\\/script>"}</script>'
+    '<p>{{DATA}}</p><script>{"x":"<\\/script>"}</script>'
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
 
 def json_payload(data: Any, *, ensure_ascii: bool = True) -> str:
-    """``data`` as compact JSON that cannot close the ``<script>`` element it sits in.
+    r"""``data`` as compact JSON that cannot close the ``<script>`` element it sits in.
 
     Example:
         >>> from dense_readout.page.template import json_payload
         >>> json_payload({"name": "a</script>b"})
-        '{"name":"a<\\\\/script>b"}'
+        '{"name":"a<\\/script>b"}'
     """
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=ensure_ascii)
     return text.replace("</", "<\\/")

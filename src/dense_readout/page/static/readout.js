@@ -137,8 +137,8 @@
   function draw() {
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     ctx.drawImage(photo, 0, 0, canvas.width, canvas.height);
-    $("colorbar").hidden = state.mode !== "class";
-    $("legend").hidden = state.mode !== "labels";
+    $("colorbar").classList.toggle("off", state.mode !== "class");  // keeps its room: no jumps
+    $("legend-section").hidden = state.mode !== "labels";
     if (state.mode === "labels") drawLabels();
     if (state.mode === "class") drawClassMap();
     drawGridLines(state.mode === "labels");
@@ -155,15 +155,26 @@
     list.replaceChildren(...data.cells.classes[i].map((k, j) => {
       const li = document.createElement("li");
       li.dataset.class = String(k);
-      li.innerHTML = "";
-      li.append(`${shortName(k)} (${k}) `);
-      const num = document.createElement("span");
+      const name = document.createElement("span"), num = document.createElement("span");
+      name.className = "name";
+      name.textContent = `${shortName(k)} (${k})`;
+      name.title = `${data.names[k]} (${k})`;
       num.className = "num";
       num.textContent = `${fmt(100 * data.cells.probabilities[i][j], 1)}% · Z ${fmt(data.cells.logits[i][j], 2)}`;
-      li.append(num);
+      li.append(name, num);
       return li;
     }));
     draw();
+  }
+  // The picture as large as the viewer's width allows, but short enough that it and the
+  // colour bar under it fit the window's height (a square photo on a landscape screen).
+  function fitPicture() {
+    const top = canvas.getBoundingClientRect().top + window.scrollY;
+    const room = Math.max(240, window.innerHeight - top - $("colorbar").offsetHeight - 12);
+    const width = Math.min(canvas.parentElement.clientWidth, room * canvas.width / canvas.height);
+    canvas.style.width = `${Math.floor(width)}px`;
+    canvas.style.height = `${Math.floor(width * canvas.height / canvas.width)}px`;
+    $("colorbar").style.width = canvas.style.width;
   }
   function cellAt(event) {
     const rect = canvas.getBoundingClientRect();
@@ -278,7 +289,13 @@
     canvas.addEventListener("focus", () => { if (!state.cell) showCell(0, 0); });
     canvas.width = Math.round(data.photo.size[1] * scale);
     canvas.height = Math.round(data.photo.size[0] * scale);
-    photo.onload = () => { draw(); document.body.dataset.ready = "true"; };
+    fitPicture();
+    window.addEventListener("resize", fitPicture);
+    photo.onload = () => {
+      if (data.open_on_class) selectClass(data.initial_class, false);  // e.g. explain --class
+      else draw();
+      document.body.dataset.ready = "true";
+    };
     photo.src = data.photo.uri;
   }
   window.denseReadout = { data, scores, state, selectClass, showCell, findClass };
