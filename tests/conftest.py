@@ -32,6 +32,7 @@ NUMERICS_MODULES = {
     "test_attacks",
     "test_localization",
     "test_eval_metrics",
+    "test_compare_bench",
 }
 
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DenseReadoutError
+from ._model_options import add_model_options, check_model_options, load_model
 
 __all__ = ["register", "run_compare"]
 
@@ -59,8 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--forward-batch", type=int, default=32)
     parser.add_argument("--threshold-step", type=float, default=0.01, help="MaxBoxAccV2 τ step")
-    parser.add_argument("--model", default=None, help="timm name (default: embedded Lite0)")
-    parser.add_argument("--checkpoint", help="local state-dict for --model (no downloads)")
+    parser.add_argument("--crop", type=int, default=224, help="crop size (resize = crop / 0.875)")
     parser.add_argument("--threads", type=int, help="torch threads per process")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
     parser.add_argument("--no-resume", action="store_true", help="ignore existing records")
@@ -68,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the reports from the records"
     )
+    add_model_options(parser, random_weights=False, crop_pct=False)  # the shared ones
     parser.set_defaults(func=run_compare)
 
 
@@ -75,14 +76,22 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _command() -> str:
+    """The command line as typed (recorded in results.json; part of the resume fingerprint)."""
+    import shlex
+
+    words = [a for a in sys.argv[1:] if a != "--report-only"]
+    return "dense-readout " + " ".join(shlex.quote(a) for a in words)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``compare``; returns the exit status."""
     from ..compare.bench.runner import BenchConfig, run_compare_bench
     from ..evaluation.datasets import ILSVRCBoxes
     from ..evaluation.protocol import Protocol, paper_preprocess
-    from ..pretrained import DEFAULT_MODEL, load_pretrained
 
     try:
+        check_model_options(args)
         root = Path(args.root)
         if (root / "ilsvrc_val_sample").is_dir():
             root = root / "ilsvrc_val_sample"
@@ -106,10 +115,10 @@ def run_compare(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             resume=not args.no_resume,
         )
-        name = args.model or DEFAULT_MODEL
-        model = load_pretrained(name, checkpoint=args.checkpoint).model
-        protocol = Protocol(paper_preprocess(model))
-        info = {"name": name, "checkpoint": args.checkpoint}
+        loaded = load_model(args)
+        model, name = loaded.model, loaded.name
+        protocol = Protocol(paper_preprocess(model, args.normalization, crop=args.crop))
+        info = {"name": name, "checkpoint": args.checkpoint, "command": _command()}
         if args.report_only:
             return _report_only(dataset, model, protocol, args.out, config, info)
         results = run_compare_bench(dataset, model, protocol, args.out, config, info)
@@ -124,7 +133,7 @@ def run_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report_only(dataset, model, protocol, out, config, info) -> int:  # type: ignore[no-untyped-def]
+def _report_only(dataset, model, protocol, out, config, info) -> int:
     from ..compare.bench.runner import rewrite_reports
 
     results = rewrite_reports(dataset, model, protocol, out, config, info)

@@ -37,6 +37,7 @@ Example:
 """
 
 from ..errors import GradientsUnavailableError
+from . import baselines as _baselines  # noqa: F401  (registers random, edge-detector, integrated-gradients)
 from .methods import (
     METHODS,
     MethodContext,
@@ -51,7 +52,6 @@ from .results import Comparison, MethodResult
 from .runner import compare
 from .specs import MethodSpec, check_method_spec, resolve_method
 from .wrappers import CamMethod, CaptumMethod, ReadoutMethod
-from . import baselines as _baselines  # noqa: E402,F401  (registers random, edge-detector, integrated-gradients)
 
 __all__ = [
     "METHODS",

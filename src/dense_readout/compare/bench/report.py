@@ -70,7 +70,7 @@ def markdown_table(results: dict) -> str:
 
 
 def _static(name: str) -> str:
-    return resources.files("dense_readout.page").joinpath("static", name).read_text("utf-8")
+    return resources.files("dense_readout.page").joinpath(f"static/{name}").read_text("utf-8")
 
 
 def page_data(results: dict, rows: list[dict]) -> dict[str, Any]:

@@ -365,7 +365,7 @@ def _process_batch(job: _Job, batch: dict, bars: dict) -> list[dict]:
 def _one_method(job: _Job, name: str, shared: dict, keep: Tensor, positions: Tensor) -> list[dict]:
     """One method on the kept images: timed call (with a forward just before), every metric."""
     rows = [i for i, k in enumerate(keep.tolist()) if k]
-    sub = {
+    sub: dict[str, Any] = {
         key: [value[i] for i in rows] if isinstance(value, list) else value[keep]
         for key, value in shared.items()
         if key != "ends"

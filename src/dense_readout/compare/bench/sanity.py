@@ -5,8 +5,9 @@ top-down (classifier first; a ``Sequential``/``ModuleList`` counts as its
 children), are re-initialised one more at a time — level 1 randomises the
 classifier, level 2 also the unit below it, … Every parameter tensor of a
 randomised unit is redrawn as ``N(0, σ²)`` with ``σ`` the standard deviation of the
-trained tensor (its scale kept, so activations neither vanish nor explode; BN
-running statistics kept), from a generator seeded by the level. At each level the
+trained tensor (its scale kept, so activations neither vanish nor explode; a
+constant tensor, such as a BN scale of ones, uses its absolute value; BN running
+statistics kept), from a generator seeded by the level. At each level the
 method's map of the *same* image and target is compared with the trained model's
 by Spearman rank correlation of the absolute maps (Adebayo's variant without sign).
 A method that passes loses correlation as layers are randomised; one whose maps
@@ -70,10 +71,17 @@ def randomise_units(model: nn.Module, names: list[str], seed: int) -> nn.Module:
             if name not in units:
                 raise InputError(f"No unit {name!r} in the model; units: {cascade_units(model)}.")
             for parameter in units[name].parameters():
-                scale = float(parameter.detach().float().std()) if parameter.numel() > 1 else 1.0
+                scale = _scale(parameter)
                 noise = torch.randn(parameter.shape, generator=generator) * scale
                 parameter.copy_(noise.to(parameter.dtype))
     return randomised
+
+
+def _scale(parameter: Tensor) -> float:
+    """σ of the redraw: the tensor's std; a constant tensor (a fresh BN scale of ones) its |value|."""
+    values = parameter.detach().double().flatten()
+    spread = float(values.std()) if values.numel() > 1 else 0.0
+    return spread if spread > 0 else float(values.abs().mean())
 
 
 def cascade_models(model: nn.Module, levels: int) -> list[tuple[str, nn.Module]]:
@@ -113,7 +121,7 @@ def ssim_maps(first: Tensor, second: Tensor) -> np.ndarray:
     from quantus.functions.similarity_func import ssim
 
     pairs = zip(first.double().cpu().numpy(), second.double().cpu().numpy(), strict=True)
-    return np.asarray([float(ssim(a, b)) if np.ptp([a, b]) > 0 else 1.0 for a, b in pairs])
+    return np.asarray([float(ssim(a, b)) if np.ptp([a, b]) > 0 else 1.0 for a, b in pairs])  # type: ignore[arg-type]
 
 
 def random_other_classes(targets: Tensor, indices: Tensor, num_classes: int) -> Tensor:

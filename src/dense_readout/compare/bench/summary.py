@@ -19,6 +19,7 @@ import csv
 import json
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
                 if len(values) == 0:
                     continue
                 methods[name][key] = _round(metric.reduce(key, values))
-                low, high = bootstrap_interval(values, lambda v, m=metric, k=key: m.reduce(k, v))
+                low, high = bootstrap_interval(values, partial(metric.reduce, key))
                 intervals[name][key] = [_round(low), _round(high)]
                 counts[name][key] = len(values)
         curves[name] = {
