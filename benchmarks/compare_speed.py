@@ -13,6 +13,9 @@ here) are timed once, without a warm-up call, on a smaller batch
 
     python benchmarks/compare_speed.py                                     # docs table + figure
     python benchmarks/compare_speed.py --repeats 2 --slow-methods ""       # quick
+
+``--results PATH`` writes the table as JSON (with the command, versions, threads and
+load); :func:`markdown_table` renders the docs' table from it.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ def main(argv=None) -> int:
     parser.add_argument("--figure", default="docs/figures/compare_chelsea_coffee.png")
     parser.add_argument("--figure-methods", default=",".join(FIGURE))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", default=None, help="write the table as JSON here")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -193,7 +197,47 @@ def main(argv=None) -> int:
                     )
                 )
         print_table(rows, failures)
+    if args.results:
+        from _results import write_results
+
+        payload = {
+            "model": model_name,
+            "batch": args.batch,
+            "forward_seconds": forward if methods else None,
+            "rows": [dict(zip(ROW_KEYS, row, strict=True)) for row in rows],
+            "failures": {name: str(error) for name, error in failures.items()},
+        }
+        write_results(args.results, payload, args.threads)
     return 0
+
+
+ROW_KEYS = ("method", "batch", "seconds", "ratio_to_forward", "class_maps_per_call", "repeats")
+
+
+def markdown_table(data: dict) -> str:
+    """The docs' table from the ``--results`` JSON, fastest first."""
+    lines = [
+        (
+            f"Plain forward, batch {data['batch']}: {data['forward_seconds'] * 1000:.1f} ms "
+            f"({data['provenance']['threads']} threads, load average "
+            f"{data['provenance']['machine']['load_average_1min']} at the end)."
+        ),
+        "",
+        (
+            "| method | batch | seconds | × plain forward (same batch) | class maps per call |"
+            " repeats |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
+    for row in sorted(data["rows"], key=lambda row: row["ratio_to_forward"]):
+        lines.append(
+            f"| {row['method']} | {row['batch']} | {row['seconds']:.3f} | "
+            f"{row['ratio_to_forward']:.2f} | {row['class_maps_per_call']} | {row['repeats']} |"
+        )
+    lines += [
+        f"| {name} | — | — | — | — | failed: {error} |" for name, error in data["failures"].items()
+    ]
+    return "\n".join(lines)
 
 
 def print_table(rows, failures) -> None:

@@ -205,5 +205,17 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def speed_sentence(data: dict) -> str:
+    """The docs' throughput sentence, from a run's ``results.json`` (its ``speed``)."""
+    speed = data["speed"]
+    return (
+        f"{speed['images_per_s']} img/s against {speed['forward_bound_images_per_s']} img/s "
+        f"forward-bound (ratio {speed['ratio_to_forward_bound']}: {speed['images']} images, "
+        f"{speed['forwards_per_image']} forward passes each, batch {speed['batch_size']}, "
+        f"{speed['workers']} DataLoader worker; `speed` in "
+        f"`results/ilsvrc_sample_{data['settings']['model']['normalization']}.json`)."
+    )
+
+
 if __name__ == "__main__":
     sys.exit(run())

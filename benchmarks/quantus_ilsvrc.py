@@ -113,21 +113,53 @@ def score_batch(model, x, y, s, funcs, results, seconds):
             results[label]["agreement"].append(gap)
 
 
-def table(results, seconds, images):
-    head = "| method | " + " | ".join(METRICS) + " | max abs(Quantus − ours) | s / image |"
-    lines = [head, "|---" * (len(METRICS) + 3) + "|"]
+def summarise(results, seconds, images: int) -> dict:
+    """Per method: mean score in % per metric (NaNs counted), agreement, s / image."""
+    methods = {}
     for label, scores in results.items():
-        cells = []
+        row: dict = {"scores": {}, "nan": {}}
         for name in METRICS:
             values = np.asarray(scores[name], dtype=np.float64)
             finite = values[~np.isnan(values)]
-            empty = values.size - finite.size
-            cells.append(f"{100 * finite.mean():.1f}" + (f" ({empty} NaN)" if empty else ""))
-        gap = max(scores["agreement"]) if scores["agreement"] else float("nan")
+            row["scores"][name] = float(100 * finite.mean()) if finite.size else None
+            row["nan"][name] = int(values.size - finite.size)
+        agreement = scores["agreement"]
+        row["max_abs_quantus_minus_ours"] = max(agreement) if agreement else None
+        row["seconds_per_image"] = seconds[label] / images
+        methods[label] = row
+    return methods
+
+
+def markdown_table(data: dict) -> str:
+    """The docs' table from the ``--results`` JSON."""
+    head = "| method | " + " | ".join(METRICS) + " | max abs(Quantus − ours) | s / image |"
+    lines = [head, "|---" * (len(METRICS) + 3) + "|"]
+    for label, row in data["methods"].items():
+        cells = [
+            f"{row['scores'][name]:.1f}"
+            + (f" ({row['nan'][name]} NaN)" if row["nan"][name] else "")
+            for name in METRICS
+        ]
+        gap = row["max_abs_quantus_minus_ours"]
         lines.append(
-            f"| {label} | " + " | ".join(cells) + f" | {gap:.1e} | {seconds[label] / images:.3f} |"
+            f"| {label} | " + " | ".join(cells) + f" | {gap:.1e} | {row['seconds_per_image']:.3f} |"
         )
     return "\n".join(lines)
+
+
+def command_block(data: dict) -> str:
+    """The command that wrote the JSON, as the docs show it."""
+    return f"```bash\n{data['provenance']['command']}\n```"
+
+
+def header_line(data: dict) -> str:
+    """The docs' sentence on what was measured, from the ``--results`` JSON."""
+    return (
+        f"N = {data['images']} images (--limit {data['limit']}, evenly spaced over "
+        f"{data['files']} files; skipped: {data['skipped'] or 'none'}), Quantus "
+        f"{data['quantus']}, batch {data['batch']}, {data['provenance']['threads']} CPU "
+        f"threads at load average {data['provenance']['machine']['load_average_1min']}."
+    )
 
 
 def main(argv=None) -> int:
@@ -139,6 +171,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="also write the table here")
+    parser.add_argument("--results", default=None, help="write the scores as JSON here")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -178,10 +211,24 @@ def main(argv=None) -> int:
         f"Scores in % (Quantus {__import__('quantus').__version__}, default metric settings); "
         f"seconds: explain call only, batch {args.batch}, {args.threads} CPU threads (shared)."
     )
-    text = header + "\n\n" + table(results, seconds, max(used, 1))
+    data = {
+        "model": model_name,
+        "images": used,
+        "limit": args.limit,
+        "files": len(dataset),
+        "skipped": dict(skipped),
+        "batch": args.batch,
+        "quantus": __import__("quantus").__version__,
+        "methods": summarise(results, seconds, max(used, 1)),
+    }
+    text = header + "\n\n" + markdown_table(data)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    if args.results:
+        from _results import write_results
+
+        write_results(args.results, data, args.threads)
     return 0
 
 

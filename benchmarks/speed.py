@@ -11,7 +11,9 @@ both alike. Weights are random (speed does not depend on their values).
     python benchmarks/speed.py --models tv:googlenet tv:inception_v3
 
 Names are timm models; ``tv:<name>`` is a torchvision model (``weights=None``), e.g.
-GoogLeNet and Inception-v3, which the structural adapter reads out.
+GoogLeNet and Inception-v3, which the structural adapter reads out. ``--results PATH``
+writes the rows as JSON (with the command, versions, threads and load);
+:func:`markdown_table` renders the docs' table from it.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--results", default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(
@@ -157,7 +160,62 @@ def main(argv=None) -> int:
                 flush=True,
             )
     print(json.dumps(rows))
+    if args.results:
+        from _results import write_results
+
+        payload = {"repeats": args.repeats, "size": 224, "rows": rows}
+        write_results(args.results, payload, args.threads)
     return 0
+
+
+def _ratio(numerator: float, denominator: float, digits: int) -> str:
+    ok = denominator > 0 and numerator == numerator  # NaN when memory was skipped
+    return f"{numerator / denominator:.{digits}f}" if ok else "—"
+
+
+def markdown_table(data: dict) -> str:
+    """The docs' table from the ``--results`` JSON: medians, ratios readout/forward."""
+    meta = data["provenance"]
+    lines = [
+        (
+            f"torch {meta['versions']['torch']}, {meta['threads']} thread(s), CPU, "
+            f"{data['size']} px, median of {data['repeats']}, load average "
+            f"{meta['machine']['load_average_1min']} at the end on {meta['machine']['cores']} cores"
+        ),
+        "",
+        (
+            "| model | batch | forward wall (ms) | readout wall (ms) | wall ratio | forward CPU (ms) "
+            "| readout CPU (ms) | CPU ratio | forward peak MB | readout peak MB | memory ratio |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        memory = (
+            f"{r['forward_mb']:.1f} | {r['readout_mb']:.1f}"
+            if r["forward_mb"] == r["forward_mb"]
+            else "— | —"
+        )
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['forward_ms']:.1f} | {r['readout_ms']:.1f} | "
+            f"{_ratio(r['readout_ms'], r['forward_ms'], 3)} | {r['forward_cpu_ms']:.1f} | "
+            f"{r['readout_cpu_ms']:.1f} | {_ratio(r['readout_cpu_ms'], r['forward_cpu_ms'], 3)} | "
+            f"{memory} | {_ratio(r['readout_mb'], r['forward_mb'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def command_block(data: dict) -> str:
+    """The command that wrote the JSON, as the docs show it."""
+    return f"```bash\n{data['provenance']['command']}\n```"
+
+
+def ratio_ranges(data: dict) -> str:
+    """The docs' one-line summary: the range of each ratio over the table's rows."""
+    parts = []
+    for label, key in (("wall-time", ""), ("CPU-time", "_cpu")):
+        ratios = [r[f"readout{key}_ms"] / r[f"forward{key}_ms"] for r in data["rows"]]
+        parts.append(f"{label} ratios {min(ratios):.2f}–{max(ratios):.2f}")
+    return "Readout / forward over these rows: " + ", ".join(parts) + "."
 
 
 if __name__ == "__main__":
