@@ -48,8 +48,11 @@ def is_transformers_model(model: object) -> bool:
 
 
 def logits_of(output: Any) -> Any:
-    """The logits tensor of a model output: a tensor as is, ``output.logits`` of a
-    ``ModelOutput`` (or ``output["logits"]`` of a mapping); anything else unchanged."""
+    """The logits tensor of a model output.
+
+    A tensor as is, ``output.logits`` of a ``ModelOutput`` (or ``output["logits"]`` of a
+    mapping); anything else unchanged.
+    """
     if isinstance(output, Tensor):
         return output
     logits = getattr(output, "logits", None)

@@ -58,8 +58,9 @@ class Preprocess:
         crop: int | None = None,
         crop_pct: float | None = None,
     ) -> Preprocess:
-        """Preprocessing from a timm model's config, or a Hugging Face model's image
-        processor (see :func:`hf_data_config`).
+        """Preprocessing from a timm model's config or a Hugging Face image processor.
+
+        The processor is read as :func:`hf_data_config` does.
 
         ``normalization='imagenet'`` switches to ImageNet mean/std (what the paper's
         text states). ``crop_pct`` overrides the config's crop fraction: 0.875 is the
@@ -103,6 +104,7 @@ class Preprocess:
         return resized.crop((left, top, left + self.crop, top + self.crop))
 
     def normalize(self, image: Image.Image) -> Tensor:
+        """``3×H×W`` tensor of ``image`` in [0, 1], normalised by mean and std."""
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
@@ -117,6 +119,7 @@ class Preprocess:
         return (tensor * std + mean).clamp(0, 1)
 
     def __call__(self, image: Image.Image) -> Tensor:
+        """The model input ``3×crop×crop`` of a PIL image (geometry, then normalisation)."""
         if not isinstance(image, Image.Image):
             raise InputError(
                 f"Preprocess expects a PIL image, got {type(image).__name__}; "
@@ -130,8 +133,9 @@ _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's resample codes
 
 
 def hf_data_config(model: object) -> dict[str, Any] | None:
-    """A timm-style data config (``input_size``, ``crop_pct``, ``mean``, ``std``,
-    ``interpolation``) for a ``transformers`` model, else ``None``.
+    """A timm-style data config for a ``transformers`` model, else ``None``.
+
+    Keys: ``input_size``, ``crop_pct``, ``mean``, ``std``, ``interpolation``.
 
     Read from the image processor saved next to the model when it was loaded from a
     directory (``from_pretrained(local_dir)``), or already in the local Hugging Face

@@ -95,10 +95,12 @@ class ReadoutResult:
 
     @property
     def num_classes(self) -> int:
+        """K, the number of classes."""
         return int(self.scores.shape[1])
 
     @property
     def batch_size(self) -> int:
+        """B, the number of images."""
         return int(self.scores.shape[0])
 
     # -- per-cell views ------------------------------------------------------------
@@ -312,11 +314,13 @@ class DenseReadout:
 
     @property
     def num_classes(self) -> int:
+        """K, the number of classes of the model."""
         return self.adapter.num_classes
 
     def __call__(self, inputs: Tensor, *, grad: bool = False) -> ReadoutResult:
-        """Read out ``inputs`` (``B×3×H×W`` float; ``B×C×T×H×W`` for video/volume models).
-        One forward pass.
+        """Read out ``inputs`` in one forward pass.
+
+        ``inputs`` is a ``B×3×H×W`` float batch (``B×C×T×H×W`` for video/volume models).
 
         With ``grad=True`` the computation is recorded for autograd (needed by
         gradient-based consumers); otherwise it runs under ``torch.no_grad``.

@@ -39,8 +39,11 @@ def check_eval_mode(model: nn.Module, purpose: str = "the readout") -> None:
 
 
 def check_images(inputs: object, channels: int = 3, spatial_dims: int = 2) -> Tensor:
-    """Check a model input batch: a finite floating tensor of shape ``B×channels×H×W``
-    (``B×channels×T×H×W`` for video/volume models, ``spatial_dims=3``)."""
+    """Check a model input batch.
+
+    A finite floating tensor of shape ``B×channels×H×W`` (``B×channels×T×H×W`` for
+    video/volume models, ``spatial_dims=3``).
+    """
     axes = "H×W" if spatial_dims == 2 else "T×H×W"
     if not isinstance(inputs, Tensor):
         raise InputError(

@@ -319,9 +319,11 @@ class ModelAdapter:
         )
 
     def check_decomposition(self, scores: Tensor, logits: Tensor) -> None:
-        """Called by :class:`~dense_readout.DenseReadout` after each readout with ``Z`` and
-        the logits; an adapter that decides exactness numerically updates ``is_exact`` here
-        (the structural adapter does, on the first call). Default: nothing."""
+        """Hook called after each readout with ``Z`` and the logits; default: nothing.
+
+        Called by :class:`~dense_readout.DenseReadout`. An adapter that decides exactness
+        numerically updates ``is_exact`` here (the structural adapter does, on the first call).
+        """
 
     @property
     def num_classes(self) -> int:

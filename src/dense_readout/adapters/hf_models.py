@@ -164,8 +164,10 @@ class HFResNetAdapter(_HFPooledAdapter):
 
 @register_adapter
 class HFEfficientNetAdapter(_HFPooledAdapter):
-    """EfficientNet: ``pooler`` (AvgPool2d, or MaxPool2d for ``pooling_type='max'``) →
-    dropout → Linear."""
+    """Hugging Face EfficientNet: pooler, dropout, Linear.
+
+    ``pooler`` is AvgPool2d, or MaxPool2d for ``pooling_type='max'``.
+    """
 
     name = "hf-efficientnet"
     classes = ("EfficientNetForImageClassification",)
@@ -212,8 +214,11 @@ class HFConvNextAdapter(_HFPooledAdapter):
 
 @register_adapter
 class HFSwinAdapter(_HFPooledAdapter):
-    """Swin, Swinv2: final ``layernorm`` tokens (per token) as an NHWC grid →
-    AdaptiveAvgPool1d → Linear (exact)."""
+    """Swin, Swinv2.
+
+    Final ``layernorm`` tokens (per token) as an NHWC grid → AdaptiveAvgPool1d → Linear
+    (exact).
+    """
 
     name = "hf-swin"
     classes = ("SwinForImageClassification", "Swinv2ForImageClassification")
@@ -325,8 +330,11 @@ class HFDeiTDistilledAdapter(_HFTokenAdapter):
 
 @register_adapter
 class HFBeitAdapter(_HFTokenAdapter):
-    """BEiT: mean of the patch tokens → LayerNorm → Linear (``use_mean_pooling``, not
-    exact), or the [CLS] token → Linear."""
+    """BEiT.
+
+    Mean of the patch tokens → LayerNorm → Linear (``use_mean_pooling``, not exact), or the
+    [CLS] token → Linear.
+    """
 
     name = "hf-beit"
     classes = ("BeitForImageClassification",)

@@ -223,8 +223,11 @@ def _token_grid(tokens: int, input_size: Any) -> tuple[int, int]:
 
 
 def _input_channels(model: nn.Module) -> int:
-    """The model's input channels: its first convolution's ``in_channels`` (3 if none),
-    divided by the block area of a space-to-depth stem before it (TResNet)."""
+    """The model's input channels.
+
+    Its first convolution's ``in_channels`` (3 if none), divided by the block area of a
+    space-to-depth stem before it (TResNet).
+    """
     block = 1
     for module in model.modules():
         size = getattr(module, "bs", getattr(module, "block_size", None))

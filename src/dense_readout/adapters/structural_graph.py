@@ -1,5 +1,7 @@
-"""The structural adapter's graph work: find a model's last global average pool in its
-``torch.fx`` graph and split the graph there into a backbone and a per-sample tail.
+"""The structural adapter's graph work.
+
+Find a model's last global average pool in its ``torch.fx`` graph and split the graph
+there into a backbone and a per-sample tail.
 
 Example:
     >>> import torch

@@ -94,8 +94,10 @@ class TimmGridAdapter(PooledGridAdapter):
         return getattr(self, "_channels", None) or super()._probe_channels()
 
     def _probe_features(self) -> Tensor:
-        """Run forward_features once on a probe input; remember which top-level child
-        produced its output (the layer CAM methods hook)."""
+        """Run forward_features once on a probe input.
+
+        Remembers which top-level child produced its output (the layer CAM methods hook).
+        """
         outputs: list[tuple[nn.Module, object]] = []
         handles = [
             child.register_forward_hook(lambda m, i, o: outputs.append((m, o)))

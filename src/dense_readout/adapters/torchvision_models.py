@@ -42,6 +42,8 @@ class TorchvisionGridAdapter(PooledGridAdapter):
 
 @register_adapter
 class TorchvisionResNet(TorchvisionGridAdapter):
+    """torchvision ResNet: the grid before ``avgpool``, ``fc`` on every cell."""
+
     name = "torchvision-resnet"
     model_class = "ResNet"
 
@@ -59,6 +61,8 @@ class TorchvisionResNet(TorchvisionGridAdapter):
 
 @register_adapter
 class TorchvisionRegNet(TorchvisionGridAdapter):
+    """torchvision RegNet: the grid of ``trunk_output``, ``fc`` on every cell."""
+
     name = "torchvision-regnet"
     model_class = "RegNet"
 
@@ -91,12 +95,16 @@ class _FeaturesAvgpoolClassifier(TorchvisionGridAdapter):
 
 @register_adapter
 class TorchvisionEfficientNet(_FeaturesAvgpoolClassifier):
+    """torchvision EfficientNet: ``features``, then ``classifier`` (dropout, linear) per cell."""
+
     name = "torchvision-efficientnet"
     model_class = "EfficientNet"
 
 
 @register_adapter
 class TorchvisionMobileNetV2(_FeaturesAvgpoolClassifier):
+    """torchvision MobileNetV2: ``features`` (ReLU6 at the end), then ``classifier`` per cell."""
+
     name = "torchvision-mobilenet-v2"
     model_class = "MobileNetV2"
 
@@ -106,18 +114,24 @@ class TorchvisionMobileNetV2(_FeaturesAvgpoolClassifier):
 
 @register_adapter
 class TorchvisionMobileNetV3(_FeaturesAvgpoolClassifier):
+    """torchvision MobileNetV3: ``features``, then the MLP ``classifier`` per cell (not exact)."""
+
     name = "torchvision-mobilenet-v3"
     model_class = "MobileNetV3"
 
 
 @register_adapter
 class TorchvisionConvNeXt(_FeaturesAvgpoolClassifier):
+    """torchvision ConvNeXt: ``features``, then LayerNorm and linear ``classifier`` per cell."""
+
     name = "torchvision-convnext"
     model_class = "ConvNeXt"
 
 
 @register_adapter
 class TorchvisionDenseNet(TorchvisionGridAdapter):
+    """torchvision DenseNet: ``features`` with the final ReLU, ``classifier`` on every cell."""
+
     name = "torchvision-densenet"
     model_class = "DenseNet"
 

@@ -41,10 +41,12 @@ class MethodContext:
 
     @property
     def target_layer(self) -> nn.Module:
+        """The layer whose output is the readout grid (the CAM methods' default)."""
         return self.readout.adapter.target_layer()
 
     @property
     def reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
+        """Token-to-grid reshape for transformer families, or None."""
         return self.readout.adapter.reshape_transform()
 
 
@@ -60,6 +62,7 @@ class SaliencyMethod:
     classes_per_call: int | None = 1
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """``B×h×w`` (or ``B×H×W``) maps of ``targets`` (one class per image)."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -14,8 +14,11 @@ __all__ = ["Comparison", "MethodResult"]
 
 @dataclass
 class MethodResult:
-    """One method's outcome: post-processed ``maps`` (``B×H×W`` in [0, 1]), ``raw`` maps,
-    wall ``seconds`` (median over repeats), and ``error`` if it failed."""
+    """One method's outcome.
+
+    Post-processed ``maps`` (``B×H×W`` in [0, 1]), ``raw`` maps, wall ``seconds`` (median
+    over repeats), and ``error`` if it failed.
+    """
 
     name: str
     maps: Tensor | None = None
@@ -28,6 +31,7 @@ class MethodResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the method ran without an error."""
         return self.error is None
 
 

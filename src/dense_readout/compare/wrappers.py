@@ -41,6 +41,7 @@ class ReadoutMethod(SaliencyMethod):
         self.last_bias: Tensor | None = None  # b (K) when include_bias=False
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """The readout's class maps ``B×h×w`` of ``targets``."""
         result = self.readout(inputs)
         self.last_scores = result.scores
         maps = result.class_map(targets)
@@ -75,6 +76,7 @@ class CamMethod(SaliencyMethod):
         self.cam.get_cam_image = capture  # raw, signed maps before BaseCAM's ReLU and min-max
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """The CAM's maps ``B×H×W`` of ``targets``, before its min-max scaling."""
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         self._raw.clear()
@@ -85,6 +87,7 @@ class CamMethod(SaliencyMethod):
         return torch.as_tensor(np.asarray(raw, dtype=np.float32))
 
     def close(self) -> None:
+        """Release the CAM's forward and backward hooks."""
         self.cam.activations_and_grads.release()
 
 
@@ -124,6 +127,7 @@ class CaptumMethod(SaliencyMethod):
         self.options = options
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """The Captum method's attributions of ``targets``, summed over channels."""
         if self.needs_gradients:
             inputs = inputs.clone().requires_grad_(True)
         maps = self.method.attribute(inputs, target=targets.to(inputs.device), **self.options)

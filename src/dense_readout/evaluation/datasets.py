@@ -400,6 +400,7 @@ class ImageNetA:
         return len(self.items)
 
     def describe(self) -> dict:
+        """What to record about the dataset in ``results.json``."""
         return {
             "dataset": "imagenet-a",
             "images": str(self.root),

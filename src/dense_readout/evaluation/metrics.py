@@ -141,9 +141,11 @@ class Accumulator:
         self.offered = torch.zeros(1, dtype=torch.int64)
 
     def observe(self, batch: GridBatch) -> Observation:  # pragma: no cover - abstract
+        """The batch's ``(numerator, denominator, used)`` per class, or None."""
         raise NotImplementedError
 
     def update(self, batch: GridBatch) -> None:
+        """Add one batch's observation to the integer state."""
         result = self.observe(batch)
         if result is None:
             return
@@ -157,6 +159,7 @@ class Accumulator:
 
     # -- state ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
+        """Copies of the state tensors (for checkpoints)."""
         return {
             "num": self.num.clone(),
             "den": self.den.clone(),
@@ -165,6 +168,7 @@ class Accumulator:
         }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the state written by :meth:`state_dict` (shapes are checked)."""
         for key in ("num", "den", "used", "offered"):
             value = state[key].to(torch.int64)
             if value.shape != getattr(self, key).shape:
@@ -483,17 +487,21 @@ class MetricSuite:
         return self.metrics[name]
 
     def update(self, batch: GridBatch) -> None:
+        """Update every metric with one batch."""
         for metric in self.metrics.values():
             metric.update(batch)
 
     def merge(self, other: MetricSuite) -> None:
+        """Add another suite's state (same metrics; another rank or shard)."""
         for name, metric in self.metrics.items():
             metric.merge(other.metrics[name])
 
     def state_dict(self) -> dict[str, dict[str, Tensor]]:
+        """Every metric's state, by name."""
         return {name: metric.state_dict() for name, metric in self.metrics.items()}
 
     def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
+        """Restore every metric's state, by name."""
         for name, metric in self.metrics.items():
             metric.load_state_dict(state[name])
 
@@ -506,9 +514,11 @@ class MetricSuite:
         ]
 
     def values(self) -> dict[str, float | None]:
+        """Every metric's value (None where it is undefined), by name."""
         return {name: metric.value() for name, metric in self.metrics.items()}
 
     def counts(self) -> dict[str, dict[str, int]]:
+        """Every metric's counts (used / skipped images), by name."""
         return {name: metric.counts() for name, metric in self.metrics.items()}
 
 

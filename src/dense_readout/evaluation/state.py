@@ -85,6 +85,7 @@ class BenchmarkState:
     done: int = 0
 
     def state_dict(self) -> dict:
+        """The whole state (metrics, sweep, prototypes) for a checkpoint."""
         return {
             "suite": self.suite.state_dict(),
             "sweep": self.sweep.state_dict() if self.sweep else None,
@@ -97,6 +98,7 @@ class BenchmarkState:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a state written by :meth:`state_dict`."""
         self.suite.load_state_dict(state["suite"])
         if self.sweep is not None and state["sweep"] is not None:
             self.sweep.load_state_dict(state["sweep"])

@@ -195,6 +195,7 @@ class PrototypeAccumulator:
         self.count = torch.zeros(num_classes, dtype=torch.int64)
 
     def update(self, scores: Tensor, features: Tensor, fg: Tensor, target: Tensor) -> None:
+        """Add one batch's correctly predicted foreground cells to their classes' sums."""
         correct = (scores.argmax(dim=1) == target.view(-1, 1, 1)) & fg  # B×h×w
         if self.features.numel() == 0:
             self._allocate(features.shape[1], scores.shape[1])
@@ -207,9 +208,11 @@ class PrototypeAccumulator:
         self.count.index_add_(0, classes, torch.ones_like(classes))
 
     def tensors(self) -> list[Tensor]:
+        """Every state tensor, in a fixed order (for ``all_reduce``)."""
         return [self.features, self.logits, self.count]
 
     def state_dict(self) -> dict[str, Tensor]:
+        """Copies of the state tensors (for checkpoints)."""
         return {
             "features": self.features.clone(),
             "logits": self.logits.clone(),
@@ -217,11 +220,13 @@ class PrototypeAccumulator:
         }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the state written by :meth:`state_dict`."""
         self.features, self.logits, self.count = (
             state[k].clone() for k in ("features", "logits", "count")
         )
 
     def merge(self, other: PrototypeAccumulator) -> None:
+        """Add the sums of another accumulator (another rank or shard)."""
         if self.features.numel() == 0:
             self.load_state_dict(other.state_dict())
             return
@@ -329,19 +334,23 @@ class ThresholdSweep:
         return key is None or self.prototypes.get(key) is not None
 
     def tensors(self) -> list[Tensor]:
+        """Every state tensor, in a fixed order (for ``all_reduce``)."""
         return [self.loc_num, self.bg_num, self.kept_fg, self.kept_bg, self.counts]
 
     def state_dict(self) -> dict[str, Tensor]:
+        """Copies of the state tensors (for checkpoints)."""
         return {
             k: getattr(self, k).clone()
             for k in ("loc_num", "bg_num", "kept_fg", "kept_bg", "counts")
         }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the state written by :meth:`state_dict`."""
         for key, value in state.items():
             setattr(self, key, value.clone())
 
     def merge(self, other: ThresholdSweep) -> None:
+        """Add the counts of another sweep (another rank or shard)."""
         for key in ("loc_num", "bg_num", "kept_fg", "kept_bg", "counts"):
             getattr(self, key).add_(getattr(other, key))
 

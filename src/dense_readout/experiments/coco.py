@@ -111,8 +111,10 @@ class ProbeConfig:
 def train_probe(
     pooled: Tensor, labels: Tensor, num_classes: int, config: ProbeConfig = ProbeConfig()
 ) -> LinearProbe:
-    """Train :class:`LinearProbe` on pooled embeddings ``N×C`` with multi-labels ``N×K``:
-    each epoch every image gets one positive drawn uniformly from its labels."""
+    """Train :class:`LinearProbe` on pooled embeddings ``N×C`` with multi-labels ``N×K``.
+
+    Each epoch, every image gets one positive drawn uniformly from its labels.
+    """
     if pooled.dim() != 2 or labels.shape != (pooled.shape[0], num_classes):
         raise InputError(
             f"pooled must be N×C and labels N×K; got {tuple(pooled.shape)} and {tuple(labels.shape)}."
@@ -189,9 +191,11 @@ def evaluate_probe(
 def cross_validate(
     data: dict[str, Any], num_classes: int, folds: int = 5, config: ProbeConfig = ProbeConfig()
 ) -> dict[str, Any]:
-    """k-fold probe: image ``i`` (in image-id order) is in fold ``i mod folds``; each fold
-    is evaluated by a probe trained on the other folds, so every image is evaluated
-    exactly once by a head that never saw it. Metrics are pooled over all folds.
+    """k-fold probe.
+
+    Image ``i`` (in image-id order) is in fold ``i mod folds``; each fold is evaluated by a
+    probe trained on the other folds, so every image is evaluated exactly once by a head
+    that never saw it. Metrics are pooled over all folds.
     """
     from ..evaluation.metrics import MetricSuite
     from .synthetic_metrics import SyntheticMetrics
@@ -242,8 +246,11 @@ def probe_split(
     num_classes: int,
     config: ProbeConfig = ProbeConfig(),
 ) -> dict[str, Any]:
-    """The paper's setting: train on one split's pooled features (``train`` from a
-    ``pooled_only`` cache, or a full one), evaluate per cell on another (``val``)."""
+    """The paper's setting.
+
+    Train on one split's pooled features (``train`` from a ``pooled_only`` cache, or a full
+    one), evaluate per cell on another (``val``).
+    """
     from ..evaluation.metrics import MetricSuite
     from .synthetic_metrics import SyntheticMetrics
 

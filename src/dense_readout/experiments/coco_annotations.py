@@ -207,8 +207,10 @@ def sample_positive(labels: Sequence[int], generator: torch.Generator) -> int:
 
 
 def validation_positive(image_id: int, labels: Sequence[int], seed: int = 0) -> int:
-    """The fixed, deterministic evaluation class of an image: a uniform draw from its
-    sorted labels keyed on ``(seed, image_id)`` (the same on every run and machine).
+    """The fixed, deterministic evaluation class of an image.
+
+    A uniform draw from its sorted labels keyed on ``(seed, image_id)`` (the same on every
+    run and machine).
 
     Example:
         >>> from dense_readout.experiments.coco import validation_positive

@@ -162,8 +162,11 @@ class SceneConfig:
 
 @dataclass
 class Scene:
-    """One rendered scene: ``image`` H×W×3 uint8, ``semantic`` and ``instance`` H×W
-    uint8 masks and the JSON-serialisable ``record``."""
+    """One rendered scene.
+
+    ``image`` H×W×3 uint8, ``semantic`` and ``instance`` H×W uint8 masks and the
+    JSON-serialisable ``record``.
+    """
 
     image: np.ndarray
     semantic: np.ndarray
@@ -351,12 +354,12 @@ def write_scenes(
     config: SceneConfig | None = None,
     start: int = 0,
 ) -> Path:
-    """Write ``count`` scenes to ``root/split/``: ``images/NNNNNN.png``,
-    ``semantic/NNNNNN.png``, ``instance/NNNNNN.png``, ``records/NNNNNN.json`` and a
-    ``manifest.json`` (config, seed, count, SHA-256 of every image). Returns the
-    split directory. Existing files with the same index are overwritten with
-    identical bytes (the generator is deterministic), so an interrupted write can be
-    rerun.
+    """Write ``count`` scenes to ``root/split/`` and return that directory.
+
+    Files: ``images/NNNNNN.png``, ``semantic/NNNNNN.png``, ``instance/NNNNNN.png``,
+    ``records/NNNNNN.json`` and a ``manifest.json`` (config, seed, count, SHA-256 of every
+    image). Existing files with the same index are overwritten with identical bytes (the
+    generator is deterministic), so an interrupted write can be rerun.
 
     Example:
         >>> import tempfile

@@ -80,9 +80,10 @@ def normalize_images(images: Tensor) -> Tensor:
 
 
 class SyntheticDataset(torch.utils.data.Dataset):
-    """Scenes streamed on the fly: ``(image uint8 3×S×S, target, presence K×h×w bool,
-    visible K bool)``. ``visible`` marks the record's visible classes (the ones a
-    target may be sampled from).
+    """Scenes streamed on the fly.
+
+    ``(image uint8 3×S×S, target, presence K×h×w bool, visible K bool)``. ``visible`` marks
+    the record's visible classes (the ones a target may be sampled from).
 
     Args:
         generator: a :class:`~dense_readout.experiments.synthetic.SceneGenerator`.
@@ -135,8 +136,11 @@ def _epoch_order(count: int, batch_size: int, seed: int, epoch: int) -> list[Ten
 
 @dataclass
 class SceneTensors:
-    """A materialised split: ``images`` N×3×S×S uint8, ``targets`` N, ``presence``
-    N×K×h×w and ``visible`` N×K (bool)."""
+    """A materialised split.
+
+    ``images`` N×3×S×S uint8, ``targets`` N, ``presence`` N×K×h×w and ``visible`` N×K
+    (bool).
+    """
 
     images: Tensor
     targets: Tensor

@@ -172,8 +172,11 @@ def upgrade_metric_keys(values: dict[str, Any], prefix: str = "") -> dict[str, A
 
 
 def upgrade_history(history: dict[str, Any]) -> dict[str, Any]:
-    """A training history (:func:`~dense_readout.experiments.synthetic_train.train`)
-    with the Loc. keys of older runs renamed in ``initial`` and every epoch entry."""
+    """A training history with the Loc. keys of older runs renamed.
+
+    The history is that of :func:`~dense_readout.experiments.synthetic_train.train`; keys
+    are renamed in ``initial`` and every epoch entry.
+    """
     upgraded = dict(history)
     if isinstance(history.get("initial"), dict):
         upgraded["initial"] = upgrade_metric_keys(history["initial"])

@@ -122,8 +122,10 @@ def class_name(k: int) -> str:
 
 
 class PatternSizes(Protocol):
-    """Sizes of the internal patterns relative to the symbol's radius
-    (a :class:`~dense_readout.experiments.synthetic.SceneConfig` has them)."""
+    """Sizes of the internal patterns relative to the symbol's radius.
+
+    A :class:`~dense_readout.experiments.synthetic.SceneConfig` has them.
+    """
 
     @property
     def dot_radius(self) -> float: ...

@@ -226,8 +226,11 @@ def _splits(
 def _training_batches(
     recipe: Recipe, data: SceneSource, epoch: int
 ) -> Iterable[tuple[Tensor, Tensor]]:
-    """Normalised ``(images, targets)`` of one epoch, with the recipe's label
-    resampling and flips drawn from generators seeded by ``(seed, epoch)``."""
+    """Normalised ``(images, targets)`` of one epoch.
+
+    The recipe's label resampling and flips are drawn from generators seeded by ``(seed,
+    epoch)``.
+    """
     flip_gen = torch.Generator().manual_seed(recipe.seed * 7919 + epoch)
     label_gen = torch.Generator().manual_seed(recipe.seed * 104_729 + epoch)
     for images, targets, visible in data.train_batches(recipe.batch_size, recipe.seed, epoch):
@@ -280,8 +283,10 @@ def _train_epoch(
 def _finish_epoch(
     run: _Run, out: Path, train: dict[str, float], val: dict[str, float]
 ) -> dict[str, Any]:
-    """Record epoch ``run.epoch`` in the history (``train``: loss, Top-1 and timings;
-    ``val``: :meth:`SyntheticMetrics.summary`) and write the checkpoints."""
+    """Record epoch ``run.epoch`` in the history and write the checkpoints.
+
+    ``train``: loss, Top-1 and timings; ``val``: :meth:`SyntheticMetrics.summary`.
+    """
     entry = {
         "epoch": run.epoch,
         "step": run.step,

@@ -194,6 +194,7 @@ class BlockCanonizer(AttributeCanonizer):
         return mapping if extra is None else {**mapping, **extra(module)}
 
     def copy(self) -> BlockCanonizer:
+        """A fresh canonizer of the same kind (zennit's ``Canonizer`` protocol)."""
         return BlockCanonizer()
 
 
@@ -243,6 +244,7 @@ class LayerNormCanonizer(AttributeCanonizer):
         return None
 
     def copy(self) -> LayerNormCanonizer:
+        """A fresh canonizer of the same kind (zennit's ``Canonizer`` protocol)."""
         return LayerNormCanonizer()
 
 
@@ -320,6 +322,7 @@ class MergeBatchNormPairs(MergeBatchNorm):
         return instances
 
     def copy(self) -> MergeBatchNormPairs:
+        """A fresh canonizer for the same pairs (zennit's ``Canonizer`` protocol)."""
         return MergeBatchNormPairs(self.pairs)
 
     @staticmethod

@@ -167,9 +167,12 @@ def _timm_activation_types() -> tuple[type, ...]:
 
 
 def extra_layer_map(stabilizer: float = 1e-6) -> list:
-    """Rules zennit lacks: timm activations pass relevance; LayerNorm and CP-LRP's
-    attention values use Norm; ``nn.MultiheadAttention`` gets none (zennit would pass
-    relevance through it; its CP-LRP forward is computed by the block around it)."""
+    """Rules zennit lacks.
+
+    timm activations pass relevance; LayerNorm and CP-LRP's attention values use Norm;
+    ``nn.MultiheadAttention`` gets none (zennit would pass relevance through it; its CP-LRP
+    forward is computed by the block around it).
+    """
     extra: list = [(AttentionValues, Norm(stabilizer=stabilizer)), (nn.MultiheadAttention, None)]
     timm_acts = _timm_activation_types()
     if timm_acts:

@@ -169,6 +169,7 @@ class LRPReadout:
 
     @property
     def composite_name(self) -> str:
+        """The composite's registered name, or a zennit instance's class name."""
         return self.composite if isinstance(self.composite, str) else type(self.composite).__name__
 
     # -- machinery ----------------------------------------------------------------------
@@ -330,12 +331,15 @@ class LRPReadout:
         measures them.
 
         Args:
+            inputs: ``B×3×H×W`` float batch.
             target: None (each cell's own top-1 class), or one class for all cells
                 (int or one per image).
             which: cells ``[(u, v), ...]`` to refine (default: all); the others stay 0.
             chunk_size: cells per batched pass (default: ``max(1, 16 // B)``, which
                 keeps memory near that of a 16-image batch; all 49 cells of
                 EfficientNet-Lite0 at 224 px in one chunk took 3.5 GB).
+            strategy: how a chunk's cells are batched: ``"expand"`` (default, see
+                above), ``"vmap"`` or ``"loop"`` (one backward pass per cell).
         """
         inputs = self._check(inputs)
         with torch.no_grad():

@@ -1,5 +1,6 @@
-"""CP-LRP for self-attention (Ali et al. 2022, "XAI for Transformers: Better
-Explanations through Conservative Propagation", ICML).
+"""CP-LRP for self-attention (Ali et al. 2022).
+
+"XAI for Transformers: Better Explanations through Conservative Propagation", ICML.
 
 Attention ``softmax(q kᵀ) v`` has no conservative LRP rule as it stands: the
 softmax and the query-key product are not linear. CP-LRP treats the attention
@@ -60,6 +61,7 @@ class AttentionValues(nn.Module):
     """
 
     def forward(self, packed: Tensor) -> Tensor:
+        """``P @ V`` of ``packed = [P, V]``, ``P`` detached (CP-LRP: attention as constant)."""
         tokens = packed.shape[-2]
         return packed[..., :tokens].detach() @ packed[..., tokens:]
 
@@ -142,8 +144,9 @@ def timm_attention_forward(
 
 
 def swin_window_attention_forward(self: Any, x: Tensor, mask: Tensor | None = None) -> Tensor:
-    """``timm.models.swin_transformer.WindowAttention``: relative position bias and the
-    shift mask enter the (constant) weights only.
+    """CP-LRP forward of ``timm.models.swin_transformer.WindowAttention``.
+
+    The relative position bias and the shift mask enter the (constant) weights only.
 
     Example:
         >>> import torch
@@ -202,8 +205,10 @@ def mha_self_attention(block: nn.Module, attention: nn.MultiheadAttention, x: Te
 
 
 def mha_value_attributes(block: nn.Module) -> dict:
-    """:func:`values_attributes` plus ``canonizer_value``, the value projection of
-    ``block.self_attention`` as an ``nn.Linear`` (a copy, made for one LRP call).
+    """:func:`values_attributes` plus ``canonizer_value``.
+
+    ``canonizer_value`` is the value projection of ``block.self_attention`` as an
+    ``nn.Linear`` (a copy, made for one LRP call).
 
     Example:
         >>> from torchvision.models.vision_transformer import EncoderBlock
@@ -223,7 +228,7 @@ def mha_value_attributes(block: nn.Module) -> dict:
 
 
 def _shift_mask(padded: tuple[int, int], window: list[int], shift: list[int], like: Tensor):
-    """torchvision's shifted-window attention mask (0 / -100), ``windows×N×N``."""
+    """The torchvision shifted-window attention mask (0 / -100), ``windows×N×N``."""
     mask = like.new_zeros(padded)
     h_slices = ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None))
     w_slices = ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None))

@@ -77,6 +77,8 @@ def window_share(cell_maps: Tensor, radius: int = 0, mode: str = "abs") -> Tenso
 
     Args:
         cell_maps: ``B×h×w×H×W`` per-cell relevance (``CellRelevance.relevance``).
+        radius: how many cells the window extends beyond the cell's own patch.
+        mode: ``"abs"`` (relevance magnitude) or ``"positive"`` (positive part only).
 
     Returns:
         ``B×h×w`` shares in [0, 1] (NaN for cells with no relevance mass).
@@ -122,6 +124,7 @@ class ReceptiveFieldSummary:
     uniform: float
 
     def as_dict(self) -> dict:
+        """The summary as a plain dictionary (for JSON)."""
         return dict(self.__dict__)
 
 

@@ -38,6 +38,8 @@ def plot_cell_relevance(
         relevance: ``H×W`` (or ``1×H×W``) relevance of the cell (``LRPResult.relevance[0]``).
         cell: ``(u, v)`` of the refined cell.
         class_names: names for the legend (short names are used).
+        title: figure title (optional).
+        max_legend: classes listed in the legend, by cell count.
 
     Returns:
         A matplotlib ``Figure`` on the Agg canvas (no pyplot); ``figure.savefig(path)``.

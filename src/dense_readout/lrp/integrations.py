@@ -84,10 +84,12 @@ class LRPReadoutAttribution(_CaptumAttribution):
             _CaptumAttribution.__init__(self, lrp.model)
 
     def has_convergence_delta(self) -> bool:
+        """Captum API: ``attribute`` can return the convergence delta."""
         return True
 
     @property
     def multiplies_by_inputs(self) -> bool:
+        """Captum API: relevance is already multiplied by the inputs."""
         return True
 
     def attribute(
@@ -185,6 +187,7 @@ class LRPReadoutCAM(_BaseCAM):
         targets: list[Callable] | None = None,
         eigen_smooth: bool = False,
     ) -> np.ndarray:
+        """pytorch-grad-cam API: LRP maps ``B×H×W`` of ``targets``, ReLU'd and min-max scaled."""
         raw = self.raw_maps(input_tensor, targets)
         self.raw = raw
         cam = np.maximum(raw.cpu().numpy(), 0)
@@ -229,6 +232,7 @@ class LRPReadoutCAM(_BaseCAM):
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
     ) -> np.ndarray:
+        """pytorch-grad-cam API: the maps of :meth:`forward`, optionally augmentation-smoothed."""
         if aug_smooth:
             return self.forward_augmentation_smoothing(input_tensor, targets, eigen_smooth)
         return self.forward(input_tensor, targets, eigen_smooth)

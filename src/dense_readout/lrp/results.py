@@ -44,6 +44,7 @@ class LRPResult:
 
     @property
     def grid_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the readout grid."""
         return int(self.scores.shape[-2]), int(self.scores.shape[-1])
 
     def outside_share(self, mode: str = "abs") -> Tensor:
@@ -84,6 +85,7 @@ class CellRelevance:
 
     @property
     def grid_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the readout grid."""
         return int(self.classes.shape[-2]), int(self.classes.shape[-1])
 
     def cell(self, u: int, v: int) -> Tensor:

@@ -61,7 +61,7 @@ def _two_sums(block: nn.Module) -> dict:
 
 
 def _scaled(layer_scale: nn.Module, x: Tensor) -> Tensor:
-    """timm ``LayerScale`` (``x * gamma``) as a constant scale; Identity passes."""
+    """The timm ``LayerScale`` (``x * gamma``) as a constant scale; Identity passes."""
     gamma = getattr(layer_scale, "gamma", None)
     return x if gamma is None else pass_multiply(x, gamma)
 

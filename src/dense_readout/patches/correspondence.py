@@ -96,6 +96,7 @@ def correspondence(
         image_b: the second image, as ``image_a``.
         top: how many most-similar pairs to list (Fig. 9 draws 20).
         features: a callable ``input → B×C×h×w`` for a backbone no adapter knows.
+        preprocess: how PIL images become inputs (default: the model's own).
 
     Example:
         >>> import torch

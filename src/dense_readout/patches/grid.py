@@ -66,6 +66,7 @@ class GridExtractor:
         self.has_head = self.readout is not None and _has_head(self.readout)
 
     def __call__(self, inputs: Tensor) -> Tensor:
+        """The grid ``B×C×h×w`` of ``inputs`` (no gradients; model in eval mode)."""
         check_eval_mode(self.model, "the feature grid")
         with torch.no_grad():
             if self.features is not None:

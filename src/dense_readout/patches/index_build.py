@@ -73,12 +73,15 @@ def build_index(
 
     Args:
         images: image files, in the order that defines the vector ids.
+        out: the index folder (created; a build there is resumed).
         extractor: the grid of the model (:class:`~dense_readout.patches.GridExtractor`).
         preprocess: resize/crop/normalise; its ``crop`` is the input size.
         model_name: recorded in the manifest; a query with another model is refused.
+        batch_size: images per forward pass.
         index: ``"flat"`` (exact inner product) or ``"ivf-pq"``.
         class_names: names of the head's classes (the map colours cells by top-1).
         model_info: more settings that identify the model (weights, checkpoint, seed).
+        progress: show a progress bar.
         merge_options: ``nlist``, ``pq_m``, ``nprobe``, ``train_size`` for IVF-PQ.
 
     Returns the manifest (on every rank). A corrupt image is skipped and counted.

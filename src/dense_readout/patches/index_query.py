@@ -64,6 +64,7 @@ class QueryResult:
     hits: list[Hit] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The query and its hits as a plain dictionary (for JSON)."""
         return {
             "query": {"path": self.path, "cells": [list(c) for c in self.cells], "box": self.box},
             "hits": [asdict(hit) for hit in self.hits],
@@ -90,6 +91,7 @@ class PatchIndex:
 
     @property
     def grid(self) -> tuple[int, int]:
+        """``(h, w)`` of the indexed images' grid."""
         return int(self.manifest["grid"][0]), int(self.manifest["grid"][1])
 
     @property

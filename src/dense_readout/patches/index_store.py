@@ -61,22 +61,27 @@ class IndexLayout:
 
     @property
     def build(self) -> Path:
+        """``build.json``: the build's settings and progress."""
         return self.root / "build.json"
 
     @property
     def manifest(self) -> Path:
+        """``manifest.json``: what the index holds."""
         return self.root / "manifest.json"
 
     @property
     def index(self) -> Path:
+        """``index.faiss``: the FAISS index."""
         return self.root / "index.faiss"
 
     @property
     def images(self) -> Path:
+        """``images.json``: the indexed images, in vector order."""
         return self.root / "images.json"
 
     @property
     def top1(self) -> Path:
+        """``top1.npy``: every cell's top-1 class."""
         return self.root / "top1.npy"
 
     def shard(self, rank: int, world: int) -> Path:
@@ -86,6 +91,7 @@ class IndexLayout:
         return folder
 
     def shards(self, world: int) -> list[Path]:
+        """The folders of all ``world`` processes."""
         return [self.shard(rank, world) for rank in range(world)]
 
 

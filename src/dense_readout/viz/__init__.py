@@ -129,8 +129,10 @@ def save_png(figure, path: str | Path) -> Path:
 
 
 def add_photo_inset(figure, photo: ImageLike, region: Sequence[float], width_px: int = 300):
-    """Draw a thumbnail of the whole ``photo`` low in the figure's right side, with
-    ``region`` (``[left, top, right, bottom]`` in photo pixels, e.g. the crop) outlined.
+    """Draw a thumbnail of the whole ``photo`` with ``region`` outlined.
+
+    The thumbnail sits low in the figure's right side; ``region`` is ``[left, top, right,
+    bottom]`` in photo pixels (e.g. the crop).
 
     Example:
         >>> import numpy as np

@@ -57,6 +57,7 @@ def plot_label_grid(
         title: text above the picture (may contain a newline).
         cell_text: ``"name"``, ``"key"`` (legend number), ``"none"`` or ``"auto"``
             (names if they fit at ``min_font`` points, else keys).
+        min_font: smallest font size (points) for text in a cell.
         max_legend: classes beyond this many (by cell count) are drawn grey and
             grouped as "other classes" in the legend.
         panel_px: size of the image panel's longer side in output pixels.
