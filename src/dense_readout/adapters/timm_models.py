@@ -28,8 +28,11 @@ _TOKEN_CLASSES = ("VisionTransformer", "VisionTransformerDistilled", "Beit", "Ev
 
 @register_adapter
 class TimmGridAdapter(PooledGridAdapter):
-    """Any timm model whose ``forward_features`` is a 4-D map and whose
-    ``forward_head`` pools it and applies a per-vector head."""
+    """Any timm model with a grid, a mean pool and a per-vector head.
+
+    ``forward_features`` is a 4-D map and ``forward_head`` pools it and applies a
+    per-vector head.
+    """
 
     name = "timm"
     priority = 10

@@ -313,6 +313,7 @@ class MergeBatchNormPairs(MergeBatchNorm):
         self.pairs = list(pairs)
 
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
+        """One registered merge per ``(linear, norm)`` pair (zennit's ``Canonizer`` protocol)."""
         instances = []
         for linear, norm in self.pairs:
             instance = MergeBatchNorm.__new__(MergeBatchNormPairs)
@@ -327,7 +328,7 @@ class MergeBatchNormPairs(MergeBatchNorm):
 
     @staticmethod
     def merge_batch_norm(modules, batch_norm) -> None:
-        """zennit's merge, then an *exact* identity batch norm.
+        """The zennit merge, then an *exact* identity batch norm.
 
         zennit leaves ``running_var = 1``, so the merged norm still divides by
         ``sqrt(1 + eps)``: a 0.05 % error per layer with TF's ``eps = 1e-3``, 2 % over
@@ -356,7 +357,9 @@ _register_torchvision_blocks()
 
 
 def block_forward_matches(block: nn.Module, *inputs: Tensor, atol: float = 1e-5) -> bool:
-    """True if ``block`` computes the same output with its registered LRP forward as
+    """Whether ``block``'s registered LRP forward matches its own forward.
+
+    True if ``block`` computes the same output with its registered LRP forward as
     without it, and its own forward is back afterwards: the check for a new
     :func:`register_block` entry.
 

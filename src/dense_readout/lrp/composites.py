@@ -136,9 +136,12 @@ def _cp_lrp(
     epsilon: float = 1e-6,
     stabilizer: float = 1e-6,
 ) -> Composite:
-    """CP-LRP for transformers (Ali et al. 2022): ZBox on the pixel layer (the patch
-    embedding), epsilon on every other linear layer; attention values, LayerNorms and
-    residual sums get the Norm rule and activations pass (from ``layer_map``)."""
+    """CP-LRP for transformers (Ali et al. 2022).
+
+    ZBox on the pixel layer (the patch embedding), epsilon on every other linear layer;
+    attention values, LayerNorms and residual sums get the Norm rule and activations pass
+    (from ``layer_map``).
+    """
     return zc.SpecialFirstLayerMapComposite(
         layer_map=layer_map + zc.layer_map_base(stabilizer) + [(Linear, Epsilon(epsilon=epsilon))],
         first_map=[(Linear, ZBox(low=low, high=high))],

@@ -70,8 +70,10 @@ def _scaled(layer_scale: nn.Module, x: Tensor) -> Tensor:
 
 
 def timm_pos_embed(self: Any, x: Tensor) -> Tensor:
-    """timm ViT's own ``_pos_embed``, its constants (position embedding, class and register
-    tokens) added through a Sum: they take their share of relevance, as biases do.
+    """The timm ViT's own ``_pos_embed`` with its constants added through a Sum.
+
+    The constants (position embedding, class and register tokens) take their share of
+    relevance, as biases do.
 
     The model's method is called twice, on ``x`` and on zeros (the constant part), so every
     timm variant (``no_embed_class``, dynamic size, distillation token) is covered.
@@ -134,8 +136,10 @@ def timm_swin_block_forward(self: Any, x: Tensor) -> Tensor:
 
 
 def torchvision_encoder_forward(self: Any, input: Tensor) -> Tensor:
-    """``torchvision.models.vision_transformer.Encoder``: the position embedding added
-    through a Sum (it takes its share of relevance, as a bias does).
+    """CP-LRP forward of ``torchvision.models.vision_transformer.Encoder``.
+
+    The position embedding is added through a Sum (it takes its share of relevance, as a
+    bias does).
 
     Example:
         >>> import timm, torch
