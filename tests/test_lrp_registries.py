@@ -43,24 +43,33 @@ from zennit.core import Composite
 
 from dense_readout.errors import InputError
 from dense_readout.lrp import (
+    LRPFamily,
     LRPReadout,
     build_composite,
-    register_block,
     register_composite,
+    register_family,
     registered_blocks,
     registered_composites,
     residual_sum,
+    rewrites,
 )
-from dense_readout.lrp.canonizers import BLOCKS, BlockCanonizer, block_forward, block_name
+from dense_readout.lrp.blocks import BlockRewrite, block_name
+from dense_readout.lrp.canonizers import BlockCanonizer
 from dense_readout.lrp.composites import COMPOSITES
+from dense_readout.lrp.families import FAMILIES, block_rewrite
 from dense_readout.registry import UnknownNameError, registries
 
 
 @pytest.fixture(autouse=True)
 def _no_names_left_behind():
-    blocks, composites = BLOCKS.names(), COMPOSITES.names()
+    families, composites = FAMILIES.names(), COMPOSITES.names()
     yield
-    assert BLOCKS.names() == blocks and COMPOSITES.names() == composites
+    assert FAMILIES.names() == families and COMPOSITES.names() == composites
+
+
+def _rewrites_by_name() -> dict[str, BlockRewrite]:
+    """Every registered rewrite by its block's qualified name (across the families)."""
+    return {r.name: r for _, family in FAMILIES.items() for r in family.blocks}
 
 
 # -- where each registered block type is found -------------------------------------------
@@ -351,7 +360,7 @@ def block_instances() -> Found:
         model = _randomise(build())
         handles = []
         for path, module in model.named_modules():
-            if block_forward(module) is None:
+            if block_rewrite(module) is None:
                 continue
 
             def record(module, inputs, where=f"{label}: {path}"):
@@ -381,9 +390,9 @@ def _registered_call(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_registered_block_forward_equals_the_blocks_own_forward(name, block_instances):
     instances = block_instances.get(name)
     assert instances, f"no instance of registered block {name}: add a model to BLOCK_SOURCES"
-    entry = BLOCKS.get(name)
+    entry = _rewrites_by_name()[name]
     for where, block, x in instances:
-        assert block_forward(block) is entry.forward, where
+        assert block_rewrite(block) == entry, where
         with torch.no_grad():
             own = block(_clone(x))
             ours = _registered_call(block, _clone(x))
@@ -442,14 +451,16 @@ def test_every_registered_composite_builds_and_conserves_on_a_bias_free_cnn(name
 
 
 def test_lrp_registries_are_package_registries():
-    assert registries()["LRP block"] is BLOCKS
+    assert registries()["LRP family"] is FAMILIES
     assert registries()["LRP composite"] is COMPOSITES
-    assert registered_blocks() == BLOCKS.names() and registered_composites() == COMPOSITES.names()
-    for name, entry in BLOCKS.items():
-        assert block_name(entry.block_type) == name
+    assert "LRP block" not in registries()  # blocks live in their family's record
+    assert registered_blocks() == sorted(_rewrites_by_name())
+    assert registered_composites() == COMPOSITES.names()
+    for name, family in FAMILIES.items():
+        assert family.name == name and family.composite in COMPOSITES, name
 
 
-def test_register_block_is_keyed_by_name_and_looked_up_by_exact_type():
+def test_block_rewrites_are_looked_up_by_exact_type_not_by_name():
     def make_block_type() -> type:
         class Residual(nn.Module):
             def forward(self, x):
@@ -461,19 +472,32 @@ def test_register_block_is_keyed_by_name_and_looked_up_by_exact_type():
     name = block_name(first)
     assert name == block_name(second) and name.endswith("<locals>.Residual")
 
-    @register_block(first)
     def forward(self, x):
         return residual_sum(self, x, x)
 
-    try:
+    with FAMILIES.temporarily(
+        "test.residual", LRPFamily("test.residual", "t", blocks=rewrites({first: forward}))
+    ):
         assert name in registered_blocks()
-        assert block_forward(first()) is forward
-        assert block_forward(second()) is None  # a name match alone does not apply a forward
-        register_block(first)(forward)  # registering the same entry again is silent
-        assert BLOCKS.get(name).forward is forward
-    finally:
-        BLOCKS.unregister(name)
-    assert block_forward(first()) is None
+        assert block_rewrite(first()).forward is forward
+        assert block_rewrite(second()) is None  # a name match alone does not apply a forward
+    assert block_rewrite(first()) is None and name not in registered_blocks()
+
+
+def test_register_family_refuses_clashes_and_unknown_canonizers():
+    from timm.models.resnet import BasicBlock
+
+    taken = LRPFamily("test.clash", "t", modules=("timm.models.resnet",))
+    with pytest.raises(InputError, match="module timm.models.resnet is timm.resnet's"):
+        register_family(taken)
+    other = LRPFamily("test.clash", "t", blocks=rewrites({BasicBlock: lambda self, x: x}))
+    with pytest.raises(InputError, match="BasicBlock has another forward in timm.resnet"):
+        register_family(other)
+    with pytest.raises(InputError, match="unknown canonizers"):
+        register_family(LRPFamily("test.clash", "t", canonizers=("blocks", "mystery")))
+    assert "test.clash" not in FAMILIES
+    # sharing a block's own rewrite is allowed (timm EfficientNet and MobileNetV3 do)
+    assert FAMILIES["timm.efficientnet"].blocks == FAMILIES["timm.mobilenetv3"].blocks
 
 
 def test_register_composite_and_unknown_names():

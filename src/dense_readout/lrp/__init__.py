@@ -10,16 +10,9 @@ Example:
     ((1, 1, 224, 224), 'epsilon_plus_flat')
 """
 
-from . import timm_blocks as _timm_blocks  # noqa: F401  (registers timm's block forwards)
-from . import torchvision_blocks as _torchvision_blocks  # noqa: F401  (and torchvision's)
-from .canonizers import pass_multiply, register_block, registered_blocks, residual_sum
-from .composites import (
-    FAMILY_DEFAULTS,
-    build_composite,
-    default_composite,
-    register_composite,
-    registered_composites,
-)
+from .blocks import BlockRewrite, pass_multiply, residual_sum
+from .checks import bias_free, block_forward_matches
+from .composites import build_composite, register_composite, registered_composites
 from .core import STRATEGIES, CellRelevance, LabelMap, LRPReadout, LRPResult
 from .diagnostics import (
     ReceptiveFieldSummary,
@@ -29,30 +22,45 @@ from .diagnostics import (
     uniform_window_share,
     window_share,
 )
+from .families import (
+    FAMILIES,
+    default_composite,
+    family_of,
+    register_family,
+    registered_blocks,
+    rewrites,
+)
+from .family import LRPFamily
 from .figures import plot_cell_relevance
 from .integrations import LRPReadoutAttribution, LRPReadoutCAM
 
 __all__ = [
-    "FAMILY_DEFAULTS",
+    "FAMILIES",
     "STRATEGIES",
+    "BlockRewrite",
     "CellRelevance",
+    "LRPFamily",
     "LRPReadout",
     "LRPReadoutAttribution",
     "LRPReadoutCAM",
     "LRPResult",
     "LabelMap",
     "ReceptiveFieldSummary",
+    "bias_free",
+    "block_forward_matches",
     "build_composite",
     "cell_patch_masks",
     "default_composite",
+    "family_of",
     "outside_share",
     "pass_multiply",
     "plot_cell_relevance",
-    "register_block",
     "register_composite",
+    "register_family",
     "registered_blocks",
     "registered_composites",
     "residual_sum",
+    "rewrites",
     "summarize_shares",
     "uniform_window_share",
     "window_share",

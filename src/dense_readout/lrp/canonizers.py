@@ -1,204 +1,65 @@
-"""Canonizers that make timm (and torchvision) blocks fit for LRP.
+"""Canonizers: the temporary, reversible rewrites that make a model fit for LRP.
 
-zennit's ``ResNetCanonizer`` only matches torchvision blocks. On timm models the
-residual add (``x += shortcut``) is plain autograd, so the relevance of a block's
-output is handed *in full* to both the branch and the shortcut and the input
-relevance explodes (DESIGN.md §4 measured 247× on resnet18). This module rewrites,
-temporarily and reversibly:
+zennit's ``ResNetCanonizer`` only matches torchvision's ResNet blocks. In timm
+models and in every other torchvision CNN the residual add (``x += shortcut``) is
+plain autograd, so the relevance of a block's output is handed *in full* to both
+the branch and the shortcut and the input relevance explodes (DESIGN.md §4
+measured 247× on timm resnet18). The canonizers here, applied for the duration of
+one LRP call and undone after it:
 
-* **residual adds** of registered block types into ``stack → zennit Sum``, so the
-  ``Norm`` rule splits relevance in proportion to each summand;
-* **multiplicative gates** (squeeze-excite, ConvNeXt layer scale) into a
-  multiplication whose backward passes relevance through unchanged (the gate is
-  treated as a constant, the LRP-0 rule for a diagonal linear map), so no
-  relevance leaks into the gating branch;
-* **batch norms** into the convolution that produces their input, found by
-  tracing which module output feeds which batch norm (works for timm's
-  ``BatchNormAct2d``, which zennit's ``SequentialMergeBatchNorm`` misses because
-  it is not a leaf);
-* **LayerNorm** (``nn.LayerNorm`` and timm's ``LayerNorm2d``) into a version whose
-  standard deviation is detached, so it is a linear map of its input and the
-  ``Norm`` (epsilon) rule applies (Ali et al. 2022, "XAI for Transformers").
+* :class:`BlockCanonizer`: the registered block forwards of every family
+  (:func:`~dense_readout.lrp.families.block_rewrite`), which route residual adds
+  through a zennit ``Sum`` and gates through a constant multiplication;
+* :class:`MergeBatchNormPairs`: batch norms merged into the convolution that
+  produces their input, found by tracing tensors (:func:`trace_batch_norm_pairs`;
+  covers timm's ``BatchNormAct2d``, which zennit's ``SequentialMergeBatchNorm``
+  misses because it is not a leaf);
+* :class:`LayerNormCanonizer`: LayerNorm (``nn.LayerNorm`` and the channels-first
+  ``LayerNorm2d`` of timm and torchvision) with a detached standard deviation, so it
+  is a linear map of its input and the ``Norm`` (epsilon) rule applies (Ali et al.
+  2022, "XAI for Transformers").
 
-Block rewrites live in a :class:`~dense_readout.registry.Registry`, :data:`BLOCKS`
-(:func:`register_block`), like zennit's composites: adding a family is adding one
-forward function. The timm forwards are in :mod:`dense_readout.lrp.timm_blocks`
-(registered on import of :mod:`dense_readout.lrp`); torchvision's ResNet blocks use
-zennit's own canonized forwards (registered here).
+A family record lists which of them an LRP call applies
+(:data:`~dense_readout.lrp.family.CANONIZERS`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from zennit.canonizers import AttributeCanonizer, Canonizer, MergeBatchNorm
+from zennit.canonizers import AttributeCanonizer, Canonizer
 from zennit.layer import Sum
 
-from ..registry import Registry
+from .families import block_rewrite
 
 __all__ = [
-    "BLOCKS",
     "BlockCanonizer",
-    "BlockRewrite",
     "LayerNormCanonizer",
     "MergeBatchNormPairs",
-    "block_forward",
-    "block_forward_matches",
-    "block_name",
-    "pass_multiply",
-    "register_block",
-    "registered_blocks",
-    "residual_sum",
     "trace_batch_norm_pairs",
 ]
 
 
-class _PassMultiply(torch.autograd.Function):
-    """``x * scale`` whose backward hands the incoming relevance to ``x`` unchanged."""
-
-    @staticmethod
-    def forward(ctx, inputs: Tensor, scale: Tensor) -> Tensor:
-        ctx.scale_shape = scale.shape
-        ctx.scale_grad = scale.requires_grad
-        return inputs * scale
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        # The gate gets an explicit zero (not None): zennit's hooks on the gate branch
-        # must see a defined gradient, or their stored grad_output is None.
-        zero = (grad * 0).sum_to_size(ctx.scale_shape) if ctx.scale_grad else None
-        return grad, zero
-
-
-def pass_multiply(inputs: Tensor, scale: Tensor) -> Tensor:
-    """Multiply by a gate or scale that LRP treats as a constant (relevance passes to ``inputs``).
-
-    Example:
-        >>> import torch
-        >>> x = torch.ones(2, requires_grad=True)
-        >>> y = pass_multiply(x, torch.tensor([3.0, 0.5]))
-        >>> y.sum().backward(); x.grad.tolist()
-        [1.0, 1.0]
-    """
-    return _PassMultiply.apply(inputs, scale)
-
-
-def residual_sum(module: nn.Module, *summands: Tensor) -> Tensor:
-    """Add ``summands`` through ``module.canonizer_sum`` (a zennit ``Sum`` with a Norm rule)."""
-    # BlockCanonizer sets canonizer_sum; nn.Module.__getattr__ is typed Tensor | Module
-    sum_layer = cast(Sum, module.canonizer_sum)
-    return sum_layer(torch.stack(summands, dim=-1))
-
-
-# -- block registry ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BlockRewrite:
-    """A registered LRP forward: ``forward(self, x)`` replaces the forward of ``block_type``."""
-
-    block_type: type
-    forward: Callable[..., Tensor]
-    #: ``attributes(block) -> dict``: more attributes set on the block while the forward is
-    #: replaced (e.g. a second ``Sum``, or modules that give an operation its LRP rule).
-    attributes: Callable[[nn.Module], dict] | None = None
-
-
-BLOCKS: Registry[BlockRewrite] = Registry(
-    "LRP block",
-    hint="Register a forward for your block type with dense_readout.lrp.register_block.",
-)
-
-
-def block_name(block_type: type) -> str:
-    """The registry name of ``block_type``: its qualified name, e.g. ``timm.models.resnet.BasicBlock``."""
-    return f"{block_type.__module__}.{block_type.__qualname__}"
-
-
-def register_block(
-    *block_types: type, attributes: Callable[[nn.Module], dict] | None = None
-) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
-    """Decorator: ``forward(self, x)`` replaces the forward of ``block_types`` during LRP.
-
-    The replacement must compute the same function as the original and route
-    residual additions through :func:`residual_sum` and constant gates through
-    :func:`pass_multiply`. ``tests/test_lrp_registries.py`` checks the equality
-    for every registered block type.
-
-    Each type is registered in :data:`BLOCKS` under :func:`block_name` (undo with
-    ``BLOCKS.unregister(name)``); the canonizer looks a module up by its exact type.
-    ``attributes(block)`` returns more attributes to set on the block while the
-    forward is replaced (removed after): a module called twice in one forward needs
-    one zennit ``Sum`` per call, since a zennit rule keeps only one call's input.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> class Block(nn.Module):
-        ...     def __init__(self):
-        ...         super().__init__(); self.conv = nn.Conv2d(4, 4, 3, padding=1)
-        ...     def forward(self, x):
-        ...         return self.conv(x) + x
-        >>> @register_block(Block)
-        ... def _block(self, x):
-        ...     return residual_sum(self, self.conv(x), x)
-        >>> block_forward(Block()) is _block, block_name(Block) in registered_blocks()
-        (True, True)
-        >>> BLOCKS.unregister(block_name(Block)).block_type is Block
-        True
-        >>> block_forward(Block()) is None
-        True
-    """
-
-    def decorate(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        for block_type in block_types:
-            name, entry = block_name(block_type), BlockRewrite(block_type, forward, attributes)
-            if name not in BLOCKS or BLOCKS.get(name) != entry:  # re-registering is a no-op
-                BLOCKS.register(name, entry)
-        return forward
-
-    return decorate
-
-
-def registered_blocks() -> list[str]:
-    """Qualified names of the block types with an LRP forward (``BLOCKS.names()``)."""
-    return BLOCKS.names()
-
-
-def block_forward(module: nn.Module) -> Callable[..., Tensor] | None:
-    """The registered LRP forward for ``module``'s exact type, or None."""
-    name = block_name(type(module))
-    if name not in BLOCKS:
-        return None
-    entry = BLOCKS.get(name)
-    return entry.forward if entry.block_type is type(module) else None
-
-
 class BlockCanonizer(AttributeCanonizer):
-    """Overrides the forward of every registered block and gives it a ``canonizer_sum``."""
+    """Overrides the forward of every block with a registered rewrite and gives it a ``canonizer_sum``."""
 
     def __init__(self) -> None:
         super().__init__(self._attribute_map)
 
     @staticmethod
     def _attribute_map(name: str, module: nn.Module) -> dict | None:
-        forward = block_forward(module)
-        if forward is None:
+        rewrite = block_rewrite(module)
+        if rewrite is None:
             return None
-        mapping = {"forward": forward.__get__(module), "canonizer_sum": Sum()}
-        extra = BLOCKS.get(block_name(type(module))).attributes
-        return mapping if extra is None else {**mapping, **extra(module)}
+        mapping = {"forward": rewrite.forward.__get__(module), "canonizer_sum": Sum()}
+        return mapping if rewrite.attributes is None else {**mapping, **rewrite.attributes(module)}
 
     def copy(self) -> BlockCanonizer:
         """A fresh canonizer of the same kind (zennit's ``Canonizer`` protocol)."""
         return BlockCanonizer()
-
-
-# -- LayerNorm with a detached standard deviation ------------------------------------
 
 
 def _channels_first_norm_types() -> tuple[type, ...]:
@@ -305,75 +166,79 @@ def trace_batch_norm_pairs(
     ]
 
 
-class MergeBatchNormPairs(MergeBatchNorm):
-    """Merge each batch norm into the linear layer of a known pair (see :func:`trace_batch_norm_pairs`)."""
+def _merge(linear: Any, norm: Any) -> Callable[[], None]:
+    """Fold ``norm`` into ``linear`` in place (an exact identity norm left); returns the undo.
+
+    Parameters keep their identity (only ``.data`` is swapped), so nothing is left
+    behind after the undo. zennit's own ``MergeBatchNorm`` is not used: 0.5.1 keeps
+    a ``1/sqrt(1 + eps)`` factor in the merged norm (2 % over EfficientNet-Lite0 with
+    TF's ``eps = 1e-3``), and 1.0 restores with ``object.__setattr__``, which leaves
+    the merged bias of a bias-free convolution in ``state_dict`` (docs/lrp.md).
+    ``linear`` and ``norm`` are typed ``Any``: their parameters are read as attributes.
+    """
+    keys = ("weight", "bias", "running_mean", "running_var")
+    saved = {key: getattr(norm, key).data for key in keys}
+    weight, had_bias = linear.weight.data, linear.bias is not None
+    bias = linear.bias.data if had_bias else torch.zeros_like(saved["running_mean"])
+    scale = saved["weight"] / torch.sqrt(saved["running_var"] + norm.eps)
+    linear.weight.data = weight * scale[(slice(None),) + (None,) * (weight.dim() - 1)]
+    if not had_bias:
+        linear.bias = nn.Parameter(bias.clone())
+    linear.bias.data = (bias - saved["running_mean"]) * scale + saved["bias"]
+    identity = (1.0, 0.0, 0.0, 1.0 - norm.eps)  # weight, bias, mean, var: y = x exactly
+    for key, value in zip(keys, identity, strict=True):
+        getattr(norm, key).data = torch.full_like(saved[key], value)
+
+    def undo() -> None:
+        linear.weight.data = weight
+        if had_bias:
+            linear.bias.data = bias
+        else:
+            linear.bias = None
+        for key in keys:
+            getattr(norm, key).data = saved[key]
+
+    return undo
+
+
+class MergeBatchNormPairs(Canonizer):
+    """Merge each batch norm into the linear layer of a known pair (see :func:`trace_batch_norm_pairs`).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4)).eval()
+        >>> x = torch.randn(1, 3, 8, 8)
+        >>> with torch.no_grad():
+        ...     before, keys = model(x), list(model.state_dict())
+        ...     (merged,) = MergeBatchNormPairs([(model[0], model[1])]).apply(model)
+        ...     same = torch.allclose(model(x), before, atol=1e-6)
+        ...     merged.remove()
+        >>> same, list(model.state_dict()) == keys, model[0].bias is None
+        (True, True, True)
+    """
 
     def __init__(self, pairs: Iterable[tuple[nn.Module, nn.Module]] = ()) -> None:
         super().__init__()
         self.pairs = list(pairs)
+        self._undo: list[Callable[[], None]] = []
 
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
-        """One registered merge per ``(linear, norm)`` pair (zennit's ``Canonizer`` protocol)."""
-        instances = []
-        for linear, norm in self.pairs:
-            instance = MergeBatchNorm.__new__(MergeBatchNormPairs)
-            MergeBatchNormPairs.__init__(instance)
-            instance.register([linear], norm)
-            instances.append(instance)
-        return instances
+        """Merge the batch norms of the pairs; returns the registered copy."""
+        instance = self.copy()
+        instance.register()
+        return [instance]
+
+    def register(self) -> None:
+        """Merge each batch norm into its linear layer (undone by :meth:`remove`)."""
+        self._undo = [_merge(linear, norm) for linear, norm in self.pairs]
+
+    def remove(self) -> None:
+        """Restore the original parameters, last merge first."""
+        for undo in reversed(self._undo):
+            undo()
+        self._undo = []
 
     def copy(self) -> MergeBatchNormPairs:
         """A fresh canonizer for the same pairs (zennit's ``Canonizer`` protocol)."""
         return MergeBatchNormPairs(self.pairs)
-
-    @staticmethod
-    def merge_batch_norm(modules, batch_norm) -> None:
-        """The zennit merge, then an *exact* identity batch norm.
-
-        zennit leaves ``running_var = 1``, so the merged norm still divides by
-        ``sqrt(1 + eps)``: a 0.05 % error per layer with TF's ``eps = 1e-3``, 2 % over
-        EfficientNet-Lite0. Setting ``running_var = 1 - eps`` removes it.
-        """
-        MergeBatchNorm.merge_batch_norm(modules, batch_norm)
-        batch_norm.running_var.data = torch.full_like(
-            batch_norm.running_var.data, 1.0 - batch_norm.eps
-        )
-
-
-# -- torchvision blocks: zennit's own canonized forwards ------------------------------
-
-
-def _register_torchvision_blocks() -> None:
-    try:
-        from torchvision.models.resnet import BasicBlock, Bottleneck
-        from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
-    except ImportError:  # pragma: no cover - torchvision missing
-        return
-    register_block(BasicBlock)(ResNetBasicBlockCanonizer.forward)
-    register_block(Bottleneck)(ResNetBottleneckCanonizer.forward)
-
-
-_register_torchvision_blocks()
-
-
-def block_forward_matches(block: nn.Module, *inputs: Tensor, atol: float = 1e-5) -> bool:
-    """Whether ``block``'s registered LRP forward matches its own forward.
-
-    True if ``block`` computes the same output with its registered LRP forward as
-    without it, and its own forward is back afterwards: the check for a new
-    :func:`register_block` entry.
-
-    Example:
-        >>> import torch
-        >>> from timm.models.resnet import BasicBlock
-        >>> from dense_readout.lrp.canonizers import block_forward_matches
-        >>> block_forward_matches(BasicBlock(8, 8).eval(), torch.randn(1, 8, 6, 6))
-        True
-    """
-    canonizer = BlockCanonizer()
-    canonizer.register(block, canonizer.attribute_map("", block))
-    try:
-        ours = block(*inputs)
-    finally:
-        canonizer.remove()
-    return bool(torch.allclose(ours, block(*inputs), atol=atol)) and "forward" not in vars(block)

@@ -25,9 +25,8 @@ import torch
 from torch import Tensor, nn
 from zennit.core import Composite
 
-from .._outputs import TRANSFORMERS_LRP_REFUSAL, is_transformers_model
 from ..adapters import ModelAdapter
-from ..errors import InputError, UnsupportedModelError
+from ..errors import InputError
 from ..readout import DenseReadout
 from ..validation import check_eval_mode, check_images
 from . import composites as _composites
@@ -37,6 +36,9 @@ from .canonizers import (
     MergeBatchNormPairs,
     trace_batch_norm_pairs,
 )
+from .compat import parameters_kept
+from .families import default_composite, family_of
+from .family import CANONIZERS
 from .results import CellRelevance, LabelMap, LRPResult
 from .selection import (
     Cell,
@@ -51,8 +53,7 @@ from .selection import (
     scatter_cells,
     single_cell_start,
 )
-from .torchvision_families import check_torchvision
-from .transformer_blocks import transformer_refusal
+from .support import refuse_unsupported
 
 __all__ = ["STRATEGIES", "CellRelevance", "LRPReadout", "LRPResult", "LabelMap"]
 
@@ -69,31 +70,6 @@ def _model_bounds(model: nn.Module) -> tuple[Tensor, Tensor]:
     return _composites.input_bounds(mean, std)
 
 
-# token-grid adapters whose models the CP-LRP canonizers cover
-_LRP_TOKEN_ADAPTERS = ("timm-vit", "torchvision-vit")
-
-
-def _refuse_unsupported(readout: DenseReadout) -> None:
-    """Refuse models whose attention (or blocks) have no LRP forward; transformers models."""
-    from ..adapters import TokenGridAdapter
-
-    model = readout.model
-    check_torchvision(model, custom_split=readout.adapter.name == "custom")
-    if is_transformers_model(model):  # HF blocks add their shortcuts inside forward
-        raise UnsupportedModelError(TRANSFORMERS_LRP_REFUSAL.format(type(model).__name__))
-    problem = transformer_refusal(model)
-    token_adapter = isinstance(readout.adapter, TokenGridAdapter)
-    if problem is None and token_adapter and readout.adapter.name not in _LRP_TOKEN_ADAPTERS:
-        problem = f"its token adapter {readout.adapter.name!r} has no LRP support"
-    if problem is not None:
-        raise UnsupportedModelError(
-            f"LRP refinement does not support {type(model).__name__}: {problem}. zennit has "
-            "no rules for softmax attention; dense_readout.lrp refines the listed families "
-            "with CP-LRP (attention weights and LayerNorm scale as constants). Use the "
-            "readout itself or dense_readout.gradcam for this model."
-        )
-
-
 class LRPReadout:
     """Refine dense-readout scores to pixels with Layer-wise Relevance Propagation.
 
@@ -105,7 +81,8 @@ class LRPReadout:
         composite: a registered composite name (see
             :func:`~dense_readout.lrp.registered_composites`) or a zennit
             ``Composite`` instance (used as is); default per family
-            (:data:`~dense_readout.lrp.composites.FAMILY_DEFAULTS`).
+            (the model's :class:`~dense_readout.lrp.LRPFamily` record, see
+            :mod:`dense_readout.lrp.families`).
         features: for a custom network, as in ``DenseReadout``.
         head: for a custom network, as in ``DenseReadout``.
         composite_options: keyword arguments for the composite (e.g. ``epsilon``,
@@ -113,8 +90,9 @@ class LRPReadout:
         stabilizer: denominator shift of the non-epsilon rules (z+, gamma, and the
             Norm rule of residual sums, average pools and LayerNorms); overridden by
             ``composite_options["stabilizer"]``.
-        canonize: apply the block canonizers (residual sums, gates, batch-norm
-            merging, LayerNorm). Turn off only to see why they are needed.
+        canonize: apply the canonizers the model's family lists (residual sums and
+            gates of its blocks, batch-norm merging, LayerNorm; all three for a model
+            no family covers). Turn off only to see why they are needed.
 
     Raises:
         UnsupportedModelError: for attention models outside the CP-LRP families (timm
@@ -150,9 +128,11 @@ class LRPReadout:
         )
         self.model = self.readout.model
         self.adapter = self.readout.adapter
-        _refuse_unsupported(self.readout)
+        refuse_unsupported(self.readout)
+        family = family_of(self.model)
+        self.canonizer_names = CANONIZERS if family is None else family.canonizers
         if composite is None:
-            composite = _composites.default_composite(self.model)
+            composite = default_composite(self.model)
         if isinstance(composite, str):
             _composites.composite_factory(composite)  # raises for an unknown name
         elif not isinstance(composite, Composite):
@@ -188,10 +168,15 @@ class LRPReadout:
     def _canonizers(self, inputs: Tensor) -> list:
         if not self.canonize:
             return []
-        if self._pairs is None:
+        if self._pairs is None and "batch_norm" in self.canonizer_names:
             probe = inputs[:1].detach()
             self._pairs = trace_batch_norm_pairs(lambda: self._scores(probe), self._root)
-        return [MergeBatchNormPairs(self._pairs), BlockCanonizer(), LayerNormCanonizer()]
+        makers: dict[str, Callable[[], object]] = {
+            "batch_norm": lambda: MergeBatchNormPairs(self._pairs or []),
+            "blocks": BlockCanonizer,
+            "layer_norm": LayerNormCanonizer,
+        }
+        return [makers[name]() for name in CANONIZERS if name in self.canonizer_names]
 
     @contextlib.contextmanager
     def context(self, inputs: Tensor) -> Iterator[Composite]:
@@ -206,8 +191,10 @@ class LRPReadout:
         try:
             for canonizer in canonizers:
                 applied.extend(canonizer.apply(self._root))
-            composite.register(self._root)
-            yield composite
+            # zennit 1.0's rules swap Parameter objects: put them back before the undo
+            with parameters_kept(self._root):
+                composite.register(self._root)
+                yield composite
         finally:
             composite.remove()
             for instance in reversed(applied):

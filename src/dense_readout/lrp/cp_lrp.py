@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .canonizers import pass_multiply
+from .blocks import pass_multiply
 
 __all__ = [
     "AttentionValues",

@@ -1,13 +1,14 @@
-"""LRP forwards of timm's residual and gating blocks, registered on import.
+"""LRP forwards of timm's residual and gating blocks (the family records list them).
 
 Each function re-implements the ``forward`` of one timm block type (timm 1.0)
 line by line, with two substitutions: the residual add ``x + shortcut`` becomes
-:func:`~dense_readout.lrp.canonizers.residual_sum` (a zennit ``Sum``, so the Norm
+:func:`~dense_readout.lrp.blocks.residual_sum` (a zennit ``Sum``, so the Norm
 rule splits relevance between the summands) and a multiplicative gate or layer
-scale becomes :func:`~dense_readout.lrp.canonizers.pass_multiply` (relevance
+scale becomes :func:`~dense_readout.lrp.blocks.pass_multiply` (relevance
 passes to the gated signal). Everything else, including the order of the calls,
 is timm's, so the function computed is the same; ``tests/test_lrp_registries.py``
-checks that for every registered block type on random input.
+checks that for every registered block type on random input. The records that use
+them are in :mod:`dense_readout.lrp.family_records`.
 
 :class:`~dense_readout.lrp.canonizers.BlockCanonizer` binds the forward to a
 block instance for the duration of an LRP call; ``self`` is that block.
@@ -15,12 +16,11 @@ block instance for the duration of an LRP call; ``self`` is that block.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
 
-from .canonizers import pass_multiply, register_block, residual_sum
+from .blocks import pass_multiply, residual_sum
 
 __all__ = [
     "basic_block_forward",
@@ -29,7 +29,6 @@ __all__ = [
     "depthwise_separable_forward",
     "effective_se_forward",
     "inverted_residual_forward",
-    "register_timm_blocks",
     "se_module_forward",
     "squeeze_excite_forward",
 ]
@@ -168,35 +167,3 @@ def convnext_block_forward(self: Any, x: Tensor) -> Tensor:
     if self.gamma is not None:
         x = pass_multiply(x, self.gamma.reshape(1, -1, 1, 1))
     return residual_sum(self, self.drop_path(x), self.shortcut(shortcut))
-
-
-# -- registration ---------------------------------------------------------------------------
-
-
-def register_timm_blocks() -> None:
-    """Register the forwards above for their timm block types (a no-op without timm).
-
-    Runs on import; calling it again re-registers the same entries, which is a no-op.
-    """
-    try:
-        from timm.layers import squeeze_excite as timm_se
-        from timm.models import _efficientnet_blocks as eff
-        from timm.models import convnext as timm_convnext
-        from timm.models import resnet as timm_resnet
-    except ImportError:  # pragma: no cover - timm missing
-        return
-    forwards: list[tuple[type, Callable[..., Tensor]]] = [
-        (timm_resnet.BasicBlock, basic_block_forward),
-        (timm_resnet.Bottleneck, bottleneck_forward),
-        (eff.DepthwiseSeparableConv, depthwise_separable_forward),
-        (eff.InvertedResidual, inverted_residual_forward),
-        (eff.SqueezeExcite, squeeze_excite_forward),
-        (timm_se.SEModule, se_module_forward),
-        (timm_se.EffectiveSEModule, effective_se_forward),
-        (timm_convnext.ConvNeXtBlock, convnext_block_forward),
-    ]
-    for block_type, forward in forwards:
-        register_block(block_type)(forward)
-
-
-register_timm_blocks()

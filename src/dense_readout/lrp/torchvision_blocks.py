@@ -1,14 +1,14 @@
-"""LRP forwards of torchvision's residual, gating and dense blocks, registered on import.
+"""LRP forwards of torchvision's residual, gating and dense blocks (the family records list them).
 
-zennit's own canonizers only cover torchvision's ResNet blocks (registered in
-:mod:`dense_readout.lrp.canonizers`). Every other torchvision CNN adds its
+zennit's own canonizers only cover torchvision's ResNet blocks (whose forwards the
+``torchvision.resnet`` record in :mod:`dense_readout.lrp.family_records` uses). Every other torchvision CNN adds its
 shortcut inside the block's ``forward`` (``result += input``), so plain autograd
 hands a block's whole relevance to *both* summands, and its squeeze-excite gates
 send relevance into the gating branch. Each function below is torchvision's
 (0.29) forward of one block type with two substitutions, as in
 :mod:`dense_readout.lrp.timm_blocks`: the residual add becomes
-:func:`~dense_readout.lrp.canonizers.residual_sum` (a zennit ``Sum``, Norm rule)
-and a gate or layer scale becomes :func:`~dense_readout.lrp.canonizers.pass_multiply`
+:func:`~dense_readout.lrp.blocks.residual_sum` (a zennit ``Sum``, Norm rule)
+and a gate or layer scale becomes :func:`~dense_readout.lrp.blocks.pass_multiply`
 (a constant; relevance passes to the gated signal). ``tests/test_lrp_registries.py``
 checks that each computes the block's own function.
 
@@ -20,13 +20,12 @@ run zennit's hooks twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from .canonizers import pass_multiply, register_block, residual_sum
+from .blocks import pass_multiply, residual_sum
 
 __all__ = [
     "cn_block_forward",
@@ -35,7 +34,6 @@ __all__ = [
     "mnasnet_residual_forward",
     "mobilenet_v2_residual_forward",
     "mobilenet_v3_residual_forward",
-    "register_torchvision_blocks",
     "res_bottleneck_forward",
     "squeeze_excitation_forward",
 ]
@@ -96,45 +94,3 @@ def dense_layer_forward(self: Any, input: Tensor | list[Tensor]) -> Tensor:
     if self.drop_rate > 0:
         new_features = F.dropout(new_features, p=self.drop_rate, training=self.training)
     return new_features
-
-
-def register_torchvision_blocks() -> None:
-    """Register the forwards above for their torchvision block types (a no-op without torchvision).
-
-    Runs on import; calling it again re-registers the same entries, which is a no-op.
-
-    Example:
-        >>> from dense_readout.lrp import registered_blocks
-        >>> register_torchvision_blocks()
-        >>> "torchvision.models.convnext.CNBlock" in registered_blocks()
-        True
-    """
-    try:
-        from torchvision.models import (
-            convnext,
-            densenet,
-            efficientnet,
-            mnasnet,
-            mobilenetv2,
-            mobilenetv3,
-            regnet,
-        )
-        from torchvision.ops import misc
-    except ImportError:  # pragma: no cover - torchvision is a dependency
-        return
-    forwards: list[tuple[type, Callable[..., Tensor]]] = [
-        (efficientnet.MBConv, mbconv_forward),
-        (efficientnet.FusedMBConv, mbconv_forward),
-        (mobilenetv2.InvertedResidual, mobilenet_v2_residual_forward),
-        (mobilenetv3.InvertedResidual, mobilenet_v3_residual_forward),
-        (mnasnet._InvertedResidual, mnasnet_residual_forward),
-        (misc.SqueezeExcitation, squeeze_excitation_forward),
-        (convnext.CNBlock, cn_block_forward),
-        (regnet.ResBottleneckBlock, res_bottleneck_forward),
-        (densenet._DenseLayer, dense_layer_forward),
-    ]
-    for block_type, forward in forwards:
-        register_block(block_type)(forward)
-
-
-register_torchvision_blocks()
