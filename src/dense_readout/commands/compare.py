@@ -77,7 +77,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _command() -> str:
-    """The command line as typed (recorded in results.json; part of the resume fingerprint)."""
+    """The command line as typed (recorded in results.json, not part of the resume fingerprint)."""
     import shlex
 
     words = [a for a in sys.argv[1:] if a != "--report-only"]
@@ -118,10 +118,12 @@ def run_compare(args: argparse.Namespace) -> int:
         loaded = load_model(args)
         model, name = loaded.model, loaded.name
         protocol = Protocol(paper_preprocess(model, args.normalization, crop=args.crop))
-        info = {"name": name, "checkpoint": args.checkpoint, "command": _command()}
+        info = {"name": name, "checkpoint": args.checkpoint}
         if args.report_only:
             return _report_only(dataset, model, protocol, args.out, config, info)
-        results = run_compare_bench(dataset, model, protocol, args.out, config, info)
+        results = run_compare_bench(
+            dataset, model, protocol, args.out, config, info, command=_command()
+        )
     except DenseReadoutError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_SETUP_FAILED
@@ -136,6 +138,6 @@ def run_compare(args: argparse.Namespace) -> int:
 def _report_only(dataset, model, protocol, out, config, info) -> int:
     from ..compare.bench.runner import rewrite_reports
 
-    results = rewrite_reports(dataset, model, protocol, out, config, info)
+    results = rewrite_reports(dataset, model, protocol, out, config, info, command=_command())
     print(f"reports rewritten from {results['rows']} records in {out}")
     return EXIT_OK

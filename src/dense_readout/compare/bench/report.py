@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..._atomic import write_atomic
 
 __all__ = ["COLUMNS", "markdown_table", "write_html"]
@@ -73,13 +75,21 @@ def _static(name: str) -> str:
     return resources.files("dense_readout.page").joinpath(f"static/{name}").read_text("utf-8")
 
 
+def _shrink(grid: list[list[float]]) -> list[list[float]]:
+    """A stored 56×56 example map as 28×28 (2×2 means), two decimals: a small page."""
+    array = np.asarray(grid, dtype=float)
+    rows, cols = array.shape[0] // 2 * 2, array.shape[1] // 2 * 2
+    pooled = array[:rows, :cols].reshape(rows // 2, 2, cols // 2, 2).mean(axis=(1, 3))
+    return pooled.round(2).tolist()
+
+
 def page_data(results: dict, rows: list[dict]) -> dict[str, Any]:
     """What the page's script reads: summary, curves, cascade, example images and maps."""
     images = {row["position"]: row["png"] for row in rows if row["method"] == "__image__"}
     examples: dict[str, dict[int, Any]] = {}
     for row in rows:
         if "example_map" in row:
-            examples.setdefault(row["method"], {})[row["position"]] = row["example_map"]
+            examples.setdefault(row["method"], {})[row["position"]] = _shrink(row["example_map"])
     return {
         "methods": results["methods"],
         "ci": results.get("ci", {}),

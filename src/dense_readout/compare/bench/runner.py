@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -42,6 +41,7 @@ from ...evaluation.state import fingerprint
 from ...readout import DenseReadout
 from ..methods import MethodContext
 from ..specs import check_method_spec, resolve_method
+from .examples import add_example_maps, example_images
 from .items import BoxItems, make_loader
 from .metrics import BENCH_METRICS, GROUPS, MapBatch, call_method
 from .perturbation import probabilities
@@ -159,6 +159,7 @@ def run_compare_bench(
     out_dir: os.PathLike | str,
     config: BenchConfig | None = None,
     model_info: dict | None = None,
+    command: str | None = None,
 ) -> dict | None:
     """Run the comparative benchmark; rank 0 writes the reports and returns ``results.json``.
 
@@ -191,7 +192,8 @@ def run_compare_bench(
             from .summary import write_outputs
 
             rows = read_all_records(out_dir / "records", ctx.world_size)
-            results = write_outputs(rows, settings, out_dir, job_info(job, indices, dataset))
+            info = job_info(job, indices, dataset, command)
+            results = write_outputs(rows, settings, out_dir, info)
         barrier()
     return results
 
@@ -230,6 +232,7 @@ def rewrite_reports(
     out_dir: os.PathLike | str,
     config: BenchConfig | None = None,
     model_info: dict | None = None,
+    command: str | None = None,
 ) -> dict:
     """Rewrite the reports from the complete batches recorded so far (a run in progress too)."""
     from .summary import write_outputs
@@ -243,7 +246,7 @@ def rewrite_reports(
         )
     job.cascade = [(name, model) for name in _cascade_names(job)]
     records = read_all_records(directory, worlds.pop())
-    write_outputs(records, settings, Path(out_dir), job_info(job, indices, dataset))
+    write_outputs(records, settings, Path(out_dir), job_info(job, indices, dataset, command))
     return {"rows": len(records["rows"])}
 
 
@@ -255,10 +258,11 @@ def _cascade_names(job: _Job) -> list[str]:
     return cascade_units(job.model)[: job.config.mprt_levels]
 
 
-def job_info(job: _Job, indices: list[int], dataset: Any) -> dict:
-    """What the reports say about the run besides the numbers."""
+def job_info(job: _Job, indices: list[int], dataset: Any, command: str | None = None) -> dict:
+    """What the reports say about the run besides the numbers (not fingerprinted)."""
     c = job.config
     return {
+        "command": command,
         "methods": list(c.methods),
         "slow_methods": list(c.slow_methods),
         "metrics": list(c.metrics),
@@ -349,7 +353,7 @@ def _process_batch(job: _Job, batch: dict, bars: dict) -> list[dict]:
         "baseline": base,
         "ends": ends,
     }
-    rows = _example_images(job, inputs, positions)
+    rows = example_images(job.protocol, job.config.example_images, inputs, positions)
     c = job.config
     for name in (*c.methods, *c.slow_methods):
         limit = c.slow_limit if name in c.slow_methods and name not in c.methods else math.inf
@@ -415,7 +419,7 @@ def _metric_rows(job: _Job, name: str, maps: MapBatch, positions: Tensor) -> lis
         }
         for p, i, t in zip(positions, maps.indices, maps.targets, strict=True)
     ]
-    _add_examples(job, rows, maps, positions)
+    add_example_maps(job.config.example_images, rows, maps, positions)
     for metric_name in BENCH_METRICS.names():
         metric = BENCH_METRICS.get(metric_name)()
         keep = positions < job.limit_of(metric.group)
@@ -430,40 +434,6 @@ def _metric_rows(job: _Job, name: str, maps: MapBatch, positions: Tensor) -> lis
     return rows
 
 
-def _add_examples(job: _Job, rows: list[dict], maps: MapBatch, positions: Tensor) -> None:
-    """The first ``example_images`` images keep a 56×56 copy of their map for the report."""
-    small = torch.nn.functional.adaptive_avg_pool2d(maps.maps().unsqueeze(1), 56)[:, 0]
-    for row, position, one in zip(rows, positions.tolist(), small, strict=True):
-        if position < job.config.example_images:
-            row["example_map"] = one.numpy().round(3).tolist()
-
-
-def _example_images(job: _Job, inputs: Tensor, positions: Tensor) -> list[dict]:
-    """Rows holding the example images (the crop the model saw) as PNG data."""
-    import base64
-    import io
-
-    from PIL import Image
-
-    pre = job.protocol.preprocess
-    mean, std = torch.tensor(pre.mean).view(3, 1, 1), torch.tensor(pre.std).view(3, 1, 1)
-    rows = []
-    for image, position in zip(inputs, positions.tolist(), strict=True):
-        if position >= job.config.example_images:
-            continue
-        rgb = ((image * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        buffer = io.BytesIO()
-        Image.fromarray(rgb).resize((112, 112)).save(buffer, format="PNG")
-        data = base64.b64encode(buffer.getvalue()).decode("ascii")
-        rows.append({"position": position, "method": "__image__", "png": data})
-    return rows
-
-
 def _number(value: Any) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def describe_settings(settings: dict) -> str:
-    """The settings as one JSON line (for logs)."""
-    return json.dumps(settings, sort_keys=True, default=str)

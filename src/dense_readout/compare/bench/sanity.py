@@ -22,7 +22,7 @@ Example:
     >>> from dense_readout.compare.bench.sanity import cascade_units
     >>> model = timm.create_model("test_resnet", num_classes=5).eval()
     >>> cascade_units(model)[:2]
-    ['fc', 'layer4.1']
+    ['fc', 'layer4.0']
 """
 
 from __future__ import annotations
