@@ -18,6 +18,7 @@ from PIL import Image
 from dense_readout import DenseReadout
 from dense_readout.errors import InputError
 from dense_readout.viz import (
+    add_photo_inset,
     class_palette,
     figure_to_array,
     panel_box,
@@ -310,3 +311,31 @@ def test_readout_figures_from_a_result():
         readout_figures(result, x[0], index=2)
     with pytest.raises(InputError, match="target"):
         readout_figures(result, x[0], target=6)
+
+
+@pytest.mark.parametrize("classes", [14, 25])  # the demo's astronaut has 14; 25 = 18 + "other"
+def test_photo_inset_leaves_the_legend_alone(classes):
+    """The crop-outline thumbnail on a label grid: its box (title included) meets no legend
+    artist's box (entries, swatches, heading, note), and every entry is still drawn."""
+    labels = np.arange(49).reshape(7, 7) % classes
+    names = [f"a rather long class name {k}, synonym" for k in range(classes)]
+    probs = np.random.default_rng(0).uniform(0, 1, (7, 7))
+    photo = np.random.default_rng(1).uniform(0, 1, (300, 400, 3))
+    figure = plot_label_grid(photo[:, 50:350], labels, names, probabilities=probs, title="a\nb")
+    inset = add_photo_inset(figure, photo, [50, 0, 350, 300])
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    legend = figure.legend_panel.axes
+    assert legend in figure.axes and sum(a is legend for a in figure.axes) == 1  # redrawn once
+    box = inset.get_tightbbox(renderer)
+    artists = [*legend.texts, *legend.patches]
+    assert len(legend.texts) == min(classes, 19) + 2  # entries, the heading and the note
+    for artist in artists:
+        extent = artist.get_window_extent(renderer)
+        assert not box.overlaps(extent), artist
+    figure_box = figure.bbox
+    assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 and figure_box.y0 <= box.y0
+    crowded = figure.legend_panel.draw(reserve_px=0)  # the old layout: rows down to the note
+    figure.canvas.draw()
+    extents = [a.get_window_extent(renderer) for a in [*crowded.texts, *crowded.patches]]
+    assert any(box.overlaps(extent) for extent in extents)  # the check can fail

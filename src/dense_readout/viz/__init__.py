@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 
+INSET_TITLE_PX = 16  # the thumbnail's title line above it (8 pt text, 4 pt pad)
+
+
 # -- convenience ----------------------------------------------------------------------
 def readout_figures(
     result,
@@ -132,7 +135,9 @@ def add_photo_inset(figure, photo: ImageLike, region: Sequence[float], width_px:
     """Draw a thumbnail of the whole ``photo`` with ``region`` outlined.
 
     The thumbnail sits low in the figure's right side; ``region`` is ``[left, top, right,
-    bottom]`` in photo pixels (e.g. the crop).
+    bottom]`` in photo pixels (e.g. the crop). On a label grid the legend is redrawn
+    with its rows above the thumbnail and its note below it, so that nothing overlaps
+    (the rows get smaller when they must).
 
     Example:
         >>> import numpy as np
@@ -150,7 +155,11 @@ def add_photo_inset(figure, photo: ImageLike, region: Sequence[float], width_px:
     inset_w = min(width_px, 0.3 * fig_w)
     inset_h = min(inset_w * height / width, 0.3 * fig_h)
     inset_w = inset_h * width / height
-    lift = 104  # above the legend's note at the foot of the side panel
+    panel = getattr(figure, "legend_panel", None)  # a label grid's legend
+    lift = 104.0  # above the legend's note at the foot of the side panel
+    if panel is not None:
+        lift = panel.layout.bottom_px + panel.layout.margin + panel.note_px + 6
+        panel.draw(reserve_px=inset_h + INSET_TITLE_PX + 12)
     axes = figure.add_axes(
         [1 - (inset_w + 12) / fig_w, lift / fig_h, inset_w / fig_w, inset_h / fig_h]
     )
@@ -165,7 +174,7 @@ def add_photo_inset(figure, photo: ImageLike, region: Sequence[float], width_px:
     axes.set_ylim(height, 0)
     axes.set_xticks([])
     axes.set_yticks([])
-    axes.set_title("whole photo, crop outlined", fontsize=8)
+    axes.set_title("whole photo, crop outlined", fontsize=8, pad=4)
     return axes
 
 

@@ -105,19 +105,48 @@ def plot_label_grid(
     note = ("class" if class_names is None else "name (id)") + ": number of cells"
     if text.prob_font is not None:
         note += "\n% in a cell: its softmax probability\nof its top-1 class"
-    _draw_legend(
+    panel = LegendPanel(
         figure,
         layout,
-        legend.shown,
-        legend.others,
-        legend.colour_of,
-        legend.key_of,
+        (legend.shown, legend.others, legend.colour_of, legend.key_of),
         class_names,
         rows * cols,
         text.mode == "key",
         note,
     )
+    panel.draw()
+    figure.legend_panel = panel  # add_photo_inset makes room for the thumbnail through it
     return figure
+
+
+@dataclass
+class LegendPanel:
+    """The label grid's side panel: classes by cell count, the note at its foot.
+
+    :func:`~dense_readout.viz.add_photo_inset` asks it for room (:meth:`draw` with
+    ``reserve_px``) so that the thumbnail sits between the entries and the note.
+    """
+
+    figure: Any
+    layout: Any
+    classes: tuple  # (shown, others, colour_of, key_of) of _LegendClasses
+    class_names: Sequence[str] | None
+    total: int
+    keyed: bool
+    note: str
+    axes: Any = None
+
+    @property
+    def note_px(self) -> float:
+        """Height kept for the note at the panel's foot."""
+        return 24.0 * (self.note.count("\n") + 1) if self.note else 0.0
+
+    def draw(self, reserve_px: float = 0.0) -> Any:
+        """(Re)draw the panel, its entries above ``reserve_px`` kept free over the note."""
+        if self.axes is not None:
+            self.axes.remove()
+        self.axes = _draw_legend(self, reserve_px)
+        return self.axes
 
 
 class _LegendClasses:
@@ -284,22 +313,21 @@ def _draw_cell_lines(
     axes.set_ylim(height, 0)
 
 
-def _draw_legend(
-    figure, layout, shown, others, colour_of, key_of, class_names, total, keyed, note
-) -> None:
+def _draw_legend(panel: LegendPanel, reserve_px: float) -> Any:
     from matplotlib.patches import Rectangle
 
-    legend = figure.add_axes(layout.side_rect())
+    layout, note, class_names = panel.layout, panel.note, panel.class_names
+    shown, others, colour_of, key_of = panel.classes
+    legend = panel.figure.add_axes(layout.side_rect())
     legend.set_axis_off()
     legend.set_xlim(0, layout.side_px)
     legend.set_ylim(layout.panel_h, 0)
     entries = [(c, n) for c, n in shown] + ([(-1, sum(n for _, n in others))] if others else [])
-    row_px = min(
-        34.0,
-        (layout.panel_h - 40 - (24 * (note.count(chr(10)) + 1) if note else 0))
-        / max(len(entries), 1),
-    )
+    # a heading row (1.1 rows) and the entries between 6 px from the top and the reserve
+    room = layout.panel_h - panel.note_px - reserve_px - 12
+    row_px = min(34.0, room / (len(entries) + 1.1))
     size = min(12.0, row_px * 0.42)
+    total, keyed = panel.total, panel.keyed
     legend.text(
         0,
         6,
@@ -347,6 +375,7 @@ def _draw_legend(
         text = _fit_legend_text(name, count, size, layout.side_px - box * 1.4 - 10)
         legend.text(box * 1.4 + 8, y + box / 2, text, va="center", fontsize=size, family=FONT)
         y += row_px
+    return legend
 
 
 def _fit_legend_text(name: str, count: int, size: float, limit_px: float) -> str:
