@@ -33,7 +33,19 @@ __all__ = ["AGGREGATIONS", "aggregate", "available_aggregations", "register_aggr
 
 
 def register_aggregation(name: str) -> Callable[[AggregationRule], AggregationRule]:
-    """Register ``fn(cells: B×K×N, **options) -> B×K`` under ``name`` (a decorator)."""
+    """Register ``fn(cells: B×K×N, **options) -> B×K`` under ``name`` (a decorator).
+
+    Example:
+        >>> import torch
+        >>> from dense_readout import aggregate, register_aggregation
+        >>> from dense_readout.aggregation import AGGREGATIONS
+        >>> @register_aggregation("median-example")
+        ... def median(cells):
+        ...     return cells.median(dim=2).values
+        >>> aggregate(torch.tensor([[[[1.0, 2.0, 9.0]]]]), "median-example").item()
+        2.0
+        >>> _ = AGGREGATIONS.unregister("median-example")  # leave no rule behind
+    """
     return AGGREGATIONS.register(name)
 
 
@@ -43,7 +55,15 @@ def available_aggregations() -> list[str]:
 
 
 def aggregate(scores: Tensor, rule: str = "mean", **options: float) -> Tensor:
-    """Pool ``scores`` (``B×K×h×w``, or ``B×K×t×h×w`` for clips/volumes) over cells; ``B×K``."""
+    """Pool ``scores`` (``B×K×h×w``, or ``B×K×t×h×w`` for clips/volumes) over cells; ``B×K``.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout import aggregate
+        >>> scores = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]]]])  # B=1, K=1, a 2×2 grid
+        >>> aggregate(scores).item(), aggregate(scores, "max").item(), aggregate(scores, "topk", k=2).item()
+        (3.0, 6.0, 4.5)
+    """
     pool = AGGREGATIONS.get(rule)
     if scores.dim() not in (4, 5):
         raise InputError(

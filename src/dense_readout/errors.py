@@ -9,7 +9,18 @@ from __future__ import annotations
 
 
 class DenseReadoutError(Exception):
-    """Base class of every error raised by dense-readout."""
+    """Base class of every error raised by dense-readout.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout, DenseReadoutError
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> try:
+        ...     DenseReadout(model)(torch.randn(3, 64, 64))  # no batch axis
+        ... except DenseReadoutError as error:
+        ...     print(type(error).__name__)
+        InputError
+    """
 
 
 class InputError(DenseReadoutError, ValueError):
@@ -17,11 +28,30 @@ class InputError(DenseReadoutError, ValueError):
 
 
 class UnsupportedModelError(DenseReadoutError, TypeError):
-    """No adapter can apply this model's head per cell; pass ``features=``/``head=``."""
+    """No adapter can apply this model's head per cell; pass ``features=``/``head=``.
+
+    Example:
+        >>> from torch import nn
+        >>> from dense_readout import DenseReadout, UnsupportedModelError
+        >>> try:
+        ...     DenseReadout(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2)).eval())
+        ... except UnsupportedModelError as error:
+        ...     print("features=" in str(error))
+        True
+    """
 
 
 class ImageLoadError(DenseReadoutError, OSError):
-    """An image file is missing, unreadable, truncated or in an unsupported mode."""
+    """An image file is missing, unreadable, truncated or in an unsupported mode.
+
+    Example:
+        >>> from dense_readout import ImageLoadError, load_image
+        >>> try:
+        ...     load_image("no-such-photo.jpg")
+        ... except ImageLoadError as error:
+        ...     print(type(error).__name__, isinstance(error, OSError))
+        ImageLoadError True
+    """
 
 
 class CheckpointError(DenseReadoutError, OSError):
@@ -37,7 +67,18 @@ class MissingDependencyError(DenseReadoutError, ImportError):
 
 
 class TrainingModeError(InputError):
-    """The model is in training mode (dropout, batch statistics); call ``model.eval()``."""
+    """The model is in training mode (dropout, batch statistics); call ``model.eval()``.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout, TrainingModeError
+        >>> model = timm.create_model("resnet18", num_classes=3)  # still in training mode
+        >>> try:
+        ...     DenseReadout(model)(torch.randn(1, 3, 64, 64))
+        ... except TrainingModeError as error:
+        ...     print("model.eval()" in str(error))
+        True
+    """
 
 
 class GradientsUnavailableError(DenseReadoutError):
