@@ -11,7 +11,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 LINT_PINS := ruff==0.17.6 mypy==2.4.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo lint test docs tox clean
+.PHONY: install demo lint test numerics docs tox ci-matrix clean
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# The tests whose oracles compare floating-point results of different computations
+# (marker `numerics`, list in tests/conftest.py) again at 1 and at 4 threads: a result
+# that holds at one thread count only is a broken test (`make test` runs at 2).
+numerics: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m numerics tests
+	OMP_NUM_THREADS=4 $(BIN)/python -m pytest -q -p no:cacheprovider -m numerics tests
+
 # The documentation site (mkdocs.yml) into build/site; --strict: every warning fails
 # (a broken link or cross-reference, a missing page, a docstring griffe cannot read).
 docs: $(STAMP)
@@ -50,6 +57,11 @@ PYENV_BINS := $(subst $() ,:,$(wildcard $(HOME)/.pyenv/versions/3.*/bin))
 tox: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'tox>=4'
 	PATH="$(PYENV_BINS):$$PATH" $(BIN)/tox $(TOXARGS)
+
+# What CI runs of the matrix (.ci/run): the other Pythons and the lowest releases, on the
+# suite without the `slow` and `data` tests (`make test` runs those on 3.11).
+ci-matrix:
+	$(MAKE) tox TOXARGS="-e py310,py312,lowest -- -m 'not slow and not data' -p no:cacheprovider"
 
 clean:
 	rm -rf $(VENV) .tox out build src/*.egg-info
