@@ -128,8 +128,11 @@ def test_report_page_draws_every_view_offline(clean, browser):
             ".map(e => e.dataset.method)"
         )
         assert sorted(drawn) == sorted(methods), plot
+    images = browser.execute_script("return document.querySelectorAll('#examples img').length")
     canvases = browser.execute_script("return document.querySelectorAll('#examples canvas').length")
-    assert canvases == len(methods) * 6  # every example image (6 ≤ example_images) per method
+    scored = {row["position"] for row in rows_of(out)}
+    assert images == len(scored & set(range(6))) > 0  # the first 6 positions that were scored
+    assert canvases == len(methods) * images  # one map per method and example image
     assert [url for url in requests_made(browser) if not url.startswith(("file:", "data:"))] == []
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
