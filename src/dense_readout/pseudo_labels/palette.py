@@ -50,7 +50,7 @@ def save_label_png(path: str | Path, labels: np.ndarray) -> Path:
         image.putpalette(voc_palette())
     else:
         wide = np.where(labels == IGNORE, 65535, labels).astype(np.uint16)
-        image = Image.fromarray(wide, mode="I;16")
+        image = Image.fromarray(wide)  # uint16 → mode "I;16"
     image.save(path)
     return path
 
