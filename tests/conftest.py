@@ -33,6 +33,7 @@ NUMERICS_MODULES = {
     "test_localization",
     "test_eval_metrics",
     "test_compare_bench",
+    "test_export",
 }
 
 
