@@ -201,3 +201,26 @@ def test_the_walk_finds_nested_commands():
     paths = command_paths(build_parser())
     assert ("index", "build") in paths and ("bench", "ilsvrc") in paths
     assert ("explain",) in paths and ("synthetic", "train") in paths
+
+
+def startup_rows(results: dict) -> list[str]:
+    """The rows of docs/cli.md's start-up table, as written from cli_startup.json."""
+    return [
+        f"| `{name}` | {row['ratio_to_python']:.2f} | {row['cpu_ratio_to_python']:.2f} "
+        f"| {results['runs'][name]} |"
+        for name, row in results["cases"].items()
+    ]
+
+
+def test_docs_startup_table_is_the_json():
+    """Every figure of the start-up table comes from docs/results/cli_startup.json."""
+    results = json.loads((ROOT / "docs" / "results" / "cli_startup.json").read_text())
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "benchmarks/cli_startup.py" in results["provenance"]["command"]
+    for row in startup_rows(results):
+        assert row in text, f"docs/cli.md lacks the row {row!r} of cli_startup.json"
+    cases = results["cases"]
+    assert cases["python -c pass"]["ratio_to_python"] == 1.0
+    assert cases["dense-readout --help"]["cpu_ratio_to_python"] < 20  # no torch behind it
+    load = results["provenance"]["machine"]["load_average_1min"]
+    assert f"load average {load:g}" in text

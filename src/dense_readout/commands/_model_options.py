@@ -11,10 +11,8 @@ imports neither torch nor timm.
 from __future__ import annotations
 
 import argparse
-import difflib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import CheckpointError, InputError
 
@@ -120,6 +118,8 @@ def check_model_name(name: str) -> None:
 
     if name.startswith(HF_PREFIX):
         return
+    import difflib
+
     import timm
 
     if timm.is_model(name):
@@ -134,8 +134,7 @@ def check_model_name(name: str) -> None:
     raise CheckpointError(f"unknown timm model {name!r}; {hint}")
 
 
-@dataclass
-class LoadedModel:
+class LoadedModel(NamedTuple):
     """The model and what goes with it: preprocessing, names, how the weights came.
 
     ``names`` are the class names when they mean something (ImageNet, or a Hugging

@@ -9,13 +9,10 @@ imports torch at module level (``--help`` must not); the model options are in
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from ..classes import resolve_class
 from ..errors import ImageLoadError, InputError
 
 if TYPE_CHECKING:
@@ -30,7 +27,6 @@ __all__ = [
     "expand_inputs",
     "input_problem",
     "load_picture",
-    "resolve_class",
     "resolve_device",
 ]
 
@@ -55,8 +51,7 @@ IMAGE_EXTENSIONS = frozenset(
 """File extensions (any case) taken from folders given as inputs."""
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """One image to explain: a display name, an output stem and a loader."""
 
     name: str
@@ -259,6 +254,8 @@ def check_output_dir(path: str | Path) -> None:
 
 
 def _probe_write(folder: Path, wanted: Path | None = None) -> None:
+    import tempfile
+
     wanted = wanted or folder
     try:
         handle, name = tempfile.mkstemp(dir=folder, prefix=".dense-readout-probe-")

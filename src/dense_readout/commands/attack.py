@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 from ..errors import DenseReadoutError, InputError
@@ -48,6 +47,8 @@ def parse_fraction(text: str) -> float:
         >>> round(parse_fraction("8/255"), 5), parse_fraction("0.5")
         (0.03137, 0.5)
     """
+    from fractions import Fraction
+
     try:
         return float(Fraction(text.strip()))
     except (ValueError, ZeroDivisionError):
@@ -71,13 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--eps",
         type=parse_fraction,
-        default=parse_fraction(DEFAULT_EPS),
+        default=DEFAULT_EPS,  # a string: argparse parses it with type=
         help=f"L-inf budget, e.g. 0.03 (default {DEFAULT_EPS})",
     )
     parser.add_argument(
         "--alpha",
         type=parse_fraction,
-        default=parse_fraction(DEFAULT_ALPHA),
+        default=DEFAULT_ALPHA,
         help=f"step size (default {DEFAULT_ALPHA})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random start")

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from ..errors import DatasetError, DenseReadoutError, InputError
@@ -144,6 +143,8 @@ def run_bench(args: argparse.Namespace) -> int:
     except DenseReadoutError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_SETUP_FAILED
+    import dataclasses
+
     from ..evaluation.datasets import ILSVRCBoxes, ImageNetA
     from ..evaluation.protocol import Protocol, paper_preprocess
     from ..evaluation.runner import RunConfig, run_benchmark

@@ -45,7 +45,6 @@ from ._setup import (
     check_output_dir,
     expand_inputs,
     input_problem,
-    resolve_class,
 )
 
 if TYPE_CHECKING:
@@ -207,6 +206,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _setup(args: argparse.Namespace) -> tuple[Job, OutputDir]:
     """Model, device, classes, methods and output folder; raises before any image."""
+    from ..classes import resolve_class
     from ..readout import DenseReadout
     from ._outputs import Job
     from ._setup import resolve_device
