@@ -24,7 +24,19 @@ class DenseReadoutError(Exception):
 
 
 class InputError(DenseReadoutError, ValueError):
-    """An input tensor, target or argument is malformed (shape, dtype, NaN, range)."""
+    """An input tensor, target or argument is malformed (shape, dtype, NaN, range).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from dense_readout import DenseReadout, InputError
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> try:
+        ...     DenseReadout(model.eval())(torch.full((1, 3, 16, 16), float("nan")))
+        ... except InputError as error:
+        ...     print(isinstance(error, ValueError))
+        True
+    """
 
 
 class UnsupportedModelError(DenseReadoutError, TypeError):

@@ -47,14 +47,37 @@ _ALL: dict[str, Registry[Any]] = {}
 
 
 class UnknownNameError(InputError, KeyError):
-    """A name was looked up that no registry entry has; the message lists the known ones."""
+    """A name was looked up that no registry entry has; the message lists the known ones.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.aggregation import aggregate
+        >>> from dense_readout.registry import UnknownNameError
+        >>> try:
+        ...     aggregate(torch.zeros(1, 1, 2, 2), "median-of-nothing")
+        ... except UnknownNameError as error:
+        ...     print("mean" in str(error))
+        True
+    """
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
 
 
 class RegistryOverwriteWarning(UserWarning):
-    """A name was registered twice; the newer entry replaced the older one."""
+    """A name was registered twice; the newer entry replaced the older one.
+
+    Example:
+        >>> import warnings
+        >>> from dense_readout.registry import Registry, RegistryOverwriteWarning
+        >>> rules = Registry("example rule", listed=False)
+        >>> _ = rules.register("one")(lambda: 1)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = rules.register("one")(lambda: 2)
+        >>> caught[0].category is RegistryOverwriteWarning, rules.get("one")()
+        (True, 2)
+    """
 
 
 class Registry(Generic[T]):
@@ -63,6 +86,15 @@ class Registry(Generic[T]):
     ``hint`` is appended to the unknown-name error (e.g. how to register your own).
     ``listed=False`` keeps a private registry (a test's, a user's) out of
     :func:`registries`.
+
+    Example:
+        >>> from dense_readout.registry import Registry
+        >>> rules = Registry("example rule", listed=False)
+        >>> @rules.register("double")
+        ... def double(x):
+        ...     return 2 * x
+        >>> rules.names(), rules.get("double")(21)
+        (['double'], 42)
     """
 
     def __init__(self, kind: str, *, hint: str = "", listed: bool = True) -> None:
@@ -157,5 +189,12 @@ class Registry(Generic[T]):
 
 
 def registries() -> dict[str, Registry[Any]]:
-    """Every registry created so far, by kind (import a subpackage to create its registries)."""
+    """Every registry created so far, by kind (import a subpackage to create its registries).
+
+    Example:
+        >>> import dense_readout.aggregation
+        >>> from dense_readout.registry import registries
+        >>> "aggregation rule" in registries()
+        True
+    """
     return dict(_ALL)
