@@ -418,3 +418,61 @@ def test_without_top1_there_is_no_toggle(browser, inputs, tmp_path):
     pressed = browser.find_elements("css selector", '#legend button[aria-pressed="true"]')
     assert [e.text for e in pressed] == ["dog (8)"]
     assert _pixel(browser, 6) == colours[1] and _pixel(browser, 0) != colours[0]
+
+
+COUNTS = [16, 14, 12, 10, 9, 8, 7, 6, 5, 4, 3, 3, 2, 1]  # 14 classes, most frequent first
+
+
+@pytest.fixture(scope="module")
+def many_classes(tmp_path_factory):
+    """100 cells of one image on a 10×10 lattice, 14 image classes with long names."""
+    folder = tmp_path_factory.mktemp("many")
+    Image.new("RGB", (200, 200), (90, 120, 60)).save(folder / "grid.png")
+    groups = [f"breed {k}, a longer synonym {k}" for k, n in enumerate(COUNTS) for _ in range(n)]
+    points = [
+        MapPoint(
+            0,
+            (i // 10, i % 10),
+            (20 * (i % 10), 20 * (i // 10), 20 * (i % 10) + 20, 20 * (i // 10) + 20),
+            group,
+        )
+        for i, group in enumerate(groups)
+    ]
+    coords = np.array([(i % 10, i // 10) for i in range(100)], dtype=np.float32)
+    neighbours = np.arange(100)[:, None]
+    return write_map_page(folder / "map.html", coords, points, [folder / "grid.png"], neighbours)
+
+
+def test_top_nine_classes_get_colours_the_rest_one_grey_and_the_legend_filters(
+    browser, many_classes
+):
+    browser.get(many_classes.as_uri())
+    assert browser.execute_script("return document.body.dataset.ready") == "true"
+    rank = [k for k, n in enumerate(COUNTS) for _ in range(n)]  # class rank of each point
+    legend = [e.text for e in browser.find_elements("css selector", "#legend button")]
+    assert legend == [f"breed {k} ({COUNTS[k]})" for k in range(9)] + ["5 other classes (13)"]
+    colours = browser.execute_script("return [...Array(100).keys()].map(window.patchMap.colourOf)")
+    assert len(set(colours[:87])) == 9 and set(colours[87:]) == {"#8c8c8c"}  # ranks 9-13: grey
+    assert [_pixel(browser, i) for i in (0, 90, 99)] == [colours[0], "#8c8c8c", "#8c8c8c"]
+    _move(browser, *_position(browser, 0))
+    tip = browser.find_element("id", "tooltip").text
+    assert "image class: breed 0" in tip and "synonym" not in tip  # short names
+
+    buttons = browser.find_elements("css selector", "#legend button")
+    buttons[2].click()  # breed 2 only: points 30-41
+    assert browser.execute_script("return document.body.dataset.filter") == "2"
+    visible = browser.execute_script("return [...Array(100).keys()].map(window.patchMap.visible)")
+    assert [i for i in range(100) if visible[i]] == [i for i in range(100) if rank[i] == 2]
+    _move(browser, 10, 10)  # away from the points: no hover ring
+    blank = "#000000"  # nothing drawn: the canvas is transparent there (rgba 0, 0, 0, 0)
+    assert _pixel(browser, 30) == colours[30] and _pixel(browser, 0) == blank
+    _move(browser, *_position(browser, 0))  # a hidden point cannot be hovered
+    assert not browser.find_element("id", "tooltip").is_displayed()
+    browser.find_elements("css selector", "#legend button")[9].click()  # + the other classes
+    assert browser.execute_script("return document.body.dataset.filter") == "2,9"
+    _move(browser, 10, 10)
+    assert _pixel(browser, 95) == "#8c8c8c" and _pixel(browser, 50) == blank
+    browser.find_element("id", "show-all").click()
+    assert browser.execute_script("return document.body.dataset.filter") == ""
+    assert _pixel(browser, 0) == colours[0]
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

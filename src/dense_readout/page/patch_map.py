@@ -16,8 +16,11 @@ works offline from ``file://``. In the page:
   focused plot the arrow keys pan, + / − zoom, 0 fits all and Enter selects the
   point nearest the centre cross;
 * colour by the image's class (``group``) or by the readout's top-1 class of the
-  cell (``top1``), with a legend (press an entry to highlight its points) and a
-  toggle when both are known;
+  cell (``top1``), with a toggle when both are known: the nine most frequent
+  classes get nine distinct colours, every other class one grey ("N other
+  classes"); names are short (the first synonym; the full name where two share
+  it); pressing legend entries shows only their points (press again, or "show
+  all", to undo);
 * hover a point → a tooltip with its patch thumbnail (cell outlined), image name,
   cell, class and top-1;
 * click a point → the side panel shows its source image with the cell outlined and

@@ -4,33 +4,39 @@
   const $ = (id) => document.getElementById(id);
   const count = data.coords.length;
   const canvas = $("map"), ctx = canvas.getContext("2d");
-  const RADIUS = count > 2000 ? 3 : 4, HIT = RADIUS + 3, LEGEND_MAX = 30, NONE = "#9e9e9e";
-  // tab10, then the lighter tab20 shades: the most frequent classes get the most distinct colours
+  const RADIUS = count > 2000 ? 3 : 4, HIT = RADIUS + 3;
+  // Nine colours that stay apart (tab10 without its grey) for the nine most frequent classes
+  // (names come most frequent first); every other class is one grey, "other".
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-    "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
-    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"];
+    "#bcbd22", "#17becf"];
+  const TOP = PALETTE.length, OTHER = "#8c8c8c", NONE = "#d9d9d9";
+  // Short names (first synonym) unless two classes share one: then their full names.
+  function labels(names) {
+    const short = names.map((name) => String(name).split(",")[0].trim() || String(name));
+    const seen = new Map();
+    short.forEach((s) => seen.set(s, (seen.get(s) || 0) + 1));
+    return short.map((s, k) => (seen.get(s) > 1 ? String(names[k]) : s));
+  }
   const MODES = {
     group: { names: data.groups, index: data.points.group, label: "image class" },
     top1: { names: data.top1_names, index: data.points.top1, label: "readout top-1 of the cell" },
   };
+  for (const m of Object.values(MODES)) m.short = labels(m.names);
   const available = Object.keys(MODES).filter((m) => MODES[m].index.some((k) => k >= 0));
   let mode = data.colour_by, view = { k: 1, tx: 0, ty: 0 }, width = 0, height = 0;
-  let selected = -1, hovered = -1, highlight = -1, fitted = false, drag = null;
+  // fitted: the view is "fit all" until the user pans or zooms, and stays so when the plot resizes
+  let selected = -1, hovered = -1, fitted = true, drag = null;
+  const shown = new Set();  // legend entries pressed (a filter); empty: every point is shown
 
-  const hex = (h, s, l) => {
-    const f = (n) => {
-      const k = (n + h / 30) % 12, a = s * Math.min(l, 1 - l);
-      const c = l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
-      return Math.round(255 * c).toString(16).padStart(2, "0");
-    };
-    return `#${f(0)}${f(8)}${f(4)}`;
-  };
-  const colourOfRank = (k) => (k < 0 ? NONE : k < PALETTE.length ? PALETTE[k]
-    : hex((k * 137.508) % 360, 0.55, 0.45));
-  const colourOf = (i) => colourOfRank(MODES[mode].index[i]);
+  // legend entry of a class rank: the rank itself for the top nine, TOP for "other", -1 for none
+  const entryOfRank = (k) => (k < 0 ? -1 : Math.min(k, TOP));
+  const entryOf = (i) => entryOfRank(MODES[mode].index[i]);
+  const colourOfEntry = (e) => (e < 0 ? NONE : e < TOP ? PALETTE[e] : OTHER);
+  const colourOf = (i) => colourOfEntry(entryOf(i));
+  const visible = (i) => shown.size === 0 || shown.has(entryOf(i));
   const className = (m, i) => {
     const k = MODES[m].index[i];
-    return k < 0 ? "(none)" : MODES[m].names[k];
+    return k < 0 ? "(none)" : MODES[m].short[k];
   };
   const image = (i) => data.images[data.points.image[i]];
   const cellText = (i) => `cell (${data.points.cell[i][0]}, ${data.points.cell[i][1]})`;
@@ -47,15 +53,17 @@
     view.k = Math.max(1e-9, Math.min((width - 2 * pad) / dx, (height - 2 * pad) / dy));
     view.tx = width / 2 - ((bounds.x0 + bounds.x1) / 2) * view.k;
     view.ty = height / 2 + ((bounds.y0 + bounds.y1) / 2) * view.k;
+    fitted = true;
   }
   function zoomAt(sx, sy, factor) {
     const k = Math.min(Math.max(view.k * factor, 1e-9), 1e9);
     view.tx = sx - ((sx - view.tx) * k) / view.k;
     view.ty = sy - ((sy - view.ty) * k) / view.k;
     view.k = k;
+    fitted = false;
     draw();
   }
-  function pan(dx, dy) { view.tx += dx; view.ty += dy; draw(); }
+  function pan(dx, dy) { view.tx += dx; view.ty += dy; fitted = false; draw(); }
 
   // --- hit testing: a uniform grid over the data's bounding box -------------------------------
   const side = Math.max(1, Math.ceil(Math.sqrt(count / 4)));
@@ -73,6 +81,7 @@
     for (let gy = Math.max(0, ay); gy <= Math.min(side - 1, by); gy++) {
       for (let gx = Math.max(0, ax); gx <= Math.min(side - 1, bx); gx++) {
         for (const i of buckets[gy * side + gx]) {
+          if (!visible(i)) continue;
           const [px, py] = toScreen(i), d = (px - sx) ** 2 + (py - sy) ** 2;
           if (d <= bestD) { best = i; bestD = d; }
         }
@@ -88,22 +97,22 @@
     canvas.width = Math.max(1, Math.round(width * ratio));
     canvas.height = Math.max(1, Math.round(height * ratio));
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    if (!fitted && width > 0) { fit(); fitted = true; }
+    if (fitted && width > 0) fit();
     draw();
   }
   function draw() {
     ctx.clearRect(0, 0, width, height);
-    const batches = new Map(), faded = [];
+    const batches = new Map();
     for (let i = 0; i < count; i++) {
       const [sx, sy] = toScreen(i);
-      if (sx < -HIT || sy < -HIT || sx > width + HIT || sy > height + HIT) continue;
-      if (highlight >= 0 && MODES[mode].index[i] !== highlight) { faded.push(sx, sy); continue; }
+      if (sx < -HIT || sy < -HIT || sx > width + HIT || sy > height + HIT || !visible(i)) continue;
       const colour = colourOf(i);
       if (!batches.has(colour)) batches.set(colour, []);
       batches.get(colour).push(sx, sy);
     }
-    dots(faded, "rgba(160, 160, 160, 0.25)", null);
-    for (const [colour, at] of batches) dots(at, colour, "rgba(0, 0, 0, 0.35)");
+    // grey first, so that the coloured classes are drawn over the crowd of "other"
+    const order = [NONE, OTHER, ...PALETTE].filter((colour) => batches.has(colour));
+    for (const colour of order) dots(batches.get(colour), colour, "rgba(0, 0, 0, 0.35)");
     if (selected >= 0) {
       for (const j of neighboursOf(selected)) ring(j, RADIUS + 3, "#111", 1.5);
       star(selected);
@@ -120,6 +129,7 @@
   function nearestToCentre() {
     let best = -1, bestD = Infinity;
     for (let i = 0; i < count; i++) {
+      if (!visible(i)) continue;
       const [sx, sy] = toScreen(i), d = (sx - width / 2) ** 2 + (sy - height / 2) ** 2;
       if (d < bestD) { best = i; bestD = d; }
     }
@@ -221,7 +231,7 @@
   function setMode(m) {
     if (!MODES[m]) return;
     mode = m;
-    highlight = -1;
+    shown.clear();
     document.body.dataset.mode = m;
     for (const radio of document.querySelectorAll('input[name="colour"]')) radio.checked = radio.value === m;
     $("colour-label").textContent = available.length < 2 ? `colour: ${MODES[m].label}` : "";
@@ -229,29 +239,48 @@
     draw();
   }
   function legend() {
-    const { names, index } = MODES[mode], tally = new Map();
-    for (const k of index) tally.set(k, (tally.get(k) || 0) + 1);
-    const ranks = [...tally.keys()].filter((k) => k >= 0).sort((a, b) => a - b);
-    if (tally.has(-1)) ranks.push(-1);
-    const items = ranks.slice(0, LEGEND_MAX).map((k) => {
+    const { names, short, index } = MODES[mode], tally = new Map(), members = new Map();
+    for (const k of index) {
+      const e = entryOfRank(k);
+      tally.set(e, (tally.get(e) || 0) + 1);
+      if (e === TOP) members.set(k, true);
+    }
+    const entries = [...tally.keys()].filter((e) => e >= 0).sort((a, b) => a - b);
+    if (tally.has(-1)) entries.push(-1);
+    const items = entries.map((e) => {
       const li = document.createElement("li"), button = document.createElement("button");
       const swatch = document.createElement("span");
       swatch.className = "swatch";
-      swatch.style.background = colourOfRank(k);
+      swatch.style.background = colourOfEntry(e);
       button.type = "button";
-      button.setAttribute("aria-pressed", String(highlight === k));
-      button.append(swatch, `${k < 0 ? "(none)" : names[k]} (${tally.get(k)})`);
-      button.addEventListener("click", () => { highlight = highlight === k ? -1 : k; legend(); draw(); });
+      button.dataset.entry = String(e);
+      button.setAttribute("aria-pressed", String(shown.has(e)));
+      const text = e < 0 ? "(none)" : e < TOP ? short[e] : `${members.size} other classes`;
+      button.title = e >= 0 && e < TOP ? String(names[e]) : "press to show only these points";
+      button.append(swatch, `${text} (${tally.get(e)})`);
+      button.addEventListener("click", () => {
+        if (shown.has(e)) shown.delete(e); else shown.add(e);
+        filtered();
+      });
       li.append(button);
       return li;
     });
-    if (ranks.length > LEGEND_MAX) {
-      const li = document.createElement("li");
-      li.className = "more";
-      li.textContent = `+ ${ranks.length - LEGEND_MAX} more classes`;
+    if (shown.size) {
+      const li = document.createElement("li"), all = document.createElement("button");
+      all.type = "button";
+      all.id = "show-all";
+      all.textContent = "show all";
+      all.addEventListener("click", () => { shown.clear(); filtered(); });
+      li.append(all);
       items.push(li);
     }
     $("legend").replaceChildren(...items);
+  }
+  function filtered() {
+    document.body.dataset.filter = [...shown].sort((a, b) => a - b).join(",");
+    if (hovered >= 0 && !visible(hovered)) { hovered = -1; hideTooltip(); }
+    legend();
+    draw();
   }
 
   // --- events ------------------------------------------------------------------------------------
@@ -325,6 +354,7 @@
     select,
     selected: () => selected,
     colourOf,
+    visible,
     hit: (clientX, clientY) => hit(clientX - canvas.getBoundingClientRect().left,
       clientY - canvas.getBoundingClientRect().top),
     screenPosition: (i) => {
