@@ -1,7 +1,7 @@
 """Model-family adapters (a registry, like timm's models and zennit's composites)."""
 
 # importing registers the adapters; structural is the fallback (lowest priority)
-from . import hf_models, structural, timm_models, torchvision_models, video  # noqa: F401
+from . import hf_mean_pooled, hf_models, structural, timm_models, torchvision_models, video  # noqa: F401
 from .base import (
     ADAPTERS,
     ModelAdapter,

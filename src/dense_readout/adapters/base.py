@@ -204,7 +204,9 @@ def _input_channels(model: nn.Module, default: int, spatial_dims: int = 2) -> in
     conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
     block = 1
     for module in model.modules():
-        size = getattr(module, "bs", getattr(module, "block_size", None))  # a space-to-depth stem (TResNet)
+        size = getattr(
+            module, "bs", getattr(module, "block_size", None)
+        )  # a space-to-depth stem (TResNet)
         if type(module).__name__ == "SpaceToDepth" and isinstance(size, int):
             block = size
         if isinstance(module, conv):
@@ -364,9 +366,11 @@ class ModelAdapter:
         input_size = cfg.get("input_size") if isinstance(cfg, dict) else None
         if input_size:
             height, width = int(input_size[-2]), int(input_size[-1])
-        built_for = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
-        if isinstance(built_for, (tuple, list)) and len(built_for) == 2:
-            height, width = int(built_for[0]), int(built_for[1])
+        for embed in ("patch_embed", "stem"):  # ViTs / MLP-Mixers built for another size
+            built_for = getattr(getattr(self.model, embed, None), "img_size", None)
+            if isinstance(built_for, (tuple, list)) and len(built_for) == 2:
+                height, width = int(built_for[0]), int(built_for[1])
+                break
         shape = (batch, self.in_channels, height, width)
         if parameter is None:
             return torch.zeros(shape)

@@ -221,7 +221,12 @@ class HFSwinAdapter(_HFPooledAdapter):
     """
 
     name = "hf-swin"
-    classes = ("SwinForImageClassification", "Swinv2ForImageClassification")
+    # FocalNet has Swin's layout: patch tokens halved per stage, layernorm, AdaptiveAvgPool1d
+    classes = (
+        "SwinForImageClassification",
+        "Swinv2ForImageClassification",
+        "FocalNetForImageClassification",
+    )
     layout = "NHWC"
 
     def forward_features(self, inputs: Tensor) -> Tensor:
@@ -337,7 +342,7 @@ class HFBeitAdapter(_HFTokenAdapter):
     """
 
     name = "hf-beit"
-    classes = ("BeitForImageClassification",)
+    classes = ("BeitForImageClassification", "Data2VecVisionForImageClassification")  # same head
 
     def num_prefix_tokens(self) -> int:
         return 1

@@ -12,11 +12,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, UnsupportedModelError
 from .base import register_adapter
 from .pooled import PooledGridAdapter, TokenGridAdapter, _run_no_grad
+from .sequence import one_token_sequences, pools_tokens_by_mean, tokens_to_grid
 
 
 def _is_timm(model: nn.Module) -> bool:
@@ -30,8 +32,17 @@ _TOKEN_CLASSES = ("VisionTransformer", "VisionTransformerDistilled", "Beit", "Ev
 class TimmGridAdapter(PooledGridAdapter):
     """Any timm model with a grid, a mean pool and a per-vector head.
 
-    ``forward_features`` is a 4-D map and ``forward_head`` pools it and applies a
-    per-vector head.
+    ``forward_features`` is a 4-D map (or a token sequence of a grid,
+    :mod:`~dense_readout.adapters.sequence`) and ``forward_head`` pools it by the mean and
+    applies a per-vector head.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout
+        >>> mixer = timm.create_model("mixer_s32_224", num_classes=3, img_size=64).eval()
+        >>> result = DenseReadout(mixer)(torch.randn(1, 3, 64, 64))  # 4 tokens: a 2×2 grid
+        >>> result.adapter, tuple(result.scores.shape), result.exact
+        ('timm', (1, 3, 2, 2), True)
     """
 
     name = "timm"
@@ -41,6 +52,8 @@ class TimmGridAdapter(PooledGridAdapter):
         super().__init__(model)
         self.layout = "NHWC" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "NCHW"
         self._target: nn.Module | None = None
+        self._prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+        self._grid_hw: tuple[int, int] | None = None
         self._refuse_spatial_heads()
 
     @classmethod
@@ -59,6 +72,46 @@ class TimmGridAdapter(PooledGridAdapter):
     def tail(self, native: Tensor) -> Tensor:
         return self.model.forward_head(native)
 
+    # -- token sequences (Mixer, ResMLP, LeViT, Twins, EfficientFormer, MViTv2, Hiera) --
+    def grid(self, native: Tensor, inputs: Tensor) -> Tensor:
+        if self.layout != "tokens":
+            return super().grid(native, inputs)
+        grid = tokens_to_grid(native, self._prefix, (int(inputs.shape[-2]), int(inputs.shape[-1])))
+        self._grid_hw = (int(grid.shape[-2]), int(grid.shape[-1]))
+        return grid
+
+    def head_cells(self, cells: Tensor) -> Tensor:
+        if self.layout != "tokens":
+            return super().head_cells(cells)
+        return self.tail(one_token_sequences(cells, self._prefix))
+
+    def _one_cell_shape(self, channels: int) -> tuple[int, ...]:
+        if self.layout == "tokens":
+            return (-1, self._prefix + 1, channels)
+        return super()._one_cell_shape(channels)
+
+    def _tokens_to_grid(self, tokens: Tensor) -> Tensor:
+        """CAM reshape: the grid of the last readout's size (square before any)."""
+        known = self._grid_hw
+        fits = known is not None and known[0] * known[1] == tokens.shape[1] - self._prefix
+        grid = tokens[:, self._prefix :]
+        if fits and known is not None:
+            return grid.reshape(grid.shape[0], *known, -1).permute(0, 3, 1, 2)
+        return tokens_to_grid(tokens, self._prefix, None)
+
+    def _adopt_tokens(self, native: Tensor) -> None:
+        """A token sequence: accept it only if the head reads the patch tokens' mean."""
+        generator = torch.Generator().manual_seed(0)
+        tokens = torch.randn(native.shape, generator=generator).to(native)
+        if not pools_tokens_by_mean(self.model.forward_head, tokens, self._prefix):
+            raise UnsupportedModelError(
+                f"timm {type(self.model).__name__}: forward_features returns a token sequence "
+                f"{tuple(native.shape)}, but its head ({_head_text(self.model)}) does not read "
+                "the patch tokens through their mean (a class token or another pooling), so "
+                "the head has no per-token form. Pass DenseReadout(model, features=..., head=...)."
+            )
+        self.layout = "tokens"
+
     def _refuse_spatial_heads(self) -> None:
         """Refuse models whose head is not pointwise (token outputs, spatial kernels)."""
         native = self._probe_features()
@@ -70,7 +123,9 @@ class TimmGridAdapter(PooledGridAdapter):
                 "CrossViT), not one spatial grid, and its head reads those tokens, so there "
                 "are no cells to apply it to. Pass DenseReadout(model, features=..., head=...)."
             )
-        if native.dim() != 4:
+        if native.dim() == 3:
+            self._adopt_tokens(native)
+        elif native.dim() != 4:
             raise UnsupportedModelError(
                 f"timm {type(self.model).__name__}: forward_features returns shape "
                 f"{tuple(native.shape)}, not a spatial grid, and its head "
@@ -78,7 +133,8 @@ class TimmGridAdapter(PooledGridAdapter):
                 "DenseReadout(model, features=..., head=...) with a grid and a pointwise "
                 "head, or register an adapter."
             )
-        self._channels = int(native.shape[-1] if self.layout == "NHWC" else native.shape[1])
+        channels_last = self.layout in ("NHWC", "tokens")
+        self._channels = int(native.shape[-1] if channels_last else native.shape[1])
         for module in self.head_modules():
             kernel = getattr(module, "kernel_size", None)
             if (
@@ -127,6 +183,8 @@ class TimmGridAdapter(PooledGridAdapter):
     def reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
         if self.layout == "NHWC":
             return _nhwc_to_nchw
+        if self.layout == "tokens":
+            return self._tokens_to_grid
         return None
 
 
