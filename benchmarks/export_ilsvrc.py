@@ -11,6 +11,9 @@ over ``ilsvrc_val_sample`` at ``--dtype float16``, each size in its own child pr
 * peak RSS of the exporting process, sampled every second against the images done
   (``/proc/self/status`` VmHWM): at ``--subset`` images and at the end, flat if memory
   does not grow with the dataset;
+* with ``--paired`` (instead of the above): the export alone, ``model(x)`` timed on
+  each batch just before its readout (robust to load drift), and the ratio of the
+  loop with ``model(x)`` to the export;
 * with ``--kill-resume``: the same export in a child process SIGKILLed after a third
   of the batches, rerun (resumed), and compared file by file with the uninterrupted store.
 
@@ -86,6 +89,50 @@ class RssCurve(threading.Thread):
             self.points.append((done, round(peak, 1), round(now, 1)))
 
 
+class PairedForward:
+    """Wraps the export's ``readout_maps``: times ``model(x)`` on the same batch just before.
+
+    On a machine whose load drifts, a forward-only pass run minutes apart from the export
+    measures the load as much as the code; the forward timed beside every readout does not.
+    """
+
+    def __init__(self, model, readout_maps) -> None:
+        self.model, self.readout_maps = model, readout_maps
+        self.forward_s = 0.0
+
+    def __call__(self, readout, x, *args, **kwargs):
+        tic = time.perf_counter()
+        with torch.inference_mode():
+            self.model(x)
+        self.forward_s += time.perf_counter() - tic
+        return self.readout_maps(readout, x, *args, **kwargs)
+
+
+def paired(args: argparse.Namespace, model, source, preprocess, readout, config, info) -> dict:
+    """Export with a forward-only pass timed beside each batch's readout."""
+    from dense_readout.export import writer
+
+    store = Path(args.store + "-paired")
+    shutil.rmtree(store, ignore_errors=True)
+    wrapper = PairedForward(model, writer.readout_maps)
+    writer.readout_maps = wrapper
+    try:
+        tic = time.perf_counter()
+        summary = export_dataset(source, store, readout, preprocess, config, info)
+        wall = time.perf_counter() - tic - wrapper.forward_s  # the export without the extra pass
+    finally:
+        writer.readout_maps = wrapper.readout_maps
+    readout_s = summary["timing"]["forward_s"]
+    forward_only_wall = wall - readout_s + wrapper.forward_s  # same loop, model(x) instead
+    return {
+        "export_wall_s": round(wall, 2),
+        "readout_s": round(readout_s, 2),
+        "paired_forward_s": round(wrapper.forward_s, 2),
+        "readout_to_forward": round(readout_s / wrapper.forward_s, 3),
+        "ratio_export_to_forward_only": round(forward_only_wall / wall, 3),
+    }
+
+
 def child(args: argparse.Namespace) -> None:
     """One measurement in this process: forward, export, forward; prints one JSON line."""
     model, preprocess, names, name = load_pretrained()
@@ -100,6 +147,10 @@ def child(args: argparse.Namespace) -> None:
     readout, info = DenseReadout(model), {"model": name}
     if args.export_only:  # the kill/resume run: export (resuming if the store exists)
         export_dataset(source, store, readout, preprocess, config, info)
+        return
+    if args.paired:
+        result = paired(args, model, source, preprocess, readout, config, info)
+        print(json.dumps({"images": len(source.paths), **result, "peak_rss_mib": peak_rss_mb()}))
         return
     shutil.rmtree(store, ignore_errors=True)
     before = forward_only(model, source, preprocess, args.batch_size, args.workers)
@@ -138,6 +189,7 @@ def run_child(args: argparse.Namespace, limit: int, store: Path) -> dict:
     command = [sys.executable, __file__, args.data, "--child", "--store", str(store)]
     command += ["--limit", str(limit), "--batch-size", str(args.batch_size)]
     command += ["--workers", str(args.workers), "--dtype", args.dtype]
+    command += ["--paired"] if args.paired else []
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(result), flush=True)
@@ -184,6 +236,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--kill-resume", action="store_true")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="only the export with a forward timed beside each batch",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--export-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", default=None, help=argparse.SUPPRESS)
@@ -193,6 +250,10 @@ def main() -> None:
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.paired:
+        result = run_child(args, args.limit, work / "all")
+        write_results(args.json, {"model": "tf_efficientnet_lite0 (embedded)", "paired": result})
+        return
     run = run_child(args, args.limit, work / "all")
     curve = [point for point in run["rss_curve_images_peak_now_mib"] if point[0] > 0]
     early = next((p for p in curve if p[0] >= args.subset), curve[0] if curve else None)
@@ -216,6 +277,14 @@ if __name__ == "__main__":
     main()
 
 
+def _rss_by_batch(run: dict) -> list[tuple[int, float]]:
+    """The highest sampled RSS for each number of images done."""
+    highest: dict[int, float] = {}
+    for done, _, now in run["rss_curve_images_peak_now_mib"]:
+        highest[done] = max(highest.get(done, 0.0), now)
+    return sorted(highest.items())
+
+
 def export_table(data: dict) -> str:
     """The docs' table (docs/export.md) from the JSON this script writes."""
     run = data["run"]
@@ -231,8 +300,12 @@ def export_table(data: dict) -> str:
         ("**export / forward-only**", f"**{run['ratio_export_to_forward_only']}**"),
         ("store size per image", f"{run['store_bytes_per_image'] / 1000:.1f} kB ({data['dtype']})"),
         (
-            "peak RSS after the first / last batches",
-            f"{early[1]:.0f} MiB at {early[0]} images / {end[1]:.0f} MiB at {end[0]} images",
+            "RSS, highest while the batch after N images ran (N: MiB)",
+            ", ".join(f"{done}: {rss:.0f}" for done, rss in _rss_by_batch(run)),
+        ),
+        (
+            "peak RSS of the process (incl. the forward-only pass before)",
+            f"{early[1]:.0f} MiB at {early[0]} images, {end[1]:.0f} MiB at {end[0]} images",
         ),
         (
             "machine load (1-min average, 2 cores)",
@@ -248,3 +321,25 @@ def export_table(data: dict) -> str:
             f"| store equal to the uninterrupted one: {kill['equal']} |"
         )
     return "\n".join(lines)
+
+
+def paired_table(data: dict) -> str:
+    """The docs' table of the ``--paired`` run (docs/export.md)."""
+    run = data["paired"]
+    rows = [
+        ("images (ILSVRC sample, first N)", f"{run['images']}"),
+        ("export wall time (decode, readout, float16 writes)", f"{run['export_wall_s']} s"),
+        ("readout, summed over batches", f"{run['readout_s']} s"),
+        ("`model(x)` on the same batches, just before", f"{run['paired_forward_s']} s"),
+        ("readout / forward", f"{run['readout_to_forward']}"),
+        (
+            "**export / forward-only loop (throughput ratio)**",
+            f"**{run['ratio_export_to_forward_only']}**",
+        ),
+        (
+            "machine load (1-min average, 2 cores)",
+            f"{data['provenance']['machine']['load_average_1min']}",
+        ),
+    ]
+    lines = ["| measure | value |", "|---|---|"]
+    return "\n".join(lines + [f"| {name} | {value} |" for name, value in rows])
