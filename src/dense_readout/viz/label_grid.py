@@ -314,10 +314,8 @@ def _draw_cell_lines(
 
 
 def _draw_legend(panel: LegendPanel, reserve_px: float) -> Any:
-    from matplotlib.patches import Rectangle
-
     layout, note, class_names = panel.layout, panel.note, panel.class_names
-    shown, others, colour_of, key_of = panel.classes
+    shown, others, _, _ = panel.classes
     legend = panel.figure.add_axes(layout.side_rect())
     legend.set_axis_off()
     legend.set_xlim(0, layout.side_px)
@@ -327,7 +325,7 @@ def _draw_legend(panel: LegendPanel, reserve_px: float) -> Any:
     room = layout.panel_h - panel.note_px - reserve_px - 12
     row_px = min(34.0, room / (len(entries) + 1.1))
     size = min(12.0, row_px * 0.42)
-    total, keyed = panel.total, panel.keyed
+    total = panel.total
     legend.text(
         0,
         6,
@@ -350,32 +348,39 @@ def _draw_legend(panel: LegendPanel, reserve_px: float) -> Any:
             linespacing=1.3,
         )
     for c, count in entries:
-        colour = colour_of.get(c, OTHER_COLOUR)
-        box = row_px * 0.62
-        legend.add_patch(
-            Rectangle((0, y), box * 1.4, box, facecolor=colour, edgecolor="black", linewidth=0.5)
-        )
-        if keyed and c in key_of:
-            legend.text(
-                box * 0.7,
-                y + box / 2,
-                str(key_of[c]),
-                ha="center",
-                va="center",
-                fontsize=size * 0.85,
-                color="white",
-                family=FONT,
-                fontweight="bold",
-                path_effects=_outline(2.0),
-            )
-        if c == -1:
-            name = f"{len(others)} other classes"
-        else:
-            name = _name_of(c, class_names) + ("" if class_names is None else f" ({c})")
-        text = _fit_legend_text(name, count, size, layout.side_px - box * 1.4 - 10)
-        legend.text(box * 1.4 + 8, y + box / 2, text, va="center", fontsize=size, family=FONT)
+        name = f"{len(others)} other classes" if c == -1 else _name_of(c, class_names)
+        if c != -1 and class_names is not None:
+            name += f" ({c})"
+        _draw_entry(legend, panel, c, name, count, y, row_px, size)
         y += row_px
     return legend
+
+
+def _draw_entry(legend, panel: LegendPanel, c, name, count, y, row_px, size) -> None:
+    """One legend row at ``y``: the class's swatch (with its key when cells show keys), its text."""
+    from matplotlib.patches import Rectangle
+
+    _, _, colour_of, key_of = panel.classes
+    box = row_px * 0.62
+    colour = colour_of.get(c, OTHER_COLOUR)
+    legend.add_patch(
+        Rectangle((0, y), box * 1.4, box, facecolor=colour, edgecolor="black", linewidth=0.5)
+    )
+    if panel.keyed and c in key_of:
+        legend.text(
+            box * 0.7,
+            y + box / 2,
+            str(key_of[c]),
+            ha="center",
+            va="center",
+            fontsize=size * 0.85,
+            color="white",
+            family=FONT,
+            fontweight="bold",
+            path_effects=_outline(2.0),
+        )
+    line = _fit_legend_text(name, count, size, panel.layout.side_px - box * 1.4 - 10)
+    legend.text(box * 1.4 + 8, y + box / 2, line, va="center", fontsize=size, family=FONT)
 
 
 def _fit_legend_text(name: str, count: int, size: float, limit_px: float) -> str:
