@@ -15,8 +15,9 @@ by hand, or a JSON rewritten by a rerun without updating the docs, is caught.
 To register a table (e.g. the LRP helper's speed/conservation tables in docs/lrp.md):
 write ``def my_table(data: dict) -> str`` in your benchmark script (pure: JSON in,
 Markdown out; no model loading at import), put the two markers around the table, and
-fill it with ``python tests/test_docs_results.py --write`` (rewrites every block from
-its JSON). Then add the JSON to ``REQUIRED`` below so deleting its markers fails too.
+fill it with ``python tests/test_docs_results.py --write docs/lrp.md`` (rewrites the
+blocks of the docs named, or of all docs without names, from their JSON). Then add
+the JSON to ``REQUIRED`` below so deleting its markers fails too.
 """
 
 from __future__ import annotations
@@ -116,9 +117,11 @@ def all_blocks() -> list[Block]:
     return [block for doc in documents() for block in find_blocks(doc)]
 
 
-def write_all() -> None:
-    """Rewrite every block from its JSON (the ``--write`` command)."""
+def write_all(only: list[str] | None = None) -> None:
+    """Rewrite every block from its JSON (the ``--write [DOC...]`` command)."""
     for doc in documents():
+        if only and str(doc.relative_to(ROOT)) not in only:
+            continue  # other docs may be another author's work in progress
         text = doc.read_text()
         for block in reversed(find_blocks(doc, text)):  # from the end: spans stay valid
             if not (ROOT / block.json_path).is_file():
@@ -174,6 +177,6 @@ def test_an_unmarked_edit_outside_blocks_is_not_flagged():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        raise SystemExit("usage: python tests/test_docs_results.py --write")
-    write_all()
+    if sys.argv[1:2] != ["--write"]:
+        raise SystemExit("usage: python tests/test_docs_results.py --write [docs/x.md ...]")
+    write_all(sys.argv[2:])
