@@ -47,6 +47,9 @@ REQUIRED = {
     "docs/results/compare_speed.json",
     "docs/results/synthetic_step_rate.json",
     "docs/results/ilsvrc_sample_model.json",
+    "docs/results/lrp_speed.json",
+    "docs/results/lrp_conservation_torchvision.json",
+    "docs/results/lrp_conservation_timm.json",
 }
 
 
