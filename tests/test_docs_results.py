@@ -45,6 +45,7 @@ REQUIRED = {
     "docs/results/attack_timing.json",
     "docs/results/speed.json",
     "docs/results/compare_speed.json",
+    "docs/results/quantus_ilsvrc.json",
     "docs/results/synthetic_step_rate.json",
     "docs/results/ilsvrc_sample_model.json",
     "docs/results/lrp_speed.json",
