@@ -44,6 +44,7 @@ REQUIRED = {
     "docs/results/attack_cells.json",
     "docs/results/attack_timing.json",
     "docs/results/speed.json",
+    "docs/results/speed_torchvision.json",
     "docs/results/compare_speed.json",
     "docs/results/quantus_ilsvrc.json",
     "docs/results/synthetic_step_rate.json",
