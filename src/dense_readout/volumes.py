@@ -85,7 +85,8 @@ def _nifti(path: Path) -> np.ndarray:
             "Reading NIfTI volumes needs nibabel: pip install 'dense-readout[monai]'."
         ) from error
     # NIfTI stores x, y, z: slices along z become the first axis (D×H×W)
-    data = np.asarray(nibabel.load(str(path)).get_fdata(), np.float32)
+    image: Any = nibabel.load(str(path))  # a Nifti1Image (the stubs say FileBasedImage)
+    data = np.asarray(image.get_fdata(), np.float32)
     return np.moveaxis(data, 2, 0) if data.ndim == 3 else data
 
 
