@@ -52,6 +52,9 @@ REQUIRED = {
     "docs/results/lrp_speed.json",
     "docs/results/lrp_conservation_torchvision.json",
     "docs/results/lrp_conservation_timm.json",
+    "docs/results/export_ilsvrc.json",
+    "docs/results/export_ilsvrc_paired.json",
+    "docs/results/pseudo_labels_coco.json",
 }
 
 
