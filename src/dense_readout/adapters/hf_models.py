@@ -419,7 +419,7 @@ class HFDinov2Adapter(_HFTokenAdapter):
 
 @register_adapter
 class HFLevitRefusal(_HFAdapter):
-    """LeViT is refused (as timm's LeViT is), with the reason and the way out."""
+    """LeViT (transformers) is refused, with the reason and the way out (timm's is read out)."""
 
     name = "hf-levit"
     classes = ("LevitForImageClassification", "LevitForImageClassificationWithTeacher")
@@ -427,8 +427,8 @@ class HFLevitRefusal(_HFAdapter):
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         raise UnsupportedModelError(
-            f"{type(model).__name__} (transformers LeViT) is not supported, as timm's LeViT "
-            "is not: its last stage is a short token sequence made by attention "
+            f"{type(model).__name__} (transformers LeViT) is not supported (timm's LeViT is, "
+            "by the timm adapter): its last stage is a short token sequence made by attention "
             "subsampling (4×4 tokens at 224 px) and its classifier is a BatchNorm1d + Linear "
             "on the token mean (two such heads averaged in the distilled model), with no "
             "grid layer to hook. Pass DenseReadout(model, features=<input -> B×C×h×w "
