@@ -58,10 +58,12 @@ tox: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'tox>=4'
 	PATH="$(PYENV_BINS):$$PATH" $(BIN)/tox $(TOXARGS)
 
-# What CI runs of the matrix (.ci/run): the other Pythons and the lowest releases, on the
-# suite without the `slow` and `data` tests (`make test` runs those on 3.11).
+# What CI runs of the matrix (.ci/run): the other Pythons (py310 at 1 thread, py312 at 4)
+# and the lowest releases, on the numerics-marked tests without the `slow` and `data` ones
+# (`make test` runs the whole suite on 3.11; `make tox` runs everything everywhere).
+CI_MATRIX_TESTS := -m 'numerics and not slow and not data' -p no:cacheprovider tests
 ci-matrix:
-	$(MAKE) tox TOXARGS="-e py310,py312,lowest -- -m 'not slow and not data' -p no:cacheprovider"
+	$(MAKE) tox TOXARGS="-e py310,py312,lowest -- $(CI_MATRIX_TESTS)"
 
 clean:
 	rm -rf $(VENV) .tox out build src/*.egg-info

@@ -128,7 +128,8 @@ def test_reports_and_cost_columns(gap_run):
     # all K classes: the readout is one call, Grad-CAM one call per class
     assert cam["seconds_all_classes"] == pytest.approx(cam["seconds_per_map"])
     grad = results["methods"]["gradcam"]
-    assert grad["seconds_all_classes"] == pytest.approx(1000 * grad["seconds_per_map"], rel=1e-5)
+    # results.json keeps seconds to 6 decimals: K × a rounded per-map time is off by ≤ K · 5e-7
+    assert grad["seconds_all_classes"] == pytest.approx(1000 * grad["seconds_per_map"], abs=5e-4)
     assert edge["forward_ratio_all_classes"] == pytest.approx(edge["forward_ratio_per_map"])
     low, high = results["ci"]["cam"]["pointing_game"]
     assert low <= cam["pointing_game"] <= high

@@ -198,8 +198,7 @@ def test_registered_adapter_is_used():
     "name, fragment",
     [
         ("vgg11", "convolution over the grid"),
-        ("pit_ti_224", "not a spatial grid"),
-        ("levit_128s", "not a spatial grid"),
+        ("pit_ti_224", "not a spatial grid"),  # LeViT is read now: tests/test_token_models.py
     ],
 )
 def test_non_pointwise_heads_are_refused(name, fragment):

@@ -37,7 +37,7 @@ EXPECTED_KINDS = {
     "box layout",
     "recipe",
     "localization metric",
-    "LRP block",
+    "LRP family",  # one record per family (blocks, canonizers, composite): lrp.families
     "LRP composite",
 }
 

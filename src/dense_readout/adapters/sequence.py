@@ -69,7 +69,7 @@ def tokens_to_grid(tokens: Tensor, prefix: int, input_size: tuple[int, int] | No
 
     Example:
         >>> import torch
-        >>> grid = tokens_to_grid(torch.arange(13.0).view(1, 13, 1), 1, (64, 96))
+        >>> grid = tokens_to_grid(torch.arange(13.0).view(1, 13, 1), 1, (64, 192))
         >>> tuple(grid.shape), grid[0, 0, 1].tolist()  # 2 rows of 6 (stride 32), class token dropped
         ((1, 1, 2, 6), [7.0, 8.0, 9.0, 10.0, 11.0, 12.0])
     """
@@ -82,7 +82,9 @@ def token_grid_size(tokens: int, input_size: tuple[int, int] | None) -> tuple[in
     """``(h, w)`` with ``h·w = tokens`` for ``input_size`` (square when that is unknown)."""
     if input_size is not None:
         height, width = int(input_size[0]), int(input_size[1])
-        for stride in range(1, max(height, width) + 1):
+        # networks downsample by powers of two: try those strides first, then any other
+        strides = sorted(range(1, max(height, width) + 1), key=lambda s: (s & (s - 1) != 0, s))
+        for stride in strides:
             if (height // stride) * (width // stride) == tokens:
                 return height // stride, width // stride
     side = round(tokens**0.5)

@@ -101,6 +101,13 @@ class TimmGridAdapter(PooledGridAdapter):
 
     def _adopt_tokens(self, native: Tensor) -> None:
         """A token sequence: accept it only if the head reads the patch tokens' mean."""
+        if native.shape[1] - self._prefix < 2:  # e.g. PiT: the class tokens alone, no patches
+            raise UnsupportedModelError(
+                f"timm {type(self.model).__name__}: forward_features returns shape "
+                f"{tuple(native.shape)}, not a spatial grid (no patch tokens beside "
+                f"{self._prefix} prefix tokens), and its head ({_head_text(self.model)}) reads "
+                "pooled or class tokens. Pass DenseReadout(model, features=..., head=...)."
+            )
         generator = torch.Generator().manual_seed(0)
         tokens = torch.randn(native.shape, generator=generator).to(native)
         if not pools_tokens_by_mean(self.model.forward_head, tokens, self._prefix):
