@@ -23,7 +23,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["all_reduce_sum", "distributed_context"]
+from ..errors import InputError
+
+__all__ = ["all_reduce_sum", "distributed_context", "raise_on_every_rank"]
 
 
 class distributed_context:
@@ -69,3 +71,17 @@ def barrier() -> None:
     """Wait for every process (a no-op without a process group)."""
     if dist.is_initialized():
         dist.barrier()
+
+
+def raise_on_every_rank(message: str | None) -> None:
+    """Send rank 0's refusal (or None) to every process and raise it everywhere.
+
+    A resumable run checks its output folder on rank 0 only; without this the other
+    ranks would wait in the next collective until the backend's timeout.
+    """
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        message = box[0]
+    if message:
+        raise InputError(message)

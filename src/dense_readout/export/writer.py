@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..evaluation.distributed import barrier, distributed_context
+from ..evaluation.distributed import barrier, distributed_context, raise_on_every_rank
 from . import zarr_v2
 from .items import ExportItems, make_loader
 from .maps import ClassSelection, readout_maps
@@ -101,7 +101,7 @@ def export_dataset(
                 _start_or_resume(layout, settings, source)
             except InputError as error:
                 refusal = str(error)
-        _raise_on_every_rank(refusal)
+        raise_on_every_rank(refusal)
         timing = _export_shard(
             layout,
             source,
@@ -165,18 +165,6 @@ def _start_or_resume(layout: StoreLayout, settings: dict, source: ExportSource) 
             f"{layout.root} holds an export with other settings ({', '.join(changed)} differ); "
             "rerun with the same options to resume, or choose another --out."
         )
-
-
-def _raise_on_every_rank(message: str | None) -> None:
-    """Send rank 0's refusal (or None) to every process; raise it everywhere."""
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        box = [message]
-        dist.broadcast_object_list(box, src=0)
-        message = box[0]
-    if message:
-        raise InputError(message)
 
 
 def _export_shard(

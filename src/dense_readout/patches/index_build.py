@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import DenseReadoutError, ImageLoadError, InputError
-from ..evaluation.distributed import barrier, distributed_context
+from ..evaluation.distributed import barrier, distributed_context, raise_on_every_rank
 from ..images import load_image
 from ..preprocessing import Preprocess
 from .grid import GridExtractor, normalise_rows
@@ -104,7 +104,7 @@ def build_index(
                 _start_or_resume(layout, settings, paths)
             except InputError as error:
                 refusal = str(error)
-        _raise_on_every_rank(refusal)  # a refused resume stops all processes, not just rank 0
+        raise_on_every_rank(refusal)  # a refused resume stops all processes, not just rank 0
         extract_shard(
             paths, layout.shard(rank, world), extractor, preprocess, settings, progress, rank, world
         )
@@ -113,18 +113,6 @@ def build_index(
             merge_index(layout.root, index=index, progress=progress, **(merge_options or {}))
         barrier()
     return read_json(layout.manifest, "manifest")
-
-
-def _raise_on_every_rank(message: str | None) -> None:
-    """Send rank 0's refusal (or None) to every process; raise it everywhere."""
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        box = [message]
-        dist.broadcast_object_list(box, src=0)
-        message = box[0]
-    if message:
-        raise InputError(message)
 
 
 def _settings(
