@@ -47,7 +47,7 @@ SOURCES: Registry[Callable[[Path], ExportSource]] = Registry(
 @SOURCES.register("folder")
 def folder_source(root: Path) -> ExportSource:
     """Every image file under ``root`` (recursively, sorted), no labels."""
-    from ..commands._setup import expand_inputs
+    from .._inputs import expand_inputs
 
     found = [path for path, error in expand_inputs([str(root)]) if error is None]
     if not found:
