@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,17 @@ def embedded():
     from dense_readout import load_pretrained
 
     return load_pretrained()
+
+
+def subprocess_env() -> dict:
+    """Environment for a CLI subprocess: one thread, unbuffered, this checkout's ``src``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for torch.distributed.run's master)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,19 +15,13 @@ import pytest
 
 import test_eval_fixtures as fx
 from browser_support import headless_chromium, requests_made
+from conftest import free_port, subprocess_env
 from dense_readout.cli import main
 from test_compare_bench import bench_args, quality, rows_of
 
 browser = pytest.fixture(scope="module")(headless_chromium)
 
 METHODS = ("--methods", "dense-readout,gradcam,random", "--subset", "4", "--road-limit", "2")
-
-
-def _env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _markers(out: Path) -> int:
@@ -53,7 +46,7 @@ def test_sigkill_mid_run_then_resume_equals_clean_run(clean):
     out = base / "killed"
     cmd = [sys.executable, "-m", "dense_readout.cli", *bench_args(root, out, model), *METHODS]
     process = subprocess.Popen(
-        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     killed = False
     deadline = time.time() + 600
@@ -79,12 +72,6 @@ def test_sigkill_mid_run_then_resume_equals_clean_run(clean):
     assert ours["ci"]["gradcam"]["deletion_auc"] == theirs["ci"]["gradcam"]["deletion_auc"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_two_gloo_processes_equal_one_process(clean):
     base, root, model, reference = clean
@@ -97,13 +84,15 @@ def test_two_gloo_processes_equal_one_process(clean):
         "--master_addr",
         "127.0.0.1",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "dense_readout.cli",
         *bench_args(root, out, model),
         *METHODS,
     ]
-    completed = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    completed = subprocess.run(
+        cmd, env=subprocess_env(), capture_output=True, text=True, timeout=900
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     names = sorted(p.name for p in (out / "records").glob("*.jsonl"))
     assert names == ["rank0-of-2.jsonl", "rank1-of-2.jsonl"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 import test_eval_fixtures as fx
+from conftest import free_port, subprocess_env
 from dense_readout.cli import main
 
 VOLATILE = ("speed", "resumed_from", "settings", "world_size")
@@ -46,13 +46,6 @@ def _args(root: Path, out: Path, model: Path, batch: int = 1) -> list[str]:
     ]
 
 
-def _env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def _stable(out: Path) -> dict:
     results = json.loads((out / "results.json").read_text())
     return {k: v for k, v in results.items() if k not in VOLATILE}
@@ -68,7 +61,7 @@ def _checkpoint_state(path: Path):
 def _run_until(cmd: list[str], checkpoint: Path, ready, timeout: float = 120.0) -> bool:
     """Start ``cmd``; SIGKILL it as soon as ``ready(state)`` holds. True if it was killed mid-run."""
     process = subprocess.Popen(
-        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + timeout
     try:
@@ -129,12 +122,6 @@ def test_rerun_of_a_finished_run_changes_nothing(setup):
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_two_gloo_processes_equal_one_process(setup):
     base, root, model, clean = setup
@@ -147,12 +134,14 @@ def test_two_gloo_processes_equal_one_process(setup):
         "--master_addr",
         "127.0.0.1",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "dense_readout.cli",
         *_args(root, out, model),
     ]
-    completed = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoint").glob("*.pt")) == [
         "rank0-of-2.pt",
