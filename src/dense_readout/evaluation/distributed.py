@@ -78,6 +78,15 @@ def raise_on_every_rank(message: str | None) -> None:
 
     A resumable run checks its output folder on rank 0 only; without this the other
     ranks would wait in the next collective until the backend's timeout.
+
+    Example:
+        Outside a process group (or in one of size 1) it raises on this process only:
+
+        >>> raise_on_every_rank(None)  # rank 0 found nothing to refuse
+        >>> raise_on_every_rank("out/ holds a run of another model; pick a new --out")
+        Traceback (most recent call last):
+        ...
+        dense_readout.errors.InputError: out/ holds a run of another model; pick a new --out
     """
     if dist.is_initialized() and dist.get_world_size() > 1:
         box = [message]
