@@ -61,9 +61,10 @@ tox: $(STAMP)
 # What CI runs of the matrix (.ci/run): the other Pythons (py310 at 1 thread, py312 at 4)
 # and the lowest releases, on the numerics-marked tests without the `slow` and `data` ones
 # (`make test` runs the whole suite on 3.11; `make tox` runs everything everywhere).
+# The three run in parallel: most of each environment's time is installing torch & co.
 CI_MATRIX_TESTS := -m 'numerics and not slow and not data' -p no:cacheprovider tests
 ci-matrix:
-	$(MAKE) tox TOXARGS="-e py310,py312,lowest -- $(CI_MATRIX_TESTS)"
+	$(MAKE) tox TOXARGS="-e py310,py312,lowest -p 3 --parallel-live -- $(CI_MATRIX_TESTS)"
 
 clean:
 	rm -rf $(VENV) .tox out build src/*.egg-info

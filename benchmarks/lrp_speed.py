@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -88,6 +89,9 @@ def main() -> None:
             "threads": args.threads,
             "torch": torch.__version__,
             "zennit": version("zennit"),
+            # "measured idle" is checkable: the 1-minute load average when the run started
+            # (after it, the load includes the run's own threads)
+            "load_average_1min_before": os.getloadavg()[0],
         }
     }
     if args.families:
@@ -330,12 +334,21 @@ def torchvision_families(size: int) -> list[dict]:
 # -- renderers for docs/lrp.md (tests/test_docs_results.py): JSON in, Markdown out ------------
 
 
+def _machine(provenance: dict) -> str:
+    """How loaded the machine was when the run started: idle below one busy core."""
+    load = provenance.get("load_average_1min_before")
+    if load is None:
+        return "shared machine, load not recorded"
+    return f"{'idle' if load < 1.0 else 'shared'} machine, load average {load:.2f} at the start"
+
+
 def speed_table(data: dict) -> str:
     """All-cells time per composite and strategy, as ratios measured in one run."""
+    threads = data["provenance"]["threads"]
     head = (
         f"{data['model']}, {data['size']} px, {data['cells']} cells; one backward pass "
         f"{data['backward_s'] * 1e3:.0f} ms, one forward pass {data['forward_s'] * 1e3:.0f} ms "
-        f"({data['provenance']['threads']} thread, shared machine)."
+        f"({threads} thread{'s' if threads > 1 else ''}, {_machine(data['provenance'])})."
     )
     lines = [
         head,
