@@ -34,7 +34,19 @@ Transform = Callable[[Tensor], Tensor] | None
 
 
 class IgnoredTargetLayerWarning(UserWarning):
-    """Some target layers were ignored: the dense readout reads only the grid the head reads."""
+    """Some target layers were ignored: the dense readout reads only the grid the head reads.
+
+    Example:
+        >>> import timm, torch, warnings
+        >>> from dense_readout.gradcam import DenseReadoutCAM, IgnoredTargetLayerWarning
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     cam = DenseReadoutCAM(model, target_layers=[model.layer4[-1], model.layer3[-1]])
+        >>> ignored = [w for w in caught if issubclass(w.category, IgnoredTargetLayerWarning)]
+        >>> len(ignored), "get_submodule('layer3.1')" in str(ignored[0].message)
+        (1, True)
+    """
 
 
 def first_conv_channels(model: nn.Module) -> int | None:

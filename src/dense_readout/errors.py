@@ -67,15 +67,44 @@ class ImageLoadError(DenseReadoutError, OSError):
 
 
 class CheckpointError(DenseReadoutError, OSError):
-    """Pretrained weights are missing or do not match the model."""
+    """Pretrained weights are missing or do not match the model.
+
+    Example:
+        >>> from dense_readout import CheckpointError, load_pretrained
+        >>> try:
+        ...     load_pretrained("resnet18")  # no embedded weights, and nothing is downloaded
+        ... except CheckpointError as error:
+        ...     print("checkpoint=" in str(error), isinstance(error, OSError))
+        True True
+    """
 
 
 class DatasetError(DenseReadoutError, ValueError):
-    """A dataset root, annotation file or record is missing or malformed."""
+    """A dataset root, annotation file or record is missing or malformed.
+
+    Example:
+        >>> from dense_readout import DatasetError
+        >>> from dense_readout.evaluation.datasets import read_synset_mapping
+        >>> try:
+        ...     read_synset_mapping("no-such-folder/LOC_synset_mapping.txt")
+        ... except DatasetError as error:
+        ...     print("not found" in str(error), isinstance(error, ValueError))
+        True True
+    """
 
 
 class MissingDependencyError(DenseReadoutError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
+    """An optional dependency is not installed; the message names the extra to install.
+
+    Example:
+        >>> from dense_readout.errors import MissingDependencyError
+        >>> from dense_readout._optional import require
+        >>> try:
+        ...     require("no_such_module_xyz", extra="viz", purpose="figures")
+        ... except MissingDependencyError as error:
+        ...     print("dense-readout[viz]" in str(error), isinstance(error, ImportError))
+        True True
+    """
 
 
 class TrainingModeError(InputError):
@@ -94,4 +123,14 @@ class TrainingModeError(InputError):
 
 
 class GradientsUnavailableError(DenseReadoutError):
-    """A gradient-based method was asked to run where autograd is disabled (inference mode)."""
+    """A gradient-based method was asked to run where autograd is disabled (inference mode).
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.compare import compare
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> with torch.inference_mode():  # autograd cannot record here
+        ...     result = compare(model, torch.randn(1, 3, 64, 64), 0, methods=["dense-readout", "gradcam"])
+        >>> sorted(result.maps), result.failures["gradcam"].split(":")[0]
+        (['dense-readout'], 'GradientsUnavailableError')
+    """

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 ADAPTERS: Registry[type[ModelAdapter]] = Registry(
-    "model adapter", hint="Register one with @dense_readout.adapters.register_adapter."
+    "model adapter", hint="Register one with @dense_readout.adapters.base.register_adapter."
 )
 
 
@@ -57,7 +57,7 @@ def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:
         True
         >>> _ = ADAPTERS.unregister("mynet")  # examples and tests clean up after themselves
     """
-    return ADAPTERS.register(cls.name, cls)
+    return ADAPTERS.add(cls)
 
 
 def _lookup_order() -> list[type[ModelAdapter]]:
@@ -66,7 +66,14 @@ def _lookup_order() -> list[type[ModelAdapter]]:
 
 
 def registered_adapters() -> list[str]:
-    """Names of the registered adapters, in lookup order."""
+    """Names of the registered adapters, in lookup order.
+
+    Example:
+        >>> from dense_readout.adapters import registered_adapters
+        >>> names = registered_adapters()
+        >>> "timm" in names, len(names) == len(set(names))
+        (True, True)
+    """
     return [adapter.name for adapter in _lookup_order()]
 
 
@@ -167,6 +174,14 @@ def affine_leaf(module: nn.Module) -> bool:
     A 1×1 convolution counts (it is a Linear on each cell); average pooling counts
     (it commutes with affine maps); anything with a nonlinearity, a norm over the
     vector (LayerNorm) or a spatial kernel does not.
+
+    Example:
+        >>> from torch import nn
+        >>> from dense_readout.adapters import affine_leaf
+        >>> affine_leaf(nn.Linear(4, 2)), affine_leaf(nn.Conv2d(4, 2, 1)), affine_leaf(nn.Conv2d(4, 2, 3))
+        (True, True, False)
+        >>> affine_leaf(nn.GELU()), affine_leaf(nn.LayerNorm(4))
+        (False, False)
     """
     if isinstance(module, _AFFINE_TYPES + _extra_affine_types()):
         return True
@@ -176,7 +191,17 @@ def affine_leaf(module: nn.Module) -> bool:
 
 
 def executed_leaves(run: Callable[[], object], root: nn.Module) -> list[nn.Module]:
-    """Leaf modules of ``root`` that execute, in order, while ``run()`` is called."""
+    """Leaf modules of ``root`` that execute, in order, while ``run()`` is called.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from dense_readout.adapters import executed_leaves
+        >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2), nn.Softmax(dim=1))
+        >>> leaves = executed_leaves(lambda: net[:3](torch.zeros(1, 4)), net)  # the softmax never runs
+        >>> [type(m).__name__ for m in leaves]
+        ['Linear', 'ReLU', 'Linear']
+    """
     seen: list[nn.Module] = []
     handles = []
     for module in root.modules():
@@ -234,6 +259,36 @@ class ModelAdapter:
     Subclasses implement ``matches``, ``forward_features``, ``grid``,
     ``image_logits`` and ``head_cells`` (or ``readout``) and say whether the
     family is exact with ``is_exact``/``exactness_note``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.adapters import ModelAdapter
+        >>> class TinyNet(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.body, self.fc = nn.Conv2d(3, 8, 4, stride=4), nn.Linear(8, 5)
+        ...     def forward(self, x):
+        ...         return self.fc(self.body(x).mean(dim=(2, 3)))
+        >>> class TinyNetAdapter(ModelAdapter):
+        ...     name = "tinynet"
+        ...     def forward_features(self, inputs):
+        ...         return self.model.body(inputs)
+        ...     def grid(self, native, inputs):
+        ...         return native  # already B×C×h×w
+        ...     def image_logits(self, native):
+        ...         return self.model.fc(native.mean(dim=(2, 3)))
+        ...     def head_cells(self, cells):
+        ...         return self.model.fc(cells)
+        ...     def head_modules(self):
+        ...         return [self.model.fc]
+        >>> model = TinyNet().eval()
+        >>> result = DenseReadout(model, adapter=TinyNetAdapter(model))(torch.randn(2, 3, 16, 16))
+        >>> result.scores.shape, result.exact
+        (torch.Size([2, 5, 4, 4]), True)
+        >>> torch.allclose(result.scores.mean(dim=(2, 3)), result.logits, atol=1e-5)
+        True
     """
 
     name: ClassVar[str] = "base"

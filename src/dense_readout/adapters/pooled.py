@@ -38,6 +38,25 @@ class PooledGridAdapter(ModelAdapter):
     """A grid plus a tail ``pool → head`` that accepts a map of any size.
 
     Subclasses define ``forward_features`` and ``tail`` and set ``layout``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.adapters import PooledGridAdapter
+        >>> body = nn.Conv2d(3, 8, 4, stride=4)
+        >>> model = nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+        >>> class SequentialAdapter(PooledGridAdapter):
+        ...     name = "sequential-example"
+        ...     def forward_features(self, inputs):
+        ...         return self.model[0](inputs)
+        ...     def tail(self, native):
+        ...         return self.model[1:](native)  # pool -> flatten -> linear, any grid size
+        >>> adapter = SequentialAdapter(model)
+        >>> [type(m).__name__ for m in adapter.head_modules()], adapter.is_exact()
+        (['AdaptiveAvgPool2d', 'Flatten', 'Linear'], True)
+        >>> DenseReadout(model, adapter=adapter)(torch.randn(1, 3, 16, 24)).scores.shape
+        torch.Size([1, 5, 4, 6])
     """
 
     layout: str = "NCHW"  # layout of forward_features' output
@@ -115,6 +134,38 @@ class TokenGridAdapter(ModelAdapter):
     """Patch tokens as the grid; the head applied to each patch token.
 
     Subclasses give ``num_prefix_tokens``, ``patch_size`` and ``head_cells``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.adapters import TokenGridAdapter
+        >>> class TinyViT(nn.Module):
+        ...     num_prefix_tokens = 1  # a class token before the patch tokens
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.patch, self.cls, self.fc = nn.Conv2d(3, 8, 4, stride=4), nn.Parameter(torch.zeros(1, 1, 8)), nn.Linear(8, 5)
+        ...     def tokens(self, x):
+        ...         patches = self.patch(x).flatten(2).transpose(1, 2)
+        ...         return torch.cat([self.cls.expand(len(x), -1, -1), patches], dim=1)
+        ...     def forward(self, x):
+        ...         return self.fc(self.tokens(x)[:, 1:].mean(dim=1))  # mean of the patch tokens
+        >>> class TinyViTAdapter(TokenGridAdapter):
+        ...     name = "tinyvit-example"
+        ...     def patch_size(self):
+        ...         return (4, 4)
+        ...     def forward_features(self, inputs):
+        ...         return self.model.tokens(inputs)
+        ...     def image_logits(self, native):
+        ...         return self.model.fc(native[:, 1:].mean(dim=1))
+        ...     def head_cells(self, cells):
+        ...         return self.model.fc(cells)
+        ...     def head_modules(self):
+        ...         return [self.model.fc]
+        >>> model = TinyViT().eval()
+        >>> result = DenseReadout(model, adapter=TinyViTAdapter(model))(torch.randn(1, 3, 16, 24))
+        >>> result.scores.shape, result.exact
+        (torch.Size([1, 5, 4, 6]), True)
     """
 
     def num_prefix_tokens(self) -> int:
