@@ -80,5 +80,67 @@ def main() -> int:
     return 0
 
 
+# -- renderers for docs/experiments.md (tests/test_docs_results.py): JSON in, Markdown out --
+
+# The paper's ResNet-18 on its synthetic scenes (A.2, Fig. 1): reference values, not ours.
+PAPER_RESNET18 = {"top1": "≈ 26 (E[1/n] = 26.1)", "loc_cell_pooled": "94"}
+
+
+def history_table(data: dict) -> str:
+    """Validation after each epoch of a training run (``--results`` JSON)."""
+    first = data["initial"]
+    lines = [
+        (
+            "| epoch | train loss | train Top-1 | val Top-1 | val Top-1 (visible) "
+            "| val Loc. cell-pooled | val Loc. per image | train s |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+        (
+            f"| 0 (init) | | | {first['top1']:.1f} | {first['top1_visible']:.1f} "
+            f"| {first['loc_cell_pooled']:.1f} | {first['loc']:.1f} | |"
+        ),
+    ]
+    for row in data["history"]:
+        lines.append(
+            f"| {row['epoch']} | {row['train_loss']:.3f} | {row['train_top1']:.1f} "
+            f"| {row['val_top1']:.1f} | {row['val_top1_visible']:.1f} "
+            f"| {row['val_loc_cell_pooled']:.1f} | {row['val_loc']:.1f} "
+            f"| {row['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def test_table(data: dict) -> str:
+    """The test-split metrics of ``dense-readout synthetic evaluate`` with their intervals."""
+    summary, intervals = data["summary"], data["intervals"]
+    level = round(100 * data["level"])
+
+    def row(label: str, key: str, paper: str, bold: bool = False, digits: int = 1) -> str:
+        value = f"{summary[key]:.{digits}f}"
+        low, high = intervals[key]
+        value = f"**{value}**" if bold else value
+        return f"| {label} | {value} | {low:.{digits}f}–{high:.{digits}f} | {paper} |"
+
+    cells = f"{summary['fg_cells']:,.0f}"
+    return "\n".join(
+        [
+            (
+                f"| metric (test, {data['count']:,} scenes) | ours, `{data['recipe']}` "
+                f"| {level}% CI | paper, ResNet-18 (A.2, Fig. 1) |"
+            ),
+            "|---|---|---|---|",
+            row("Top-1 (vs the sampled target)", "top1", PAPER_RESNET18["top1"], True),
+            row("Top-1 (visible)", "top1_visible", "—", digits=2),
+            row(
+                f"Loc., pooled over {cells} FG cells (`loc_cell_pooled`)",
+                "loc_cell_pooled",
+                PAPER_RESNET18["loc_cell_pooled"],
+                True,
+            ),
+            row("Loc., per image (`loc`)", "loc", "—"),
+        ]
+    )
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
