@@ -159,8 +159,11 @@ def test_every_quoted_json_is_marked_in_the_docs():
 @pytest.mark.parametrize("path", sorted(REQUIRED))
 def test_every_result_records_how_it_was_made(path):
     data = json.loads((ROOT / path).read_text())
-    # written by benchmarks/_results.write_results, or the evaluation runner's settings
-    command = data.get("provenance", {}).get("command") or data.get("settings", {})
+    # written by benchmarks/_results.write_results (or a script's own top-level "command"),
+    # or the evaluation runner's settings
+    command = (
+        data.get("provenance", {}).get("command") or data.get("command") or data.get("settings", {})
+    )
     assert command, f"{path} does not record the command that wrote it"
 
 

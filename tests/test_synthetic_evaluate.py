@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 
 import numpy as np
 import pytest
@@ -81,10 +82,18 @@ def test_cli_evaluate_reproduces_the_metrics_read_directly_from_the_readout(run,
         [
             "synthetic", "evaluate", str(run), "--count", str(COUNT), "--batch-size", "5",
             "--bootstrap", "200", "--no-progress", "--figure", str(figure),
+            "--results", str(tmp_path / "results.json"),
         ]
     )  # fmt: skip
     assert code == 0
     report = json.loads(capsys.readouterr().out)
+    # --results: the same report plus the command line, which reproduces it
+    written = json.loads((tmp_path / "results.json").read_text())
+    command = written.pop("provenance")["command"]
+    assert written == report
+    assert main([*shlex.split(command)[1:], "--fresh", "--no-progress"]) == 0
+    rerun = json.loads(capsys.readouterr().out)
+    assert rerun["summary"] == report["summary"] and rerun["intervals"] == report["intervals"]
     assert report["split"] == "test" and report["seed"] == 1 and report["count"] == COUNT
     direct = _direct_metrics(run, seed=report["seed"])
     for key, value in direct.items():

@@ -101,6 +101,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="folder for the JSON (default: the run folder)"
     )
     evaluate.add_argument("--figure", type=Path, default=None, help="Fig. 1 overlay PNG to write")
+    evaluate.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="also write the report here, with the command that made it (e.g. docs/results/)",
+    )
     evaluate.add_argument("--fresh", action="store_true", help="ignore a partial evaluation")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=_evaluate)
@@ -203,7 +209,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     except DenseReadoutError as error:
         return _fail(error)
     print(report.to_json())
+    if args.results is not None:
+        record = {**json.loads(report.to_json()), "provenance": {"command": _command(args)}}
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+# the options of `synthetic evaluate` that change its result, in the order --help lists them
+_EVALUATE_OPTIONS = ("checkpoint", "split", "count", "seed", "batch_size", "bootstrap", "level")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The `synthetic evaluate` command line that reproduces ``args``' report."""
+    options = [
+        f"--{name.replace('_', '-')} {getattr(args, name)}"
+        for name in _EVALUATE_OPTIONS
+        if getattr(args, name) is not None
+    ]
+    return " ".join(["dense-readout synthetic evaluate", str(args.run), *options])
 
 
 def _figures(args: argparse.Namespace) -> int:
