@@ -33,7 +33,17 @@ __all__ = [
 
 @dataclass
 class MethodContext:
-    """What a method factory gets: the model, its readout (adapter) and the grid layer."""
+    """What a method factory gets: the model, its readout (adapter) and the grid layer.
+
+    Example:
+        >>> import timm
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.compare import MethodContext
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> context = MethodContext(model, DenseReadout(model), {"batch_size": 8})
+        >>> context.target_layer is model.layer4, context.reshape_transform is None
+        (True, True)
+    """
 
     model: nn.Module
     readout: DenseReadout
@@ -55,6 +65,18 @@ class SaliencyMethod:
 
     Subclasses set ``needs_gradients`` and may set ``classes_per_call`` (how many
     classes one call explains: 1 for CAMs, K for the readout) and ``close()``.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.compare import SaliencyMethod, compare
+        >>> class InputEnergy(SaliencyMethod):
+        ...     name, needs_gradients = "input-energy", False
+        ...     def __call__(self, inputs, targets):
+        ...         return inputs.pow(2).sum(dim=1)  # B×H×W, the same map for every class
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> result = compare(model, torch.randn(1, 3, 32, 32), 0, methods=[InputEnergy()])
+        >>> list(result.maps), tuple(result.maps["input-energy"].shape)
+        (['input-energy'], (1, 32, 32))
     """
 
     name: str = "method"
@@ -74,7 +96,14 @@ MethodFactory = Callable[[MethodContext], SaliencyMethod]
 
 @dataclass(frozen=True)
 class MethodRegistration:
-    """One entry of :data:`METHODS`: the factory and a one-line description."""
+    """One entry of :data:`METHODS`: the factory and a one-line description.
+
+    Example:
+        >>> from dense_readout.compare import METHODS, MethodRegistration
+        >>> entry = METHODS.get("cam")
+        >>> isinstance(entry, MethodRegistration), callable(entry.factory), entry.description != ""
+        (True, True, True)
+    """
 
     factory: MethodFactory
     description: str = ""
@@ -132,5 +161,12 @@ def register_method(name: str, description: str = "") -> Callable[[MethodFactory
 
 
 def available_methods() -> dict[str, str]:
-    """Registered method names and their descriptions, sorted by name."""
+    """Registered method names and their descriptions, sorted by name.
+
+    Example:
+        >>> from dense_readout.compare import available_methods
+        >>> methods = available_methods()
+        >>> {"dense-readout", "cam", "gradcam"} <= set(methods), list(methods) == sorted(methods)
+        (True, True)
+    """
     return {name: METHODS.get(name).description for name in METHODS.names()}

@@ -18,6 +18,14 @@ class MethodResult:
 
     Post-processed ``maps`` (``B×H×W`` in [0, 1]), ``raw`` maps, wall ``seconds`` (median
     over repeats), and ``error`` if it failed.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.compare import MethodResult
+        >>> done = MethodResult("cam", maps=torch.zeros(1, 4, 4), seconds=0.01, times=[0.01])
+        >>> failed = MethodResult("gradcam", error="RuntimeError: no gradients")
+        >>> done.ok, failed.ok, failed.maps is None
+        (True, False, True)
     """
 
     name: str

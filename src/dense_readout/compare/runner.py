@@ -63,6 +63,17 @@ def compare(
 
     Returns:
         a :class:`Comparison` (maps, seconds, failures, ``figure()``, ``table()``).
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.compare import compare
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> result = compare(model, torch.randn(2, 3, 64, 64), [0, 2], methods=["dense-readout", "cam", "hirescam"])
+        >>> sorted(result.maps), tuple(result.maps["cam"].shape), result.failures
+        (['cam', 'dense-readout', 'hirescam'], (2, 64, 64), {})
+        >>> # on a GAP + linear model the CAM (Z - b) and HiResCAM agree after normalisation
+        >>> torch.allclose(result.maps["cam"], result.maps["hirescam"], atol=1e-4)
+        True
     """
     _check_arguments(methods, sign, repeats, errors)
     readout = readout if readout is not None else DenseReadout(model)

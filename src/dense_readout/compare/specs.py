@@ -24,7 +24,21 @@ _NOT_A_METHOD_CLASS = (
 
 
 def resolve_method(spec: MethodSpec, context: MethodContext) -> SaliencyMethod:
-    """Turn a name, class, callable or ``(label, spec)`` pair into a ready method."""
+    """Turn a name, class, callable or ``(label, spec)`` pair into a ready method.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.compare import MethodContext, resolve_method
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> context = MethodContext(model, DenseReadout(model))
+        >>> method = resolve_method(("the readout", "dense-readout"), context)
+        >>> method.name, method.needs_gradients, method.classes_per_call
+        ('the readout', False, 3)
+        >>> plain = resolve_method(lambda inputs, targets: inputs.mean(dim=1), context)  # a callable
+        >>> tuple(plain(torch.ones(1, 3, 8, 8), torch.tensor([0])).shape)
+        (1, 8, 8)
+    """
     check_method_spec(spec)
     label, spec = _split_label(spec)
     method: SaliencyMethod

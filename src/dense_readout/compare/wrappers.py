@@ -24,7 +24,22 @@ __all__ = ["CamMethod", "CaptumMethod", "ReadoutMethod"]
 
 
 class ReadoutMethod(SaliencyMethod):
-    """The dense readout: ``Z_k`` (or ``Z_k − b_k``, the CAM of Zhou et al.) in one forward pass."""
+    """The dense readout: ``Z_k`` (or ``Z_k − b_k``, the CAM of Zhou et al.) in one forward pass.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.compare import ReadoutMethod
+        >>> readout = DenseReadout(timm.create_model("resnet18", num_classes=3).eval())
+        >>> x, targets = torch.randn(2, 3, 64, 64), torch.tensor([0, 2])
+        >>> with torch.no_grad():
+        ...     maps, cam = ReadoutMethod(readout)(x, targets), ReadoutMethod(readout, include_bias=False)(x, targets)
+        >>> tuple(maps.shape)
+        (2, 2, 2)
+        >>> bias = readout.model.fc.bias[targets].view(-1, 1, 1)  # CAM = Z - b of the target class
+        >>> torch.allclose(maps - bias, cam, atol=1e-5)
+        True
+    """
 
     needs_gradients = False
 
@@ -54,7 +69,20 @@ class ReadoutMethod(SaliencyMethod):
 
 
 class CamMethod(SaliencyMethod):
-    """Any pytorch-grad-cam ``BaseCAM`` subclass at the model's grid layer."""
+    """Any pytorch-grad-cam ``BaseCAM`` subclass at the model's grid layer.
+
+    Example:
+        >>> import timm, torch
+        >>> from pytorch_grad_cam import GradCAM
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.compare import CamMethod, MethodContext
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> method = CamMethod(GradCAM, MethodContext(model, DenseReadout(model)))
+        >>> raw = method(torch.randn(2, 3, 64, 64), torch.tensor([0, 1]))
+        >>> method.close()
+        >>> method.name, method.needs_gradients, tuple(raw.shape)  # raw: at the grid, unscaled
+        ('GradCAM', True, (2, 2, 2))
+    """
 
     def __init__(
         self, cam_class: type, context: MethodContext, name: str | None = None, **options: Any
@@ -95,6 +123,19 @@ class CaptumMethod(SaliencyMethod):
     """A Captum attribution class: layer methods at the grid layer, others on the input.
 
     Input attributions (``B×C×H×W``) are summed over channels, keeping the sign.
+
+    Example:
+        >>> import timm, torch
+        >>> from captum.attr import LayerGradCam, Saliency
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.compare import CaptumMethod, MethodContext
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> context = MethodContext(model, DenseReadout(model))
+        >>> x, targets = torch.randn(1, 3, 64, 64), torch.tensor([2])
+        >>> tuple(CaptumMethod(LayerGradCam, context)(x, targets).shape)  # at the grid layer
+        (1, 2, 2)
+        >>> tuple(CaptumMethod(Saliency, context)(x, targets).shape)  # on the input, channels summed
+        (1, 64, 64)
     """
 
     def __init__(
