@@ -1,12 +1,23 @@
 """One registry type for every pluggable name in dense-readout.
 
-Adapters, aggregation rules, compare methods, metrics, LRP composites and blocks,
-box layouts, fills, recipes … are all kept in a :class:`Registry`: register under a
-name (as a decorator or a plain call), look up with an error that lists the known
-names, list with :meth:`Registry.names`, and undo with :meth:`Registry.unregister`
-or the :meth:`Registry.temporarily` context manager (for tests and examples that
-must not leave a name behind). Re-registering a name warns with
-:class:`RegistryOverwriteWarning` and replaces the entry.
+Adapters, aggregation rules, compare methods, metrics, LRP composites and families,
+box layouts, fills, recipes … are all kept in a :class:`Registry`. There are two
+ways in, one per kind of thing:
+
+* a thing that carries its own ``name`` (a class with a ``name`` attribute, a record
+  such as a box layout or an LRP family) is added under that name with
+  :meth:`Registry.add` (also a class decorator); the registry refuses to file it
+  under any other name;
+* a thing without one (a plain function, a factory) is registered under a name given
+  with :meth:`Registry.register` (``@registry.register("name")``).
+
+Each registry's public ``register_*`` function is one of these two calls, defined in
+the module that creates the registry; the unknown-name error's hint names it there.
+Look up with an error that lists the known names, list with :meth:`Registry.names`,
+and undo with :meth:`Registry.unregister` or the :meth:`Registry.temporarily`
+context manager (for tests and examples that must not leave a name behind).
+Re-registering a name warns with :class:`RegistryOverwriteWarning` and replaces the
+entry.
 
 Every registry created in the package is listed by :func:`registries`, the way
 timm's ``list_models()`` lists every model, so a test can iterate all of them.
@@ -28,6 +39,19 @@ Example:
     Traceback (most recent call last):
     ...
     dense_readout.registry.UnknownNameError: Unknown colour 'green'; known: red.
+
+    Things that carry their name are added, not named again:
+
+    >>> shapes = Registry("shape", listed=False)
+    >>> @shapes.add
+    ... class Square:
+    ...     name = "square"
+    >>> shapes.names(), shapes.get("square") is Square
+    (['square'], True)
+    >>> shapes.register("box", Square)
+    Traceback (most recent call last):
+    ...
+    dense_readout.errors.InputError: The shape named 'square' cannot be registered as 'box': a thing that carries its name is registered under it, with Registry.add(thing).
 """
 
 from __future__ import annotations
@@ -113,7 +137,11 @@ class Registry(Generic[T]):
     def register(self, name: str, obj: T) -> T: ...
 
     def register(self, name: str, obj: Any = None) -> Any:
-        """Register ``obj`` under ``name``; without ``obj``, return a decorator that does."""
+        """Register ``obj`` under ``name``; without ``obj``, return a decorator that does.
+
+        For things without a name of their own (functions, factories); a thing whose
+        ``name`` attribute differs from ``name`` is refused (use :meth:`add`).
+        """
         if obj is None:
 
             def decorator(entry: T) -> T:
@@ -124,9 +152,35 @@ class Registry(Generic[T]):
         self._add(name, obj)
         return obj
 
-    def _add(self, name: str, entry: T) -> None:
+    def add(self, entry: T) -> T:
+        """Register ``entry`` under its own ``entry.name`` and return it (a class decorator, too).
+
+        The one way in for things that carry their name: classes with a ``name``
+        attribute (adapters, metrics) and records (box layouts, recipes, LRP families).
+        """
+        name = getattr(entry, "name", None)
+        if not isinstance(name, str) or not name:
+            raise InputError(
+                f"A {self.kind} added with Registry.add needs a non-empty string 'name' "
+                f"attribute, {entry!r} has {name!r}; set it, or register a nameless "
+                "function with Registry.register(name)."
+            )
+        self._add(name, entry)
+        return entry
+
+    def _check(self, name: str, entry: T) -> None:
         if not isinstance(name, str) or not name:
             raise InputError(f"A {self.kind} needs a non-empty string name, got {name!r}.")
+        own = getattr(entry, "name", None)
+        # one name per thing: an entry that names itself is only ever found by that name
+        if isinstance(own, str) and own != name:
+            raise InputError(
+                f"The {self.kind} named {own!r} cannot be registered as {name!r}: a thing "
+                "that carries its name is registered under it, with Registry.add(thing)."
+            )
+
+    def _add(self, name: str, entry: T) -> None:
+        self._check(name, entry)
         if name in self._entries and self._entries[name] is not entry:
             warnings.warn(
                 f"{self.kind} {name!r} was registered already; the new entry replaces it.",
@@ -153,6 +207,7 @@ class Registry(Generic[T]):
     @contextmanager
     def temporarily(self, name: str, obj: T) -> Iterator[T]:
         """Register ``obj`` under ``name`` for the ``with`` block, then restore what was there."""
+        self._check(name, obj)
         previous = self._entries.get(name)
         self._entries[name] = obj
         try:

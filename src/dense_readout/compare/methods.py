@@ -113,7 +113,7 @@ METHODS: Registry[MethodRegistration] = Registry(
     "method",
     hint=(
         "Pass a pytorch-grad-cam BaseCAM subclass or a Captum attribution class, or "
-        "register a name with dense_readout.compare.register_method."
+        "register a name with dense_readout.compare.methods.register_method."
     ),
 )
 

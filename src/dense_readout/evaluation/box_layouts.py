@@ -81,7 +81,7 @@ class BoxLayout:
 
 BOX_LAYOUTS: Registry[BoxLayout] = Registry(
     "box layout",
-    hint="Register your own with dense_readout.evaluation.datasets.register_box_layout.",
+    hint="Register your own with dense_readout.evaluation.box_layouts.register_box_layout.",
 )
 
 
@@ -100,7 +100,7 @@ def register_box_layout(layout: BoxLayout) -> BoxLayout:
         >>> BOX_LAYOUTS.unregister("never") is never, "never" in BOX_LAYOUTS
         (True, False)
     """
-    return BOX_LAYOUTS.register(layout.name, layout)
+    return BOX_LAYOUTS.add(layout)
 
 
 def _floats(values: Sequence[str], where: str) -> list[float]:

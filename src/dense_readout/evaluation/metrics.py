@@ -226,7 +226,7 @@ def register_metric(cls: type[Accumulator]) -> type[Accumulator]:
         >>> METRICS.unregister("seen") is Seen, "seen" in METRICS
         (True, False)
     """
-    return METRICS.register(cls.name, cls)
+    return METRICS.add(cls)
 
 
 def _ones(batch: GridBatch) -> Tensor:

@@ -110,7 +110,7 @@ class Recipe:
 
 RECIPES: Registry[Recipe] = Registry(
     "recipe",
-    hint="Register your own with dense_readout.experiments.synthetic_train.register_recipe.",
+    hint="Register your own with dense_readout.experiments.synthetic_recipes.register_recipe.",
 )
 
 
@@ -126,7 +126,7 @@ def register_recipe(recipe: Recipe) -> Recipe:
         >>> RECIPES.unregister("tiny-example") is mine, "tiny-example" in RECIPES
         (True, False)
     """
-    return RECIPES.register(recipe.name, recipe)
+    return RECIPES.add(recipe)
 
 
 def get_recipe(name: str, **overrides: Any) -> Recipe:

@@ -36,7 +36,7 @@ __all__ = [
 CompositeFactory = Callable[..., Composite]
 COMPOSITES: Registry[CompositeFactory] = Registry(
     "LRP composite",
-    hint="Register your own with dense_readout.lrp.register_composite.",
+    hint="Register your own with dense_readout.lrp.composites.register_composite.",
 )
 
 

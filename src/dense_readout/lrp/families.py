@@ -53,7 +53,7 @@ FALLBACK_COMPOSITE = "epsilon_plus_flat"
 
 FAMILIES: Registry[LRPFamily] = Registry(
     "LRP family",
-    hint="Add one with dense_readout.lrp.register_family(LRPFamily(...)) "
+    hint="Add one with dense_readout.lrp.families.register_family(LRPFamily(...)) "
     "(records: dense_readout/lrp/family_records.py).",
 )
 
@@ -90,7 +90,7 @@ def register_family(family: LRPFamily) -> LRPFamily:
     problems += _clashes(family)
     if problems:
         raise InputError(f"Cannot register LRP family {family.name!r}: {'; '.join(problems)}.")
-    return FAMILIES.register(family.name, family)
+    return FAMILIES.add(family)
 
 
 for _family in BUILTIN_FAMILIES:

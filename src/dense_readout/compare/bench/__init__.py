@@ -22,7 +22,14 @@ Example:
     200
 """
 
-from .metrics import BENCH_METRICS, BenchMetric, MapBatch
+from .metrics import BENCH_METRICS, BenchMetric, MapBatch, register_bench_metric
 from .runner import BenchConfig, run_compare_bench
 
-__all__ = ["BENCH_METRICS", "BenchConfig", "BenchMetric", "MapBatch", "run_compare_bench"]
+__all__ = [
+    "BENCH_METRICS",
+    "BenchConfig",
+    "BenchMetric",
+    "MapBatch",
+    "register_bench_metric",
+    "run_compare_bench",
+]

@@ -6,7 +6,7 @@ per-image values (the CSV columns it names in ``keys``, or lists for curves);
 number (bootstrapped by :mod:`.summary`). ``group`` says which ``--metrics``
 switch turns it on and which image subset it runs on (``localization`` and
 ``cost``: every image; ``faithfulness`` and ``sanity``: the subset; ``road``: the
-ROAD subset). Add a metric with ``BENCH_METRICS.register(name, cls)``.
+ROAD subset). Add a metric with :func:`register_bench_metric`.
 
 Example:
     >>> from dense_readout.compare.bench.metrics import BENCH_METRICS
@@ -33,7 +33,14 @@ from ...registry import Registry
 from .perturbation import curve_auc, perturbation_curves, road_scores
 from .sanity import random_other_classes, spearman_maps, ssim_maps
 
-__all__ = ["BENCH_METRICS", "GROUPS", "BenchMetric", "MapBatch", "call_method"]
+__all__ = [
+    "BENCH_METRICS",
+    "GROUPS",
+    "BenchMetric",
+    "MapBatch",
+    "call_method",
+    "register_bench_metric",
+]
 
 GROUPS = ("localization", "faithfulness", "sanity", "cost")
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -123,16 +130,29 @@ class BenchMetric:
 
 BENCH_METRICS: Registry[type[BenchMetric]] = Registry(
     "compare benchmark metric",
-    hint="Subclass dense_readout.compare.bench.metrics.BenchMetric and register it here.",
+    hint="Subclass BenchMetric and register it with "
+    "@dense_readout.compare.bench.metrics.register_bench_metric.",
 )
 
 
-def _register(cls: type[BenchMetric]) -> type[BenchMetric]:
-    BENCH_METRICS.register(cls.name, cls)
-    return cls
+def register_bench_metric(cls: type[BenchMetric]) -> type[BenchMetric]:
+    """Class decorator: add a :class:`BenchMetric` subclass to :data:`BENCH_METRICS` under its ``name``.
+
+    Example:
+        >>> @register_bench_metric
+        ... class MapMean(BenchMetric):
+        ...     name, keys = "map_mean", ("map_mean",)
+        ...     def compute(self, batch):
+        ...         return {"map_mean": batch.raw.mean(dim=(1, 2)).numpy()}
+        >>> BENCH_METRICS.get("map_mean") is MapMean
+        True
+        >>> BENCH_METRICS.unregister("map_mean") is MapMean, "map_mean" in BENCH_METRICS
+        (True, False)
+    """
+    return BENCH_METRICS.add(cls)
 
 
-@_register
+@register_bench_metric
 class PointingGame(BenchMetric):
     name, keys = "pointing_game", ("pointing_game",)
     higher_is_better: ClassVar[dict[str, bool]] = {"pointing_game": True}
@@ -142,7 +162,7 @@ class PointingGame(BenchMetric):
         return {"pointing_game": pointing_game(batch.maps().numpy(), batch.mask.numpy())}
 
 
-@_register
+@register_bench_metric
 class EnergyPointingGame(BenchMetric):
     name, keys = "energy_pointing_game", ("energy_pointing_game",)
     higher_is_better: ClassVar[dict[str, bool]] = {"energy_pointing_game": True}
@@ -153,7 +173,7 @@ class EnergyPointingGame(BenchMetric):
         return {"energy_pointing_game": energy_pointing_game(batch.maps().numpy(), mask)}
 
 
-@_register
+@register_bench_metric
 class MaxBoxAccV2(BenchMetric):
     name, keys = "maxboxacc_v2", ("maxboxacc_v2",)
     higher_is_better: ClassVar[dict[str, bool]] = {"maxboxacc_v2": True}
@@ -174,7 +194,7 @@ class MaxBoxAccV2(BenchMetric):
         return float(np.mean([(values >= d).mean(axis=0).max() for d in IOU_THRESHOLDS]))
 
 
-@_register
+@register_bench_metric
 class PaperLoc(BenchMetric):
     name, keys = "loc", ("loc",)
     higher_is_better: ClassVar[dict[str, bool]] = {"loc": True}
@@ -218,14 +238,14 @@ class _Curve(BenchMetric):
         }
 
 
-@_register
+@register_bench_metric
 class Deletion(_Curve):
     name, keys, mode = "deletion", ("deletion_auc",), "deletion"
     higher_is_better: ClassVar[dict[str, bool]] = {"deletion_auc": False}
     description = "area under the target probability as the most relevant pixels are removed (RISE)"
 
 
-@_register
+@register_bench_metric
 class Insertion(_Curve):
     name, keys, mode = "insertion", ("insertion_auc",), "insertion"
     higher_is_better: ClassVar[dict[str, bool]] = {"insertion_auc": True}
@@ -234,7 +254,7 @@ class Insertion(_Curve):
     )
 
 
-@_register
+@register_bench_metric
 class Road(BenchMetric):
     name, group = "road", "road"
     keys = ("road_morf", "road_lerf", "road_combined")
@@ -253,7 +273,7 @@ class Road(BenchMetric):
         )
 
 
-@_register
+@register_bench_metric
 class Mprt(BenchMetric):
     name, group, keys = "mprt", "sanity", ("mprt_spearman",)
     higher_is_better: ClassVar[dict[str, bool]] = {"mprt_spearman": False}
@@ -271,7 +291,7 @@ class Mprt(BenchMetric):
         return {"mprt_spearman": table[:, -1], "mprt_levels": table.round(6).tolist()}
 
 
-@_register
+@register_bench_metric
 class RandomLogit(BenchMetric):
     name, group, keys = "random_logit", "sanity", ("random_logit_ssim",)
     higher_is_better: ClassVar[dict[str, bool]] = {"random_logit_ssim": False}
@@ -285,7 +305,7 @@ class RandomLogit(BenchMetric):
         return {"random_logit_ssim": ssim_maps(batch.maps(), other_maps)}
 
 
-@_register
+@register_bench_metric
 class Cost(BenchMetric):
     name, group = "cost", "cost"
     keys = (
