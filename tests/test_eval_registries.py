@@ -1,7 +1,7 @@
 """The benchmark's pluggable names (metrics, box layouts, fills, cell scores) are Registry instances.
 
-Each old ``register_*`` function is a thin wrapper over its module's registry and
-returns what it returned before; unknown names still fail with the old messages.
+Each ``register_*`` function is a thin wrapper over its module's registry and
+returns what it registered; unknown names still fail with the old messages.
 """
 
 from __future__ import annotations
@@ -99,10 +99,15 @@ def test_register_box_layout_returns_the_layout_and_keeps_detection_order(tmp_pa
         ILSVRCBoxes(tmp_path, layout="marker_for_test")
 
 
-def test_register_fill_returns_none_and_gives_float_colours():
+def test_register_fill_returns_the_colour_and_gives_float_colours():
     pre = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+    def red(pre):
+        return (1, 0, np.float32(0.5))
+
     try:
-        assert register_fill("red_for_test", lambda pre: (1, 0, np.float32(0.5))) is None
+        # the two-argument call is the decorator applied at once: both return the function
+        assert register_fill("red_for_test", red) is red
         colour = Protocol(pre, fill="red_for_test").fill_colour()
         assert colour == (1.0, 0.0, 0.5) and all(type(c) is float for c in colour)
         assert Protocol(pre, fill="red_for_test").fill_value().tolist() == [2.0, -2.0, 0.0]

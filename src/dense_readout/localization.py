@@ -73,6 +73,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 
@@ -306,27 +307,43 @@ MASK_METRICS: Registry[MaskMetric] = Registry(
 )
 
 
-def register_mask_metric(name: str, metric: MaskMetric) -> MaskMetric:
-    """Add a per-image ``(saliency, mask) -> B scores`` metric under ``name``.
+@overload
+def register_mask_metric(name: str) -> Callable[[MaskMetric], MaskMetric]: ...
+
+
+@overload
+def register_mask_metric(name: str, metric: MaskMetric) -> MaskMetric: ...
+
+
+def register_mask_metric(name: str, metric: MaskMetric | None = None) -> Any:
+    """Decorator: add a per-image ``(saliency, mask) -> B scores`` metric under ``name``.
+
+    ``register_mask_metric(name, metric)`` is the same registration without the
+    decorator syntax; both return ``metric``.
 
     Example:
         >>> import numpy as np
         >>> from dense_readout.localization import MASK_METRICS, register_mask_metric, score_masks
-        >>> _ = register_mask_metric("peak_value", lambda s, m: np.asarray(s).reshape(-1, 4).max(1))
+        >>> @register_mask_metric("peak_value")
+        ... def peak_value(saliency, mask):
+        ...     return np.asarray(saliency).reshape(-1, 4).max(1)
         >>> score_masks(np.ones((2, 2)), np.ones((2, 2), bool), ["peak_value"])["peak_value"].tolist()
         [1.0]
         >>> _ = MASK_METRICS.unregister("peak_value"); "peak_value" in MASK_METRICS
         False
     """
+    if metric is None:
+        return MASK_METRICS.register(name)
     return MASK_METRICS.register(name, metric)
 
 
-register_mask_metric("pointing_game", pointing_game)
-register_mask_metric("energy_pointing_game", energy_pointing_game)
-register_mask_metric("relevance_mass", relevance_mass)
-register_mask_metric("relevance_rank", relevance_rank)
-register_mask_metric("attribution_localisation", attribution_localisation)
-register_mask_metric("top_k_intersection", top_k_intersection)
+# the metrics are public functions defined above the registry: the decorator is applied here
+register_mask_metric("pointing_game")(pointing_game)
+register_mask_metric("energy_pointing_game")(energy_pointing_game)
+register_mask_metric("relevance_mass")(relevance_mass)
+register_mask_metric("relevance_rank")(relevance_rank)
+register_mask_metric("attribution_localisation")(attribution_localisation)
+register_mask_metric("top_k_intersection")(top_k_intersection)
 
 
 def score_masks(

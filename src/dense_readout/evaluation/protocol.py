@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -71,29 +72,64 @@ FILLS: Registry[FillColour] = Registry(
 )
 
 
-def register_fill(name: str, colour: Callable[[Preprocess], Sequence[float]]) -> None:
-    """Register a named fill colour (a function of the preprocessing, returning RGB in [0, 1]).
+ColourFunction = Callable[[Preprocess], Sequence[float]]
+
+
+@overload
+def register_fill(name: str) -> Callable[[ColourFunction], ColourFunction]: ...
+
+
+@overload
+def register_fill(name: str, colour: ColourFunction) -> ColourFunction: ...
+
+
+def register_fill(name: str, colour: ColourFunction | None = None) -> Any:
+    """Decorator: register ``colour(preprocess) -> RGB in [0, 1]`` as the fill ``name``.
+
+    ``register_fill(name, colour)`` is the same registration without the decorator
+    syntax; both return ``colour``. The registry keeps a wrapper that turns the
+    colour into a tuple of Python floats.
 
     Example:
         >>> from dense_readout.preprocessing import Preprocess
         >>> from dense_readout.evaluation.protocol import FILLS, Protocol, register_fill
-        >>> register_fill("red", lambda pre: (1, 0, 0))
+        >>> @register_fill("red")
+        ... def red(pre):
+        ...     return (1, 0, 0)
         >>> Protocol(Preprocess(), fill="red").fill_colour()
         (1.0, 0.0, 0.0)
         >>> _ = FILLS.unregister("red"); "red" in FILLS
         False
     """
 
-    def fill(pre: Preprocess) -> tuple[float, ...]:
-        return tuple(float(c) for c in colour(pre))
+    def decorate(colour: ColourFunction) -> ColourFunction:
+        def fill(pre: Preprocess) -> tuple[float, ...]:
+            return tuple(float(c) for c in colour(pre))
 
-    FILLS.register(name, fill)
+        FILLS.register(name, fill)
+        return colour
+
+    return decorate if colour is None else decorate(colour)
 
 
-register_fill("mean", lambda pre: pre.mean)  # zero after normalisation
-register_fill("black", lambda pre: (0.0, 0.0, 0.0))
-register_fill("white", lambda pre: (1.0, 1.0, 1.0))
-register_fill("gray", lambda pre: (0.5, 0.5, 0.5))
+@register_fill("mean")
+def _mean_fill(pre: Preprocess) -> Sequence[float]:
+    return pre.mean  # zero after normalisation
+
+
+@register_fill("black")
+def _black_fill(pre: Preprocess) -> Sequence[float]:
+    return (0.0, 0.0, 0.0)
+
+
+@register_fill("white")
+def _white_fill(pre: Preprocess) -> Sequence[float]:
+    return (1.0, 1.0, 1.0)
+
+
+@register_fill("gray")
+def _gray_fill(pre: Preprocess) -> Sequence[float]:
+    return (0.5, 0.5, 0.5)
 
 
 def paper_preprocess(
@@ -122,7 +158,15 @@ def paper_preprocess(
 
 
 def boxes_to_mask(size: tuple[int, int], boxes: np.ndarray) -> Image.Image:
-    """Union of ``boxes`` (``N×4`` inclusive pixel ranges) as an 'L' mask of ``size=(W, H)``."""
+    """Union of ``boxes`` (``N×4`` inclusive pixel ranges) as an 'L' mask of ``size=(W, H)``.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.evaluation.protocol import boxes_to_mask
+        >>> mask = boxes_to_mask((6, 4), np.array([[1, 0, 2, 1], [4, 2, 5, 3]]))  # W=6, H=4
+        >>> mask.size, (np.asarray(mask) > 0).astype(int).tolist()
+        ((6, 4), [[0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1]])
+    """
     mask = Image.new("L", (int(size[0]), int(size[1])), 0)
     draw = ImageDraw.Draw(mask)
     for xmin, ymin, xmax, ymax in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
@@ -147,7 +191,16 @@ def grid_occupancy(mask: Tensor, grid: tuple[int, ...]) -> Tensor:  # (h, w)
 
 
 def occlude(inputs: Tensor, region: Tensor, fill: Tensor) -> Tensor:
-    """Replace the pixels of ``region`` (``B×H×W`` bool) by ``fill`` (normalised, length 3)."""
+    """Replace the pixels of ``region`` (``B×H×W`` bool) by ``fill`` (normalised, length 3).
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.protocol import occlude
+        >>> inputs = torch.ones(1, 3, 2, 2)
+        >>> region = torch.tensor([[[True, False], [False, False]]])
+        >>> occlude(inputs, region, torch.tensor([0.0, -1.0, 2.0]))[0, :, 0].tolist()  # row 0, per channel
+        [[0.0, 1.0], [-1.0, 1.0], [2.0, 1.0]]
+    """
     fill = fill.to(inputs).view(1, -1, 1, 1)
     return torch.where(region.unsqueeze(1).to(inputs.device), fill.expand_as(inputs), inputs)
 
@@ -159,6 +212,19 @@ class Protocol:
     Args:
         preprocess: resize/crop/normalisation; use :func:`paper_preprocess`.
         fill: a name in :data:`FILLS` or ``'r,g,b'`` in [0, 1] (pixel space).
+
+    Example:
+        >>> import numpy as np
+        >>> from PIL import Image
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.evaluation.protocol import Protocol
+        >>> protocol = Protocol(Preprocess(resize=64, crop=64), fill="mean")
+        >>> inputs, fg = protocol.transform(Image.new("RGB", (64, 64)), np.array([[0, 0, 31, 63]]))
+        >>> tuple(inputs.shape), fg.float().mean().item()  # the box covers the left half
+        ((3, 64, 64), 0.5)
+        >>> batch = protocol.three_inputs(inputs[None], fg[None])  # originals, w/o BG, w/o FG
+        >>> tuple(batch.shape), protocol.fill_value().tolist()  # 'mean' is zero after normalising
+        ((3, 3, 64, 64), [0.0, 0.0, 0.0])
     """
 
     preprocess: Preprocess

@@ -19,7 +19,7 @@ from __future__ import annotations
 from .geometry import GEOMETRY_FIELDS, cell_box, geometry_record, to_original
 from .maps import ClassSelection, readout_maps
 from .reader import ExportStore, open_store
-from .sources import SOURCES, ExportSource, detect_source, open_source
+from .sources import SOURCES, ExportSource, detect_source, open_source, register_source
 from .store_layout import FORMAT, STATUS, StoreLayout
 from .writer import ExportConfig, export_dataset
 
@@ -43,5 +43,6 @@ __all__ = [
     "open_source",
     "open_store",
     "readout_maps",
+    "register_source",
     "to_original",
 ]

@@ -25,7 +25,14 @@ from pathlib import Path
 from ..errors import DatasetError, ImageLoadError, InputError
 from ..registry import Registry
 
-__all__ = ["SOURCES", "ExportSource", "detect_source", "open_source"]
+__all__ = [
+    "SOURCES",
+    "ExportSource",
+    "SourceReader",
+    "detect_source",
+    "open_source",
+    "register_source",
+]
 
 
 @dataclass
@@ -39,12 +46,32 @@ class ExportSource:
     class_names: tuple[str, ...] | None = None
 
 
-SOURCES: Registry[Callable[[Path], ExportSource]] = Registry(
-    "export source", hint="register a function root -> ExportSource in dense_readout.export.SOURCES"
+SourceReader = Callable[[Path], ExportSource]
+SOURCES: Registry[SourceReader] = Registry(
+    "export source",
+    hint="Register a function root -> ExportSource with "
+    "@dense_readout.export.sources.register_source(name).",
 )
 
 
-@SOURCES.register("folder")
+def register_source(name: str) -> Callable[[SourceReader], SourceReader]:
+    """Decorator: make ``reader(root) -> ExportSource`` the dataset layout ``name``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> @register_source("one-image")
+        ... def one_image(root):
+        ...     return ExportSource("one-image", str(root), [str(Path(root) / "x.png")])
+        >>> open_source(tempfile.mkdtemp(), "one-image").paths[0].endswith("x.png")
+        True
+        >>> SOURCES.unregister("one-image") is one_image, "one-image" in SOURCES
+        (True, False)
+    """
+    return SOURCES.register(name)
+
+
+@register_source("folder")
 def folder_source(root: Path) -> ExportSource:
     """Every image file under ``root`` (recursively, sorted), no labels."""
     from .._inputs import expand_inputs
@@ -55,7 +82,7 @@ def folder_source(root: Path) -> ExportSource:
     return ExportSource("folder", str(root), found)
 
 
-@SOURCES.register("ilsvrc")
+@register_source("ilsvrc")
 def ilsvrc_source(root: Path) -> ExportSource:
     """ILSVRC2012 val with box annotations: labels from the annotations (1 per image)."""
     from ..evaluation.datasets import ILSVRCBoxes
@@ -70,7 +97,7 @@ def ilsvrc_source(root: Path) -> ExportSource:
     return ExportSource("ilsvrc", str(root), [str(p) for p in dataset.files], labels)
 
 
-@SOURCES.register("coco")
+@register_source("coco")
 def coco_source(root: Path) -> ExportSource:
     """COCO ``annotations/instances_val2017.json``: the kept classes of each image (A.1 filter)."""
     from ..experiments.coco_annotations import CocoInstances

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .metrics import ConfusionMatrix, ThresholdSweep
 from .palette import read_label_png, save_label_png, voc_palette
-from .run import TRUTHS, PseudoLabelConfig, image_classes, make_pseudo_labels
+from .run import TRUTHS, PseudoLabelConfig, image_classes, make_pseudo_labels, register_truth
 from .seeds import IGNORE, labels_from_normalised, normalise_maps, seed_labels
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "make_pseudo_labels",
     "normalise_maps",
     "read_label_png",
+    "register_truth",
     "save_label_png",
     "seed_labels",
     "voc_palette",

@@ -32,7 +32,14 @@ from .metrics import ConfusionMatrix, ThresholdSweep
 from .palette import read_label_png, save_label_png
 from .seeds import labels_from_normalised, normalise_maps
 
-__all__ = ["TRUTHS", "PseudoLabelConfig", "image_classes", "make_pseudo_labels"]
+__all__ = [
+    "TRUTHS",
+    "PseudoLabelConfig",
+    "TruthReader",
+    "image_classes",
+    "make_pseudo_labels",
+    "register_truth",
+]
 
 DEFAULT_SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 13))  # 0.05 … 0.60
 
@@ -71,12 +78,34 @@ def image_classes(spec: str, logits: np.ndarray, labels: Sequence[int]) -> list[
     raise InputError(f"--image-classes {spec!r}: use gt, top:N or prob:P.")
 
 
-TRUTHS: Registry[Callable[[Any, str], Callable[[int], np.ndarray | None]]] = Registry(
-    "pseudo-label ground truth", hint="coco, or folder:DIR of label PNGs named like the images"
+TruthReader = Callable[[Any, str], Callable[[int], np.ndarray | None]]
+TRUTHS: Registry[TruthReader] = Registry(
+    "pseudo-label ground truth",
+    hint="Use coco, or folder:DIR of label PNGs named like the images; register another "
+    "with @dense_readout.pseudo_labels.run.register_truth(name).",
 )
 
 
-@TRUTHS.register("folder")
+def register_truth(name: str) -> Callable[[TruthReader], TruthReader]:
+    """Decorator: make ``reader(store, argument) -> truth(index)`` the ground truth ``name``.
+
+    ``truth=`` / ``--eval`` ``name:argument`` calls ``reader(store, "argument")``; the
+    ``truth(index)`` it returns gives the label map of exported image ``index`` (or None).
+
+    Example:
+        >>> import numpy as np
+        >>> @register_truth("all-background")
+        ... def all_background(store, argument):
+        ...     return lambda index: np.zeros((4, 4), np.uint8)
+        >>> TRUTHS.get("all-background")(None, "")(0).shape
+        (4, 4)
+        >>> TRUTHS.unregister("all-background") is all_background
+        True
+    """
+    return TRUTHS.register(name)
+
+
+@register_truth("folder")
 def folder_truth(store: Any, argument: str) -> Callable[[int], np.ndarray | None]:
     """VOC-style label PNGs (``0`` background, ``1 + c`` class ``c``, 255 void) named ``<stem>.png``."""
     folder = Path(argument)
@@ -90,7 +119,7 @@ def folder_truth(store: Any, argument: str) -> Callable[[int], np.ndarray | None
     return truth
 
 
-@TRUTHS.register("coco")
+@register_truth("coco")
 def coco_truth(store: Any, argument: str) -> Callable[[int], np.ndarray | None]:
     """Semantic masks from the COCO instances of the store's root (``argument``: another root)."""
     from .coco_masks import CocoSemanticMasks
