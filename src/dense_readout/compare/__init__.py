@@ -14,8 +14,9 @@ post-processes every map **the same way**:
 Methods are named by string (see :func:`available_methods`), or given as a
 pytorch-grad-cam ``BaseCAM`` subclass, a Captum attribution class, an object
 with ``__call__(inputs, targets) -> B×h×w``, or a ``(label, method)`` pair.
-New names are added with :func:`register_method` (the LRP integration registers
-itself this way); they live in the registry :data:`METHODS`. A method that fails
+New names are added with :func:`register_method` (the built-in ``lrp`` is
+registered this way and imports :mod:`dense_readout.lrp` only when built); they
+live in the registry :data:`METHODS`. A method that fails
 on a model is reported in :attr:`Comparison.failures`, not raised
 (``errors="raise"`` to stop instead).
 

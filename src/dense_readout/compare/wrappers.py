@@ -2,25 +2,31 @@
 
 Importing this module registers the built-in names in
 :data:`~dense_readout.compare.methods.METHODS`: ``dense-readout``, ``cam``,
-``dense-readout-cam``, the pytorch-grad-cam CAMs (``gradcam``, ``hirescam``, …)
-and Captum's ``layergradcam``. The library wrappers :class:`CamMethod` and
-:class:`CaptumMethod` also serve classes passed directly to ``compare``.
+``dense-readout-cam``, the pytorch-grad-cam CAMs (``gradcam``, ``hirescam``, …),
+Captum's ``layergradcam`` and ``lrp`` (:class:`LRPMethod`; it imports
+:mod:`dense_readout.lrp` and zennit only when the method is built). The library
+wrappers :class:`CamMethod` and :class:`CaptumMethod` also serve classes passed
+directly to ``compare``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .._cells import require_affine
+from .._optional import require
 from ..errors import InputError
 from ..readout import DenseReadout
 from .methods import MethodContext, SaliencyMethod, register_method
 
-__all__ = ["CamMethod", "CaptumMethod", "ReadoutMethod"]
+if TYPE_CHECKING:
+    from ..lrp.core import LRPReadout
+
+__all__ = ["CamMethod", "CaptumMethod", "LRPMethod", "ReadoutMethod"]
 
 
 class ReadoutMethod(SaliencyMethod):
@@ -177,6 +183,21 @@ class CaptumMethod(SaliencyMethod):
         return maps.detach().sum(dim=1)
 
 
+class LRPMethod(SaliencyMethod):
+    """The LRP (zennit) refinement of the readout's class map of each target (signed, input size)."""
+
+    needs_gradients = True
+    classes_per_call = 1
+
+    def __init__(self, lrp: LRPReadout, name: str = "lrp") -> None:
+        self.lrp = lrp
+        self.name = name
+
+    def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """``B×H×W`` relevance of each image's target class map."""
+        return self.lrp.class_map(inputs, targets).relevance[:, 0]
+
+
 # -- built-in names ---------------------------------------------------------------------------
 
 
@@ -248,3 +269,19 @@ def _layergradcam_factory(context: MethodContext) -> SaliencyMethod:
     from captum.attr import LayerGradCam
 
     return CaptumMethod(LayerGradCam, context, name="layergradcam", **context.options)
+
+
+@register_method("lrp", "LRP (zennit) refinement of the readout class map to pixels (signed)")
+def _lrp_factory(context: MethodContext) -> SaliencyMethod:
+    # registered here, imported on use: the name is listed without zennit, and
+    # importing dense_readout.compare does not import dense_readout.lrp
+    require("zennit", extra="lrp", purpose="the 'lrp' compare method and dense_readout.lrp")
+    from ..lrp import LRPReadout
+
+    options = dict(context.options)
+    lrp = LRPReadout(
+        context.readout,
+        options.pop("composite", None),
+        composite_options=options.pop("composite_options", None),
+    )
+    return LRPMethod(lrp)

@@ -7,7 +7,9 @@
 * :class:`LRPReadoutCAM` — a pytorch-grad-cam ``BaseCAM``: ``cam(input_tensor,
   targets)`` returns ``B×H×W`` in [0, 1] (ReLU then min-max, as every BaseCAM).
   It registers no hooks of its own on the model.
-* ``compare`` method ``"lrp"`` (registered on import of :mod:`dense_readout.lrp`).
+* The ``compare`` method ``"lrp"`` is registered by :mod:`dense_readout.compare`
+  itself (``compare.wrappers.LRPMethod``), which imports this package only when
+  the method is built.
 """
 
 from __future__ import annotations
@@ -236,36 +238,3 @@ class LRPReadoutCAM(_BaseCAM):
         if aug_smooth:
             return self.forward_augmentation_smoothing(input_tensor, targets, eigen_smooth)
         return self.forward(input_tensor, targets, eigen_smooth)
-
-
-def _register_compare() -> None:
-    try:
-        from ..compare import SaliencyMethod, register_method
-    except ImportError:  # pragma: no cover - compare not available
-        return
-
-    class LRPMethod(SaliencyMethod):
-        """compare method: the LRP-refined class map of the target (signed, input resolution)."""
-
-        needs_gradients = True
-        classes_per_call = 1
-
-        def __init__(self, lrp: LRPReadout, name: str = "lrp") -> None:
-            self.lrp = lrp
-            self.name = name
-
-        def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
-            return self.lrp.class_map(inputs, targets).relevance[:, 0]
-
-    @register_method("lrp", "LRP (zennit) refinement of the readout class map to pixels (signed)")
-    def _lrp_factory(context: Any) -> SaliencyMethod:
-        options = dict(context.options)
-        lrp = LRPReadout(
-            context.readout,
-            options.pop("composite", None),
-            composite_options=options.pop("composite_options", None),
-        )
-        return LRPMethod(lrp)
-
-
-_register_compare()

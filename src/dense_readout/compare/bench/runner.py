@@ -89,8 +89,6 @@ class BenchConfig:
     example_images: int = 6
 
     def __post_init__(self) -> None:
-        import dense_readout.lrp  # noqa: F401  (registers the 'lrp' method)
-
         self.methods, self.slow_methods = tuple(self.methods), tuple(self.slow_methods)
         self.metrics, self.road_percentiles = tuple(self.metrics), tuple(self.road_percentiles)
         unknown = sorted(set(self.metrics) - set(GROUPS))
@@ -205,8 +203,6 @@ def _prepare(
     config: BenchConfig | None,
     model_info: dict | None,
 ) -> tuple[_Job, list[int], dict]:
-    import dense_readout.lrp  # noqa: F401  (registers the 'lrp' method)
-
     config = config or BenchConfig()
     if config.threads:
         torch.set_num_threads(config.threads)
