@@ -39,6 +39,9 @@ EXPECTED_KINDS = {
     "localization metric",
     "LRP family",  # one record per family (blocks, canonizers, composite): lrp.families
     "LRP composite",
+    "compare benchmark metric",
+    "export source",
+    "pseudo-label ground truth",
 }
 
 
