@@ -92,6 +92,26 @@ class BlockRewrite:
     on the block while the forward is replaced (removed after): a module called
     twice in one forward needs one zennit ``Sum`` per call, since a zennit rule
     keeps only one call's input.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from zennit.layer import Sum
+        >>> from dense_readout.lrp import BlockRewrite, residual_sum
+        >>> class Residual(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        ...     def forward(self, x):
+        ...         return x + self.conv(x)
+        >>> def lrp_forward(self, x):  # the same function, the addition made visible to LRP
+        ...     return residual_sum(self, x, self.conv(x))
+        >>> rewrite = BlockRewrite(Residual, lrp_forward)
+        >>> block = Residual()
+        >>> block.canonizer_sum = Sum()  # what the canonizer sets while the rewrite is active
+        >>> x = torch.randn(1, 4, 5, 5)
+        >>> rewrite.name.endswith("Residual"), torch.allclose(rewrite.forward(block, x), block(x), atol=1e-6)
+        (True, True)
     """
 
     block_type: type

@@ -68,7 +68,14 @@ def register_composite(name: str) -> Callable[[CompositeFactory], CompositeFacto
 
 
 def registered_composites() -> list[str]:
-    """Names accepted by ``composite=`` (``COMPOSITES.names()``)."""
+    """Names accepted by ``composite=`` (``COMPOSITES.names()``).
+
+    Example:
+        >>> from dense_readout.lrp import registered_composites
+        >>> names = registered_composites()
+        >>> {"epsilon", "epsilon_plus", "cp_lrp"} <= set(names)
+        True
+    """
     return COMPOSITES.names()
 
 
@@ -225,7 +232,15 @@ def build_composite(
     stabilizer: float = 1e-6,
     options: dict | None = None,
 ) -> Composite:
-    """Instantiate the composite ``name`` with the timm layer map prepended."""
+    """Instantiate the composite ``name`` with the timm layer map prepended.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.lrp import build_composite
+        >>> composite = build_composite("epsilon_plus", low=torch.tensor(-2.0), high=torch.tensor(2.0))
+        >>> type(composite).__name__
+        'EpsilonPlus'
+    """
     factory = composite_factory(name)
     options = {"stabilizer": stabilizer, **(options or {})}
     try:

@@ -82,6 +82,19 @@ def window_share(cell_maps: Tensor, radius: int = 0, mode: str = "abs") -> Tenso
 
     Returns:
         ``B×h×w`` shares in [0, 1] (NaN for cells with no relevance mass).
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.lrp import window_share
+        >>> maps = torch.zeros(1, 2, 2, 4, 4)  # a 2×2 grid over a 4×4 input: 2×2 pixels per cell
+        >>> for u in range(2):
+        ...     for v in range(2):
+        ...         maps[0, u, v, 2 * u : 2 * u + 2, 2 * v : 2 * v + 2] = 1.0  # each cell's own patch
+        >>> maps[0, 0, 0, 3, 3] = 1.0  # cell (0, 0) also spends 1/5 of its relevance elsewhere
+        >>> window_share(maps).tolist()
+        [[[0.800000011920929, 1.0], [1.0, 1.0]]]
+        >>> window_share(maps, radius=1).tolist()  # a window of 3×3 cells covers the whole grid
+        [[[1.0, 1.0], [1.0, 1.0]]]
     """
     if cell_maps.dim() != 5:
         raise InputError(
@@ -96,14 +109,32 @@ def window_share(cell_maps: Tensor, radius: int = 0, mode: str = "abs") -> Tenso
 
 
 def outside_share(cell_maps: Tensor, mode: str = "abs") -> Tensor:
-    """Share of each cell's relevance outside its own patch, ``B×h×w`` (1 − window_share(r=0))."""
+    """Share of each cell's relevance outside its own patch, ``B×h×w`` (1 − window_share(r=0)).
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.lrp import outside_share
+        >>> maps = torch.zeros(1, 1, 2, 2, 4)  # a 1×2 grid over a 2×4 input
+        >>> maps[0, 0, 0, :, :2] = 1.0  # cell (0, 0): all inside its own patch
+        >>> maps[0, 0, 1, :, :] = 1.0  # cell (0, 1): spread evenly, half of it outside
+        >>> outside_share(maps).tolist()
+        [[[0.0, 0.5]]]
+    """
     return 1 - window_share(cell_maps, 0, mode)
 
 
 def uniform_window_share(
     grid_size: tuple[int, int], input_size: tuple[int, int], radius: int = 0
 ) -> Tensor:
-    """What :func:`window_share` would be for relevance spread uniformly: the window's area fraction."""
+    """What :func:`window_share` would be for relevance spread uniformly: the window's area fraction.
+
+    Example:
+        >>> from dense_readout.lrp import uniform_window_share
+        >>> uniform_window_share((2, 2), (4, 4)).tolist()  # each cell's patch is 1/4 of the image
+        [[0.25, 0.25], [0.25, 0.25]]
+        >>> uniform_window_share((3, 3), (6, 6), radius=1)[1, 1].item()  # the centre window: all of it
+        1.0
+    """
     masks = cell_patch_masks(grid_size, input_size, radius)
     return masks.float().mean(dim=(-2, -1))
 
@@ -114,6 +145,12 @@ class ReceptiveFieldSummary:
 
     ``count`` cells; ``mean``, ``median``, ``q10``/``q90``; ``uniform`` is the share a
     uniform spread would leave outside the patch (``1 − 1/(h·w)``).
+
+    Example:
+        >>> from dense_readout.lrp import ReceptiveFieldSummary
+        >>> summary = ReceptiveFieldSummary(count=4, mean=0.3, median=0.25, q10=0.1, q90=0.6, uniform=0.75)
+        >>> summary.mean < summary.uniform, sorted(summary.as_dict())[:3]
+        (True, ['count', 'mean', 'median'])
     """
 
     count: int
@@ -131,7 +168,15 @@ class ReceptiveFieldSummary:
 def summarize_shares(
     shares: Iterable[Tensor], uniform: float | None = None
 ) -> ReceptiveFieldSummary:
-    """Summarise outside shares (any shapes; NaNs dropped) into a :class:`ReceptiveFieldSummary`."""
+    """Summarise outside shares (any shapes; NaNs dropped) into a :class:`ReceptiveFieldSummary`.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.lrp import summarize_shares
+        >>> summary = summarize_shares([torch.tensor([[0.1, 0.2], [0.3, float("nan")]])], uniform=0.75)
+        >>> summary.count, round(summary.mean, 6), round(summary.median, 6), summary.uniform
+        (3, 0.2, 0.2, 0.75)
+    """
     values = torch.cat([torch.as_tensor(s, dtype=torch.float64).flatten() for s in shares])
     values = values[torch.isfinite(values)]
     if values.numel() == 0:

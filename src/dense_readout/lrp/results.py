@@ -31,6 +31,16 @@ class LRPResult:
         cells: ``B×2`` ``(u, v)`` of the refined cell, or None for a class map.
         scores: ``Z`` of the same pass, ``B×K×h×w`` (detached).
         composite: name (or class name) of the composite used.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.lrp import LRPReadout
+        >>> lrp = LRPReadout(timm.create_model("resnet18", num_classes=3).eval())
+        >>> result = lrp.class_map(torch.randn(1, 3, 64, 64), target=2)
+        >>> tuple(result.relevance.shape), tuple(result.input_relevance.shape), result.targets.tolist()
+        ((1, 1, 64, 64), (1, 3, 64, 64), [2])
+        >>> torch.allclose(result.relevance.sum(), result.conservation * result.start, rtol=1e-4)
+        True
     """
 
     relevance: Tensor
@@ -73,6 +83,16 @@ class CellRelevance:
         scores: ``Z`` (``B×K×h×w``).
         composite: name (or class name) of the composite used.
         strategy: the batching strategy that ran.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.lrp import LRPReadout
+        >>> lrp = LRPReadout(timm.create_model("resnet18", num_classes=3).eval())
+        >>> cells = lrp.cells(torch.randn(1, 3, 64, 64), which=[(0, 1)])
+        >>> tuple(cells.relevance.shape), tuple(cells.classes.shape)
+        ((1, 2, 2, 64, 64), (1, 2, 2))
+        >>> bool(cells.relevance[0, 0, 0].eq(0).all()), bool(cells.conservation[0, 0, 0].isnan())  # not requested
+        (True, True)
     """
 
     relevance: Tensor
@@ -106,6 +126,16 @@ class LabelMap:
         conservation: ``B`` total input relevance / total starting relevance.
         scores: ``Z``.
         composite: name (or class name) of the composite used.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.lrp import LRPReadout
+        >>> lrp = LRPReadout(timm.create_model("resnet18", num_classes=3).eval())
+        >>> labels = lrp.label_map(torch.randn(1, 3, 64, 64))
+        >>> tuple(labels.labels.shape), tuple(labels.grid_labels.shape)
+        ((1, 64, 64), (1, 2, 2))
+        >>> set(labels.labels.unique().tolist()) <= set(labels.grid_labels.unique().tolist())
+        True
     """
 
     labels: Tensor
