@@ -7,7 +7,9 @@
 * :func:`volume_tensor`: that array resized and normalised into the model's
   ``1×C×T×H×W`` input.
 * :func:`explain_volume`: the readout of one clip or volume, written as a label-grid
-  and a heatmap figure per grid frame/slice plus one JSON of every cell's top classes.
+  and a heatmap figure per grid frame/slice plus one JSON of every cell's top classes
+  and (optionally) :func:`volume_page`, the interactive page with a frame slider;
+  ``dense-readout explain --model torchvision:r3d_18 CLIP`` runs it from the command line.
 
 Example:
     >>> import numpy as np, tempfile, torch
@@ -33,24 +35,66 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from .errors import ImageLoadError, InputError, MissingDependencyError
-from .images import load_image
 
-__all__ = ["explain_volume", "load_volume", "volume_tensor"]
+if TYPE_CHECKING:  # torch on use: the command line checks clip paths without it
+    from torch import Tensor, nn
+
+__all__ = [
+    "clip_problem",
+    "explain_volume",
+    "grid_pictures",
+    "is_clip_file",
+    "load_volume",
+    "volume_page",
+    "volume_tensor",
+]
 
 _FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+_CLIPS = "a folder of frames, .npy, .nii/.nii.gz or a video file"
+
+
+def is_clip_file(path: str | Path) -> bool:
+    """Whether ``path`` is named as a clip or volume file (.npy, NIfTI, a video).
+
+    Example:
+        >>> is_clip_file("brain.nii.gz"), is_clip_file("walk.MP4"), is_clip_file("cat.jpg")
+        (True, True, False)
+    """
+    name = Path(path).name.lower()
+    return name.endswith((".npy", ".nii", ".nii.gz")) or Path(name).suffix in _VIDEO_SUFFIXES
+
+
+def clip_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a clip or volume, told without reading it (or None).
+
+    Example:
+        >>> clip_problem("no/such/clip.npy")
+        'no/such/clip.npy: no such file or folder.'
+        >>> clip_problem("cat.jpg") is None
+        False
+    """
+    folder = Path(path)
+    if folder.is_dir():
+        if not any(p.suffix.lower() in _FRAME_SUFFIXES for p in folder.iterdir()):
+            return f"{path} holds no image frames ({sorted(_FRAME_SUFFIXES)})."
+        return None
+    if not folder.exists():
+        return f"{path}: no such file or folder."
+    if not is_clip_file(path):
+        return f"{path}: not a clip or volume ({_CLIPS})."
+    return None
 
 
 def load_volume(path: str | Path) -> np.ndarray:
     """Read a clip or volume as ``T×H×W×C`` float32 (see the module docstring)."""
+    from .images import load_image
+
     path = Path(path)
     if path.is_dir():
         frames = sorted(p for p in path.iterdir() if p.suffix.lower() in _FRAME_SUFFIXES)
@@ -67,9 +111,7 @@ def load_volume(path: str | Path) -> np.ndarray:
     elif path.suffix.lower() in _VIDEO_SUFFIXES:
         return _video(path)
     else:
-        raise ImageLoadError(
-            f"{path}: not a clip or volume (a folder of frames, .npy, .nii/.nii.gz or a video)."
-        )
+        raise ImageLoadError(f"{path}: not a clip or volume ({_CLIPS}).")
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4 or not np.isfinite(array).all():
@@ -114,6 +156,9 @@ def volume_tensor(
     Resized to ``size=(T, H, W)`` (trilinear) and normalised per channel with
     ``mean``/``std`` (default: the volume to zero mean, unit std).
     """
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.ascontiguousarray(volume)).float().permute(3, 0, 1, 2)[None]
     if size is not None:
         if len(size) != 3:
@@ -136,15 +181,21 @@ def explain_volume(
     stem: str = "clip",
     target: int | None = None,
     topk: int = 3,
+    pngs: bool = True,
+    page: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read out one clip/volume (``1×C×T×H×W``) and write per-frame figures and a JSON.
 
     For every frame (slice) ``t`` of the readout grid: ``{stem}_t{t}_labels.png`` and
     ``{stem}_t{t}_heatmap.png`` (the class ``target``, default the clip's top-1), over
-    the input frame at the centre of that grid slice; and ``{stem}.json`` with the
-    clip's top classes, exactness and each cell's top-``topk`` classes, ``[t][u][v]``.
-    Returns ``{"json": path, "frames": [(labels_png, heatmap_png), ...]}``.
+    the input frame at the centre of that grid slice (none with ``pngs=False``); and
+    ``{stem}.json`` with the clip's top classes, exactness and each cell's
+    top-``topk`` classes, ``[t][u][v]``. With ``page`` (the options of
+    :func:`volume_page`, ``{}`` for none) also ``{stem}.html``, the interactive page
+    with a slider over the grid's frames. Returns ``{"json": path, "frames":
+    [(labels_png, heatmap_png), ...], "page": path or None, "result": the readout}``.
     """
+    from ._atomic import write_atomic
     from .readout import DenseReadout
     from .viz import readout_figures, save_png
 
@@ -154,10 +205,7 @@ def explain_volume(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames = []
-    steps = result.grid_size[0]
-    for t in range(steps):
-        centre = min(inputs.shape[2] - 1, int((t + 0.5) * inputs.shape[2] / steps))
-        picture = _frame_picture(inputs[0, :, centre])
+    for t, (_, picture) in enumerate(grid_pictures(inputs, result.grid_size[0]) if pngs else ()):
         figures = readout_figures(
             result.frame(t), picture, class_names, target=target, name=f"{stem} t={t}"
         )
@@ -166,13 +214,79 @@ def explain_volume(
             save_png(figure, path)
         frames.append(paths)
     json_path = out / f"{stem}.json"
-    json_path.write_text(json.dumps(_summary(result, class_names, topk), indent=1))
-    return {"json": json_path, "frames": frames}
+    write_atomic(json_path, json.dumps(_summary(result, class_names, topk), indent=1))
+    page_path = None
+    if page is not None:
+        page_path = write_atomic(
+            out / f"{stem}.html",
+            volume_page(result, inputs, class_names, initial_class=target, **page),
+        )
+    return {"json": json_path, "frames": frames, "page": page_path, "result": result}
+
+
+def grid_pictures(inputs: Tensor, steps: int) -> list[tuple[int, np.ndarray]]:
+    """For each of ``steps`` grid frames: the input frame at its centre, as RGB uint8.
+
+    Grid step ``t`` covers input frames ``[t·T/steps, (t+1)·T/steps)``; its picture is
+    the middle one of those (``inputs`` is ``1×C×T×H×W``).
+
+    Example:
+        >>> import torch
+        >>> [index for index, _ in grid_pictures(torch.rand(1, 1, 8, 4, 4), 2)]
+        [2, 6]
+    """
+    total = inputs.shape[2]
+    centres = [min(total - 1, int((t + 0.5) * total / steps)) for t in range(steps)]
+    return [(c, _frame_picture(inputs[0, :, c])) for c in centres]
+
+
+def volume_page(
+    result: Any,
+    inputs: Tensor,
+    class_names: Sequence[str] | None = None,
+    *,
+    slice_axis: str = "frame",
+    **options: Any,
+) -> str:
+    """The interactive page of a clip/volume readout, with a slider over its grid frames.
+
+    Each grid step shows the input frame (slice) at its centre (:func:`grid_pictures`);
+    the same per-cell view as an image's page for the chosen step. ``options`` are
+    those of :func:`dense_readout.page.data.page_data` (``title``, ``model``,
+    ``random_weights``, ``initial_class``, ``notes``, ``view``).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.page import read_page
+        >>> net = nn.Sequential(nn.Conv3d(1, 4, 3, stride=2), nn.AdaptiveAvgPool3d(1),
+        ...                     nn.Flatten(), nn.Linear(4, 2)).eval()
+        >>> x = torch.randn(1, 1, 9, 9, 9)
+        >>> data = read_page(volume_page(DenseReadout(net)(x), x, slice_axis="slice"))
+        >>> data["grid"], data["scores"].shape, data["slices"]["input_index"]
+        ([4, 4, 4], (2, 4, 4, 4), [1, 3, 5, 7])
+    """
+    from PIL import Image
+
+    from .page.data import DATA_ID, page_data
+    from .page.template import render_page
+
+    pictures = grid_pictures(inputs, result.grid_size[0])
+    data = page_data(
+        result,
+        [Image.fromarray(picture) for _, picture in pictures],
+        class_names,
+        slice_axis=slice_axis,
+        slice_inputs=[index for index, _ in pictures],
+        **options,
+    )
+    return render_page("readout", title=data["title"] or "readout", data=data, data_id=DATA_ID)
 
 
 def _frame_picture(frame: Tensor) -> np.ndarray:
     """One ``C×H×W`` input frame as an RGB uint8 picture (min–max, gray replicated)."""
-    picture = frame.detach().float()
+    picture = frame.detach().float().cpu()
     picture = (picture - picture.min()) / (picture.max() - picture.min()).clamp(min=1e-6)
     if picture.shape[0] != 3:
         picture = picture[:1].expand(3, -1, -1)
@@ -197,6 +311,8 @@ def _summary(result: Any, class_names: Sequence[str] | None, topk: int) -> dict[
             classes[0].permute(1, 0, 2, 3), values[0].permute(1, 0, 2, 3), strict=True
         )
     ]
+    import torch
+
     probs = torch.softmax(result.logits[0].detach().float(), dim=0)
     top = probs.topk(k)
     return {

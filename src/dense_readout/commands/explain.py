@@ -1,4 +1,4 @@
-"""``dense-readout explain IMAGE...``: pictures, a page and JSON per image.
+"""``dense-readout explain IMAGE...``: pictures, a page and JSON per image (or clip).
 
 For every image the command (and ``demo``, :mod:`dense_readout.commands.demo`, which
 shares its options and its run) writes, into ``--out``:
@@ -14,7 +14,13 @@ shares its options and its run) writes, into ``--out``:
 aspect ratio), ``--view crop`` the centre crop; the default is ``full`` with
 ``--html`` and ``crop`` without. The commands print one summary line per image on
 stdout. A file that cannot be explained gives one line ``error: <path>: <reason>``
-on stderr; the others are still done and the exit status is 1. A bad model,
+on stderr; the others are still done and the exit status is 1.
+
+With a video or volume model (``--model torchvision:r3d_18``, ``--model
+monai:densenet121``; the prefixes are :data:`._model_sources.MODEL_SOURCES`) every
+input is a clip or volume and :mod:`._explain_volume` explains it: per-frame PNGs,
+the JSON and the page with a frame slider. A clip or volume file given to an image
+model stops before the model loads (status 2), naming the models that read it. A bad model,
 checkpoint or option stops before the model loads, where it can, and before any
 image with exit status 2; inputs that are all missing stop before the model loads
 (status 1); Ctrl-C stops with one line saying what was written (status 130); every
@@ -38,7 +44,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DenseReadoutError, ImageLoadError, InputError
-from ._model_options import add_model_options, check_model_options, load_model
+from ._explain_volume import VOLUME_OPTIONS, add_volume_options, run_volumes
+from ._model_options import DEFAULT_MODEL, add_model_options, check_model_options, load_model
+from ._model_sources import model_source
 from ._setup import (
     OutputDir,
     Source,
@@ -63,19 +71,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``explain`` subcommand."""
     explain = subparsers.add_parser(
         "explain",
-        help="label grid, heatmap and JSON for image files",
+        help="label grid, heatmap and JSON for image files (or video clips and 3-D volumes)",
         description=(
             "Explain image files with the dense readout: for each IMAGE write a label-grid "
-            "PNG, a heatmap PNG of the image-level top-1 class and a JSON report into --out."
+            "PNG, a heatmap PNG of the image-level top-1 class and a JSON report into --out. "
+            "With a video or volume model (--model torchvision:NAME, a torchvision.models.video "
+            "classifier, or monai:NAME, a MONAI 3-D net such as densenet121, resnet18, "
+            "efficientnet-b0; with --checkpoint or --random-weights) each input is a clip or "
+            "volume: a folder of frames, .npy, .nii/.nii.gz or a video file; it gets a PNG "
+            "pair per grid frame, the JSON and an HTML page with a frame slider."
         ),
     )
     explain.add_argument(
         "images",
         nargs="+",
         metavar="IMAGE",
-        help="image files (any format PIL reads), folders (searched recursively) or glob patterns",
+        help="image files (any format PIL reads), folders (searched recursively) or glob "
+        "patterns; with a video/volume --model: clips or volumes",
     )
     add_explain_options(explain, default_out="dense-readout-out")
+    add_volume_options(explain)
     explain.set_defaults(func=run_explain)
 
 
@@ -150,6 +165,14 @@ def _add_page_options(parser: argparse.ArgumentParser) -> None:
 # -- the commands ---------------------------------------------------------------------
 def run_explain(args: argparse.Namespace) -> int:
     """Run ``explain``; returns the exit status."""
+    try:
+        source, name = model_source(args.model)
+        if source.spatial_dims == 3:
+            return run_volumes(args, source, name)
+        _check_image_inputs(args)
+    except DenseReadoutError as error:
+        _error(str(error))
+        return EXIT_SETUP_FAILED
     sources: list[Source] = []
     problems: list[str | None] = []
     stems: set[str] = set()
@@ -160,6 +183,26 @@ def run_explain(args: argparse.Namespace) -> int:
         sources.append(Source(name=str(path), stem=stem, load=load, title=Path(path).name))
         problems.append(problem)
     return run_sources(sources, args, problems)
+
+
+def _check_image_inputs(args: argparse.Namespace) -> None:
+    """An image model gets images: clip files and the clip options point to the video models."""
+    from ..volumes import is_clip_file  # numpy only
+
+    model = args.model or DEFAULT_MODEL
+    clips = [path for path in args.images if is_clip_file(path)]
+    if clips:
+        raise InputError(
+            f"{clips[0]} is a clip or volume, and --model {model} is a 2-D image classifier; "
+            "explain it with a video or volume model, e.g. --model torchvision:r3d_18 or "
+            "--model monai:densenet121 (with --checkpoint PATH or --random-weights)."
+        )
+    given = [f"--{o.replace('_', '-')}" for o in VOLUME_OPTIONS if getattr(args, o) is not None]
+    if given:
+        raise InputError(
+            f"{', '.join(given)} set the clip size of video and volume models; --model {model} "
+            "reads images (use --model torchvision:NAME or monai:NAME for clips)."
+        )
 
 
 def _load(path: str) -> Image.Image:

@@ -2,7 +2,8 @@
 
 Everything the page shows is in one JSON object embedded in the HTML
 (``<script type="application/json" id="readout-data">``); :func:`page_data` builds
-it and :func:`read_page` reads it back (scores decoded to a ``K×h×w`` array).
+it and :func:`read_page` reads it back (scores decoded to a ``K×h×w`` array, or
+``K×t×h×w`` for a clip or volume, whose page has a slider over its ``t`` grid steps).
 
 Size and precision: the scores ``Z`` travel as little-endian IEEE float16 in
 base64, ``4/3 × 2 × K·h·w`` bytes (a 7×7×1000 grid: 131 kB). Rounding to float16
@@ -42,6 +43,18 @@ class PageComparison:
     ``map`` is ``H×W`` in [0, 1] over the readout's input region (as
     :func:`dense_readout.compare.compare` returns it); ``seconds`` is the wall time
     the method took for ``classes`` classes.
+
+    Example:
+        >>> import numpy as np, timm, torch
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.page import PageComparison
+        >>> from dense_readout.page.data import page_data
+        >>> model = timm.create_model("resnet18", num_classes=3).eval()
+        >>> gradcam = PageComparison("gradcam", class_index=1, map=np.full((64, 64), 0.5), seconds=0.02)
+        >>> data = page_data(DenseReadout(model)(torch.rand(1, 3, 64, 64)), None, comparisons=[gradcam])
+        >>> entry = data["comparisons"][0]
+        >>> entry["method"], entry["class"], entry["shape"], entry["classes"]
+        ('gradcam', 1, [64, 64], 1)
     """
 
     method: str
@@ -100,17 +113,20 @@ def _round(values: torch.Tensor, digits: int = 6) -> list:
 
 
 def _cells_top5(scores: torch.Tensor) -> dict[str, list]:
-    """Row-major per-cell top-5 (or top-K) classes, softmax probabilities and scores."""
+    """Row-major per-cell top-5 (or top-K) classes, softmax probabilities and scores.
+
+    ``scores`` is ``K×h×w`` or ``K×t×h×w``; cells are listed in the grid's row-major
+    order (for a clip: frame by frame, each frame row by row).
+    """
     k = min(5, scores.shape[0])
-    probabilities = torch.softmax(scores, dim=0)
-    values, classes = scores.topk(k, dim=0)
+    flat = scores.flatten(1)  # K × cells
+    probabilities = torch.softmax(flat, dim=0)
+    values, classes = flat.topk(k, dim=0)
     picked = probabilities.gather(0, classes)
-    flat = (classes.permute(1, 2, 0).reshape(-1, k), picked.permute(1, 2, 0).reshape(-1, k))
-    logits = values.permute(1, 2, 0).reshape(-1, k)
     return {
-        "classes": flat[0].tolist(),
-        "probabilities": [_round(row) for row in flat[1]],
-        "logits": [_round(row) for row in logits],
+        "classes": classes.T.tolist(),
+        "probabilities": [_round(row) for row in picked.T],
+        "logits": [_round(row) for row in values.T],
     }
 
 
@@ -136,7 +152,7 @@ def _comparisons(items: Sequence[PageComparison]) -> list[dict[str, Any]]:
 
 def page_data(  # long: one flat dict literal, the page's whole data schema in one place
     result,
-    image: Image.Image | None,
+    image: Image.Image | Sequence[Image.Image] | None,
     class_names: Sequence[str] | None = None,
     *,
     index: int = 0,
@@ -148,6 +164,8 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
     initial_class: int | None = None,
     notes: Sequence[str] = (),
     view: str = "",
+    slice_axis: str = "frame",
+    slice_inputs: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The JSON object a page embeds (see the module docstring for sizes).
 
@@ -158,6 +176,12 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
     ``initial_class`` the page opens on that class's map (its name in the class
     box and in the colour bar's caption; ``open_on_class`` is true); without it, on
     the label grid, and the class map starts at the image's top-1 class.
+
+    A clip or volume (a readout with a ``t×h×w`` grid) gets a slider over its ``t``
+    grid steps: ``image`` is then one picture per grid step (or None: grey),
+    ``slice_axis`` names the steps in the page ("frame", "slice") and
+    ``slice_inputs`` gives the input frame/slice each picture shows. The payload
+    gains ``slices`` (the pictures as data URIs) and the scores are ``K×t×h×w``.
 
     Example:
         >>> import timm, torch
@@ -173,9 +197,13 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
     """
     if not 0 <= index < result.batch_size:
         raise InputError(f"index must be in [0, {result.batch_size}), got {index}.")
+    if result.spatial_dims not in (2, 3):
+        raise InputError(
+            f"the page shows 2-D (h×w) and 3-D (t×h×w) grids, not {result.spatial_dims}-D ones."
+        )
     scores = result.scores[index].detach().cpu().float()
     logits = result.logits[index].detach().cpu().float()
-    num_classes, (h, w) = result.num_classes, result.grid_size
+    num_classes, grid = result.num_classes, [int(n) for n in result.grid_size]
     if initial_class is not None and not 0 <= initial_class < num_classes:
         raise InputError(
             f"initial_class must be a class index in [0, {num_classes}), got {initial_class}."
@@ -187,14 +215,14 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
         raise InputError(
             f"class_names has {len(names)} names for {num_classes} classes; pass one per class."
         )
-    if image is None:
-        height, width = result.input_size if min(result.input_size) > 0 else (h * 32, w * 32)
-        image = Image.new("RGB", (width, height), (128, 128, 128))
-    box = [0.0, 0.0, float(image.width), float(image.height)] if region is None else region
-    uri, scale = photo_uri(image)
+    pictures = _pictures(result, image, grid)
+    box = [0.0, 0.0, float(pictures[0].width), float(pictures[0].height)]
+    box = box if region is None else [float(v) for v in region]
+    uris = [photo_uri(picture) for picture in pictures]
+    uri, scale = uris[0]
     probabilities = torch.softmax(logits, dim=0)
     order = probabilities.argsort(descending=True)[: min(5, num_classes)]
-    return {
+    data = {
         "format": "dense-readout-page/1",
         "title": title,
         "model": model,
@@ -202,10 +230,10 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
         "exact": bool(result.exact),
         "exactness_note": result.exactness_note,
         "residual": float(result.residual[index]),
-        "photo": {"uri": uri, "size": [image.height, image.width], "scale": scale},
-        "region": [float(v) for v in box],
+        "photo": {"uri": uri, "size": [pictures[0].height, pictures[0].width], "scale": scale},
+        "region": box,
         "input_size": list(result.input_size),
-        "grid": [h, w],
+        "grid": grid,
         "names": names[:num_classes],
         "logits": _round(logits),
         "top5": [
@@ -215,8 +243,8 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
         "cells": _cells_top5(scores),
         "scores": {
             "dtype": "float16",
-            "layout": "K,h,w little-endian",
-            "shape": [num_classes, h, w],
+            "layout": ("K,t,h,w" if len(grid) == 3 else "K,h,w") + " little-endian",
+            "shape": [num_classes, *grid],
             "data": encode_scores(scores),
         },
         "comparisons": _comparisons(comparisons),
@@ -225,10 +253,39 @@ def page_data(  # long: one flat dict literal, the page's whole data schema in o
         "notes": list(notes),
         "view": view,
     }
+    if len(grid) == 3:
+        inputs = list(slice_inputs) or list(range(grid[0]))
+        if len(inputs) != grid[0]:
+            raise InputError(f"slice_inputs has {len(inputs)} entries for {grid[0]} grid steps.")
+        data["slices"] = {
+            "axis": slice_axis,
+            "uris": [u for u, _ in uris],
+            "input_index": [int(i) for i in inputs],
+        }
+    return data
+
+
+def _pictures(
+    result: Any, image: Image.Image | Sequence[Image.Image] | None, grid: list[int]
+) -> list[Image.Image]:
+    """One picture (2-D grid) or one per grid step (3-D), grey where none is given."""
+    steps = grid[0] if len(grid) == 3 else 1
+    if image is None:
+        size = list(result.input_size)[-2:]
+        height, width = size if min(size, default=0) > 0 else (grid[-2] * 32, grid[-1] * 32)
+        return [Image.new("RGB", (width, height), (128, 128, 128))] * steps
+    pictures = [image] if isinstance(image, Image.Image) else list(image)
+    if len(pictures) != steps:
+        raise InputError(
+            f"the page needs {steps} picture(s), one per grid step of {grid}; got {len(pictures)}."
+        )
+    if len({p.size for p in pictures}) > 1:
+        raise InputError("a clip's pictures must all have one size.")
+    return pictures
 
 
 def read_page(source: str | Path) -> dict[str, Any]:
-    """The data embedded in a page (a path or the HTML text), scores decoded to ``K×h×w``.
+    """The data embedded in a page (a path or the HTML text), scores decoded to ``K×[t×]h×w``.
 
     Example:
         >>> import timm, torch

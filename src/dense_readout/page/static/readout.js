@@ -2,7 +2,11 @@
 (function () {
   const data = JSON.parse(document.getElementById("readout-data").textContent);
   const $ = (id) => document.getElementById(id);
-  const K = data.scores.shape[0], H = data.grid[0], W = data.grid[1];
+  // a clip or volume has a third grid axis first (t×h×w) and one picture per step t
+  const K = data.scores.shape[0], G = data.grid, slices = data.slices || null;
+  const T = G.length === 3 ? G[0] : 1, H = G[G.length - 2], W = G[G.length - 1], N = H * W;
+  const axis = slices ? slices.axis : "";
+  const whole = slices ? (axis === "slice" ? "volume" : "clip") : "image";
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
     "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
     "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5"];
@@ -33,24 +37,26 @@
     return [r, g, b].map((v) => Math.round(255 * Math.min(1, Math.max(0, v))));
   }
 
-  const state = { mode: "labels", cls: data.initial_class, cell: null };
-  const labels = new Int32Array(H * W);
-  for (let i = 0; i < H * W; i++) labels[i] = data.cells.classes[i][0];
-  const counts = new Map();
-  labels.forEach((k) => counts.set(k, (counts.get(k) || 0) + 1));
-  const onGrid = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]);
-  const colour = new Map(onGrid.map(([k], i) => [k, i < PALETTE.length ? PALETTE[i] : OTHER]));
+  const state = { mode: "labels", cls: data.initial_class, cell: null, t: 0 };
+  const allLabels = new Int32Array(T * N);
+  for (let i = 0; i < T * N; i++) allLabels[i] = data.cells.classes[i][0];
+  let labels = allLabels.subarray(0, N);  // the shown frame's (slice's) cells
+  const countsOf = (list) => {
+    const counts = new Map();
+    list.forEach((k) => counts.set(k, (counts.get(k) || 0) + 1));
+    return [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+  };
+  // colours from the whole clip, so that a class keeps its colour on every frame
+  const colour = new Map(countsOf(allLabels).map(([k], i) => [k, i < PALETTE.length ? PALETTE[i] : OTHER]));
 
   const canvas = $("picture"), ctx = canvas.getContext("2d");
-  const photo = new Image();
+  const photos = (slices ? slices.uris : [data.photo.uri]).map(() => new Image());
   const scale = data.photo.scale;
   const region = data.region.map((v) => v * scale);  // [left, top, right, bottom] in canvas px
   const cellW = (region[2] - region[0]) / W, cellH = (region[3] - region[1]) / H;
 
   function classMap(k) {
-    const out = new Float32Array(H * W);
-    for (let i = 0; i < H * W; i++) out[i] = scores[k * H * W + i];
-    return out;
+    return scores.subarray(k * T * N + state.t * N, k * T * N + (state.t + 1) * N);
   }
   function mapCanvas(values, lo, hi, rows, cols, alpha) {
     const small = document.createElement("canvas");
@@ -108,7 +114,8 @@
     ctx.globalAlpha = 1;
   }
   function drawClassMap() {
-    const values = classMap(state.cls), [lo, hi] = range(values);
+    // one colour scale over every frame of the clip: frames compare by colour
+    const values = classMap(state.cls), [lo, hi] = range(scores.subarray(state.cls * T * N, (state.cls + 1) * T * N));
     ctx.imageSmoothingEnabled = true;
     ctx.globalAlpha = 0.55;
     ctx.drawImage(mapCanvas(values, lo, hi, H, W, 255), region[0], region[1], region[2] - region[0], region[3] - region[1]);
@@ -124,7 +131,7 @@
     $("bar-min").textContent = fmt(lo, 2);
     $("bar-max").textContent = fmt(hi, 2);
     $("bar-label").textContent = `Z[${state.cls}] ${shortName(state.cls)}: per-cell logit` +
-      (data.exact ? ` (mean ${fmt(data.logits[state.cls], 2)} = image logit)` : "");
+      (data.exact ? ` (mean${slices ? ` of all ${T}×${H}×${W} cells` : ""} ${fmt(data.logits[state.cls], 2)} = ${whole} logit)` : "");
   }
   function drawFocus() {
     if (!state.cell) return;
@@ -136,7 +143,7 @@
   }
   function draw() {
     ctx.clearRect(0, 0, canvas.width, canvas.height);
-    ctx.drawImage(photo, 0, 0, canvas.width, canvas.height);
+    ctx.drawImage(photos[state.t], 0, 0, canvas.width, canvas.height);
     $("colorbar").classList.toggle("off", state.mode !== "class");  // keeps its room: no jumps
     $("legend-section").hidden = state.mode !== "labels";
     if (state.mode === "labels") drawLabels();
@@ -146,12 +153,15 @@
     drawFocus();
     canvas.dataset.mode = state.mode;
     canvas.dataset.cls = String(state.cls);
+    canvas.dataset.slice = String(state.t);
   }
 
   function showCell(u, v) {
     state.cell = [u, v];
-    const i = u * W + v, list = $("cell-top5");
-    $("cell-heading").textContent = `cell row ${u + 1}, column ${v + 1} of ${H}×${W}`;
+    const i = state.t * N + u * W + v, list = $("cell-top5");
+    $("cell-heading").textContent = `cell row ${u + 1}, column ${v + 1} of ${H}×${W}` +
+      (slices ? `, ${axis} ${state.t + 1} of ${T}` : "");
+    list.dataset.slice = String(state.t);
     list.replaceChildren(...data.cells.classes[i].map((k, j) => {
       const li = document.createElement("li");
       li.dataset.class = String(k);
@@ -187,7 +197,21 @@
     const cell = cellAt(event);
     if (cell && (!state.cell || cell[0] !== state.cell[0] || cell[1] !== state.cell[1])) showCell(...cell);
   }
+  function setSlice(t) {
+    state.t = Math.min(T - 1, Math.max(0, t));
+    labels = allLabels.subarray(state.t * N, (state.t + 1) * N);
+    $("slice").value = String(state.t);
+    $("slice-value").textContent = `${state.t + 1} of ${T} (input ${axis} ${slices.input_index[state.t]})`;
+    showLegend();
+    if (state.cell) showCell(...state.cell);
+    else draw();
+  }
   function onKey(event) {
+    if (slices && (event.key === "PageUp" || event.key === "PageDown")) {
+      event.preventDefault();
+      setSlice(state.t + (event.key === "PageDown" ? 1 : -1));
+      return;
+    }
     const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
     if (!(event.key in moves)) return;
     event.preventDefault();
@@ -239,7 +263,7 @@
       const rw = region[2] - region[0], rh = region[3] - region[1];
       c.width = Math.round(Math.min(200, rw)); c.height = Math.round(c.width * rh / rw);
       const cctx = c.getContext("2d");
-      cctx.drawImage(photo, region[0], region[1], rw, rh, 0, 0, c.width, c.height);
+      cctx.drawImage(photos[0], region[0], region[1], rw, rh, 0, 0, c.width, c.height);
       cctx.globalAlpha = 0.55;
       cctx.drawImage(mapCanvas(Array.from(bytes, (b) => b / 255), 0, 1, rows, cols, 255), 0, 0, c.width, c.height);
       c.dataset.method = item.method;
@@ -250,11 +274,22 @@
     }));
   }
 
+  function showLegend() {  // the shown frame's classes, in the clip's colours
+    const onGrid = countsOf(labels);
+    $("legend").replaceChildren(...onGrid.slice(0, PALETTE.length).map(([k, n]) => {
+      const li = document.createElement("li"), sw = document.createElement("span");
+      sw.className = "swatch"; sw.style.background = colour.get(k);
+      li.append(sw, `${shortName(k)} (${k}): ${n}`);
+      return li;
+    }));
+    if (onGrid.length > PALETTE.length) $("legend").append(Object.assign(document.createElement("li"), { textContent: `+${onGrid.length - PALETTE.length} other classes (grey)` }));
+  }
+
   function setup() {
     $("title").textContent = data.title || "dense readout";
     const top = data.top5[0];
-    $("summary").textContent = `${data.model ? data.model + " · " : ""}${data.view ? data.view + " · " : ""}image top-1: ${shortName(top.class)} ` +
-      `(${fmt(100 * top.probability, 1)}%) · ${H}×${W} cells · ${K} classes · ` +
+    $("summary").textContent = `${data.model ? data.model + " · " : ""}${data.view ? data.view + " · " : ""}${whole} top-1: ${shortName(top.class)} ` +
+      `(${fmt(100 * top.probability, 1)}%) · ${slices ? T + "×" : ""}${H}×${W} cells · ${K} classes · ` +
       (data.exact ? "exact: mean of the cells = logits" : `not exact (residual ${fmt(data.residual, 3)})`);
     const warnings = (data.random_weights ? ["RANDOM WEIGHTS: these classes mean nothing"] : []).concat(data.notes);
     $("warning").hidden = warnings.length === 0;
@@ -269,13 +304,7 @@
       b.addEventListener("click", () => selectClass(t.class, false));
       return b;
     }));
-    $("legend").replaceChildren(...onGrid.slice(0, PALETTE.length).map(([k, n]) => {
-      const li = document.createElement("li"), sw = document.createElement("span");
-      sw.className = "swatch"; sw.style.background = colour.get(k);
-      li.append(sw, `${shortName(k)} (${k}): ${n}`);
-      return li;
-    }));
-    if (onGrid.length > PALETTE.length) $("legend").append(Object.assign(document.createElement("li"), { textContent: `+${onGrid.length - PALETTE.length} other classes (grey)` }));
+    showLegend();
     document.querySelectorAll('input[name="mode"]').forEach((r) => r.addEventListener("change", () => {
       state.mode = r.value;
       if (r.value === "class") showComparisons(state.cls);
@@ -291,13 +320,24 @@
     canvas.height = Math.round(data.photo.size[0] * scale);
     fitPicture();
     window.addEventListener("resize", fitPicture);
-    photo.onload = () => {
-      if (data.open_on_class) selectClass(data.initial_class, false);  // e.g. explain --class
-      else draw();
-      document.body.dataset.ready = "true";
-    };
-    photo.src = data.photo.uri;
+    if (slices) {
+      $("slice-control").hidden = false;
+      $("slice-label").textContent = axis;
+      $("slice").max = String(T - 1);
+      $("slice").addEventListener("input", () => setSlice(+$("slice").value));
+      $("slice-value").textContent = `1 of ${T} (input ${axis} ${slices.input_index[0]})`;
+    }
+    let pending = photos.length;
+    photos.forEach((p, t) => {
+      p.onload = () => {
+        if (--pending > 0) return;
+        if (data.open_on_class) selectClass(data.initial_class, false);  // e.g. explain --class
+        else draw();
+        document.body.dataset.ready = "true";
+      };
+      p.src = slices ? slices.uris[t] : data.photo.uri;
+    });
   }
-  window.denseReadout = { data, scores, state, selectClass, showCell, findClass };
+  window.denseReadout = { data, scores, state, selectClass, showCell, findClass, setSlice };
   setup();
 })();
