@@ -225,6 +225,31 @@ def kill_and_resume(args: argparse.Namespace, reference: Path) -> dict:
     }
 
 
+def two_processes(args: argparse.Namespace, reference: Path) -> dict:
+    """The same export by two processes (torch.distributed.run, gloo), compared with ``reference``."""
+    store = Path(args.work) / "two-processes"
+    shutil.rmtree(store, ignore_errors=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += [__file__, args.data, "--child", "--export-only", "--store", str(store)]
+    command += ["--limit", str(args.limit), "--dtype", args.dtype]
+    command += ["--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+    tic = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - tic
+    files = {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    wanted = {
+        str(p.relative_to(reference)): p.read_bytes() for p in reference.rglob("*") if p.is_file()
+    }
+    differ = sorted(k for k in set(files) | set(wanted) if files.get(k) != wanted.get(k))
+    return {
+        "processes": 2,
+        "wall_s": round(wall, 2),
+        "files": len(files),
+        "files_differing_from_one_process": differ[:20],
+        "equal": not differ,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", help="the shared data root (holds ilsvrc_val_sample/)")
@@ -236,6 +261,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--kill-resume", action="store_true")
+    parser.add_argument(
+        "--two-processes",
+        action="store_true",
+        help="also export with 2 processes (torch.distributed.run) and compare file by file",
+    )
     parser.add_argument(
         "--paired",
         action="store_true",
@@ -271,6 +301,9 @@ def main() -> None:
     if args.kill_resume:
         payload["kill_resume"] = kill_and_resume(args, work / "all")
         write_results(args.json, payload)
+    if args.two_processes:
+        payload["two_processes"] = two_processes(args, work / "all")
+        write_results(args.json, payload)
 
 
 if __name__ == "__main__":
@@ -283,6 +316,14 @@ def _rss_by_batch(run: dict) -> list[tuple[int, float]]:
     for done, _, now in run["rss_curve_images_peak_now_mib"]:
         highest[done] = max(highest.get(done, 0.0), now)
     return sorted(highest.items())
+
+
+def _spread(points: list, most: int = 9) -> list:
+    """At most ``most`` of ``points``, evenly spaced, the first and the last included."""
+    if len(points) <= most:
+        return points
+    step = (len(points) - 1) / (most - 1)
+    return [points[round(i * step)] for i in range(most)]
 
 
 def export_table(data: dict) -> str:
@@ -301,7 +342,7 @@ def export_table(data: dict) -> str:
         ("store size per image", f"{run['store_bytes_per_image'] / 1000:.1f} kB ({data['dtype']})"),
         (
             "RSS, highest while the batch after N images ran (N: MiB)",
-            ", ".join(f"{done}: {rss:.0f}" for done, rss in _rss_by_batch(run)),
+            ", ".join(f"{done}: {rss:.0f}" for done, rss in _spread(_rss_by_batch(run))),
         ),
         (
             "peak RSS of the process (incl. the forward-only pass before)",
@@ -314,6 +355,12 @@ def export_table(data: dict) -> str:
     ]
     lines = ["| measure | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
+    if "two_processes" in data:
+        two = data["two_processes"]
+        lines.append(
+            f"| the same export by 2 processes (torch.distributed.run, {two['wall_s']} s) "
+            f"| store equal to the 1-process one, file by file: {two['equal']} |"
+        )
     if "kill_resume" in data:
         kill = data["kill_resume"]
         lines.append(
