@@ -30,7 +30,18 @@ browser = pytest.fixture(scope="module")(headless_chromium)
 # the public subpackages whose every public name gets an entry on the site
 SUBPACKAGES = [
     "adapters", "compare", "lrp", "patches", "attacks", "page",
-    "quantus", "captum", "gradcam", "registry",
+    "quantus", "captum", "gradcam", "registry", "export", "pseudo_labels", "viz",
+]  # fmt: skip
+# public single-file modules a user imports (each has its reference page)
+MODULES = [
+    "localization", "volumes", "images", "preprocessing", "pretrained", "classes",
+    "imagenet", "validation",
+]  # fmt: skip
+# dense_readout.experiments has no __all__ of its own either: its modules' names
+EXPERIMENT_MODULES = [
+    "synthetic_symbols", "synthetic", "synthetic_recipes", "synthetic_data",
+    "synthetic_metrics", "synthetic_train", "synthetic_evaluate", "figures",
+    "coco_annotations", "coco_features", "coco",
 ]  # fmt: skip
 # dense_readout.evaluation has no __all__ of its own: its public names are its modules'
 EVALUATION_MODULES = [
@@ -46,7 +57,8 @@ FAILED_BUILD: list[str] = []
 def public_names() -> dict[str, object]:
     """Every public name, ``module.name`` -> object."""
     modules = {"dense_readout": None}
-    modules |= {f"dense_readout.{name}": None for name in SUBPACKAGES}
+    modules |= {f"dense_readout.{name}": None for name in SUBPACKAGES + MODULES}
+    modules |= {f"dense_readout.experiments.{name}": None for name in EXPERIMENT_MODULES}
     modules |= {f"dense_readout.evaluation.{name}": None for name in EVALUATION_MODULES}
     names: dict[str, object] = {}
     for module_name in modules:

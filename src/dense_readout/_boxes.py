@@ -65,7 +65,14 @@ def _normalise(saliency: np.ndarray) -> np.ndarray:
 
 
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU matrix of ``x0, y0, x1, y1`` boxes with inclusive pixel coordinates (``+1`` areas)."""
+    """IoU matrix of ``x0, y0, x1, y1`` boxes with inclusive pixel coordinates (``+1`` areas).
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.localization import box_iou
+        >>> box_iou(np.array([[0, 0, 9, 9]]), np.array([[0, 0, 9, 9], [5, 0, 14, 9], [20, 20, 29, 29]])).round(4).tolist()
+        [[1.0, 0.3333, 0.0]]
+    """
     a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 1, 4)
     b = np.asarray(boxes_b, dtype=np.float64).reshape(1, -1, 4)
     width = np.clip(

@@ -32,6 +32,12 @@ def imagenet_wnids() -> tuple[str, ...]:
 
 
 def class_name(index: int, names: tuple[str, ...] | None = None) -> str:
-    """Name of class ``index`` (ImageNet by default), or ``'class <index>'``."""
+    """Name of class ``index`` (ImageNet by default), or ``'class <index>'``.
+
+    Example:
+        >>> from dense_readout.imagenet import class_name
+        >>> class_name(285), class_name(1000), class_name(1, ("cat", "dog"))
+        ('Egyptian cat', 'class 1000', 'dog')
+    """
     names = imagenet_class_names() if names is None else names
     return names[index] if 0 <= index < len(names) else f"class {index}"

@@ -117,6 +117,14 @@ def pointing_game(saliency: ArrayLike, mask: ArrayLike, tolerance: float = 0.0) 
     """1.0 where a maximal pixel hits the mask (within ``tolerance`` pixels), else 0.0; ``B``.
 
     Images with an empty mask give NaN.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.localization import pointing_game
+        >>> saliency = np.zeros((2, 4, 4)); saliency[0, 1, 1] = 1.0; saliency[1, 3, 3] = 1.0
+        >>> mask = np.zeros((2, 4, 4), dtype=bool); mask[:, :2, :2] = True
+        >>> pointing_game(saliency, mask).tolist(), pointing_game(saliency, mask, tolerance=3).tolist()
+        ([1.0, 0.0], [1.0, 1.0])
     """
     maps, masks = _pair(saliency, mask)
     if tolerance < 0:

@@ -248,11 +248,16 @@ def evaluate_run(  # long: argument checks, resume, the batch loop and the repor
     Args:
         run: a run folder of ``synthetic train`` (``checkpoint`` inside it) or a
             checkpoint file. ``best.pt`` is the epoch selected by validation Loc.
-        split, seed: the scenes; ``seed`` defaults to the recipe's data seed + 1.
-        count, batch_size: number of scenes and scenes per forward pass.
-        resamples, level: bootstrap resamples and the interval's coverage.
+        split: the scenes' split (``"test"``, ...).
+        seed: the scenes' seed; defaults to the recipe's data seed + 1.
+        count: number of scenes.
+        batch_size: scenes per forward pass.
+        resamples: bootstrap resamples.
+        level: the bootstrap interval's coverage.
         out: folder for ``eval_<split>_s<seed>_n<count>.json`` and the partial state
-            (default: the run folder); ``resume`` continues a partial evaluation.
+            (default: the run folder).
+        resume: continue a partial evaluation found in ``out``.
+        progress: show a progress bar.
         on_batch: called with the number of scenes done after every batch.
     """
     if count <= 0 or batch_size <= 0:

@@ -34,6 +34,12 @@ def geometry_record(preprocess, size: tuple[int, int]) -> np.ndarray:
     """The :data:`GEOMETRY_FIELDS` of an image of ``size = (width, height)`` (int32).
 
     The same arithmetic as :meth:`~dense_readout.preprocessing.Preprocess.geometry_of`.
+
+    Example:
+        >>> from dense_readout.export import geometry_record
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> geometry_record(Preprocess(resize=256, crop=224), (500, 375)).tolist()  # W, H, resized W, H, left, top, crop
+        [500, 375, 341, 256, 58, 16, 224]
     """
     width, height = int(size[0]), int(size[1])
     crop = int(preprocess.crop)
@@ -50,6 +56,12 @@ def cell_box(
 
     Continuous coordinates: pixel ``i`` spans ``[i, i + 1)``, so the box covers the
     pixels whose centres lie inside it.
+
+    Example:
+        >>> from dense_readout.export import cell_box
+        >>> record = [448, 448, 224, 224, 0, 0, 224]  # a 448 px square shown whole at 224 px
+        >>> cell_box(record, (7, 7), 0, 1)  # one cell = 32 crop pixels = 64 original pixels
+        (64.0, 0.0, 128.0, 64.0)
     """
     width, height, rw, rh, left, top, crop = (int(v) for v in record)
     rows, cols = grid
@@ -68,6 +80,14 @@ def to_original(
     upsamples CAMs, or ``'nearest'``: each cell a block); every original pixel then
     takes the value of the crop pixel under its centre. Pixels outside the crop saw
     no evidence and are NaN.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.export import to_original
+        >>> record = [6, 4, 6, 4, 1, 0, 4]  # a 6×4 image, its centre 4×4 cropped
+        >>> out = to_original(np.array([[[1.0, 2.0], [3.0, 4.0]]]), record, mode="nearest")
+        >>> out.shape, bool(np.isnan(out[0, :, 0]).all()), out[0, 0, 1:5].tolist()  # outside the crop: NaN
+        ((1, 4, 6), True, [1.0, 1.0, 2.0, 2.0])
     """
     width, height, rw, rh, left, top, crop = (int(v) for v in record)
     tensor = torch.as_tensor(np.asarray(maps, dtype=np.float32))[None]

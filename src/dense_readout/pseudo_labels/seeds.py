@@ -27,7 +27,14 @@ EPSILON = 1e-5  # IRN's: a map that is zero everywhere stays zero
 
 
 def normalise_maps(maps: np.ndarray) -> np.ndarray:
-    """``M×H×W`` maps → ReLU, each divided by its own maximum (+1e-5), float32; NaN kept."""
+    """``M×H×W`` maps → ReLU, each divided by its own maximum (+1e-5), float32; NaN kept.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.pseudo_labels import normalise_maps
+        >>> normalise_maps(np.array([[[-1.0, 2.0], [1.0, 4.0]]])).round(3).tolist()  # ReLU, then / max
+        [[[0.0, 0.5], [0.25, 1.0]]]
+    """
     maps = np.asarray(maps, dtype=np.float32)
     positive = np.maximum(maps, 0.0)  # NaN stays NaN
     peak = np.nanmax(positive.reshape(len(maps), -1), axis=1) if maps.size else np.zeros(0)
@@ -41,6 +48,13 @@ def labels_from_normalised(
     """Argmax over ``[background = bg_threshold, normalised maps]`` → labels ``H×W`` (int64).
 
     Ties go to the lower index (background first), as ``np.argmax``.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.pseudo_labels import labels_from_normalised
+        >>> normalised = np.array([[[0.1, 0.9]], [[0.6, 0.2]]])  # two classes, a 1×2 image
+        >>> labels_from_normalised(normalised, [7, 12], bg_threshold=0.15).tolist()  # index 0 = background
+        [[13, 8]]
     """
     height, width = normalised.shape[-2:]
     planes = np.concatenate(
@@ -55,7 +69,15 @@ def labels_from_normalised(
 
 
 def seed_labels(maps: np.ndarray, classes: Sequence[int], bg_threshold: float = 0.15) -> np.ndarray:
-    """The seed labels of one image from its class maps ``M×H×W`` (one map per ``classes``)."""
+    """The seed labels of one image from its class maps ``M×H×W`` (one map per ``classes``).
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.pseudo_labels import seed_labels
+        >>> maps = np.array([[[0.0, 4.0], [2.0, 0.1]]])  # one class (index 0) present in the image
+        >>> seed_labels(maps, [0]).tolist()  # label k + 1 for class k; 0 where below the threshold
+        [[0, 1], [1, 0]]
+    """
     if len(classes) != len(maps):
         from ..errors import InputError
 
