@@ -48,7 +48,25 @@ __all__ = ["BenchmarkItems", "check_errors", "make_loader", "process_batch"]
 
 
 class BenchmarkItems(Dataset):
-    """Turns dataset samples into tensors in the workers; per-item errors become a status."""
+    """Turns dataset samples into tensors in the workers; per-item errors become a status.
+
+    Example:
+        >>> import pathlib, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.evaluation.batches import BenchmarkItems
+        >>> from dense_readout.evaluation.datasets import Sample
+        >>> from dense_readout.evaluation.protocol import Protocol
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder) / "one.png"
+        ...     Image.new("RGB", (64, 64)).save(path)
+        ...     samples = [Sample(0, path, 3, np.array([[0, 0, 31, 31]]), image_size=(64, 64)),
+        ...                Sample(1, path.with_name("missing.png"), 5, np.zeros((0, 4)))]
+        ...     items = BenchmarkItems(samples, Protocol(Preprocess(resize=64, crop=64)), [0, 1], 10, boxes=True)
+        ...     good, bad = items[0], items[1]
+        >>> good["status"], good["label"], int(good["mask"].sum()), bad["status"] != ""  # a bad item: a status
+        ('', 3, 1024, True)
+    """
 
     def __init__(
         self,
@@ -112,7 +130,24 @@ def _worker_init(_: int) -> None:
 def make_loader(
     items: BenchmarkItems, batch_size: int, workers: int, device: torch.device
 ) -> DataLoader:
-    """An in-order DataLoader over ``items`` (one thread per worker, pinned memory on CUDA)."""
+    """An in-order DataLoader over ``items`` (one thread per worker, pinned memory on CUDA).
+
+    Example:
+        >>> import pathlib, tempfile, numpy as np, torch
+        >>> from PIL import Image
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.evaluation.batches import BenchmarkItems, make_loader
+        >>> from dense_readout.evaluation.datasets import Sample
+        >>> from dense_readout.evaluation.protocol import Protocol
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder) / "one.png"
+        ...     Image.new("RGB", (64, 64)).save(path)
+        ...     samples = [Sample(k, path, k, np.array([[0, 0, 31, 31]]), image_size=(64, 64)) for k in range(3)]
+        ...     items = BenchmarkItems(samples, Protocol(Preprocess(resize=64, crop=64)), [0, 1, 2], 10, boxes=True)
+        ...     batches = list(make_loader(items, batch_size=2, workers=0, device=torch.device("cpu")))
+        >>> [b["label"].tolist() for b in batches], tuple(batches[0]["x"].shape)  # in order
+        ([[0, 1], [2]], (2, 3, 64, 64))
+    """
     return DataLoader(
         items,
         batch_size=batch_size,
@@ -126,7 +161,19 @@ def make_loader(
 
 
 def check_errors(batch: dict, on_error: str) -> None:
-    """Under ``on_error='stop'``, raise the first failed item's error."""
+    """Under ``on_error='stop'``, raise the first failed item's error.
+
+    Example:
+        >>> from dense_readout.errors import DatasetError
+        >>> from dense_readout.evaluation.batches import check_errors
+        >>> batch = {"status": ["", "unreadable"], "message": ["", "b.JPEG: truncated file"]}
+        >>> check_errors(batch, "skip")  # counted later, not raised
+        >>> try:
+        ...     check_errors(batch, "stop")
+        ... except DatasetError as error:
+        ...     print(error)
+        b.JPEG: truncated file (reason: unreadable; pass --on-error skip to skip and count such items)
+    """
     if on_error == "stop":
         for status, message in zip(batch["status"], batch["message"], strict=False):
             if status:
@@ -155,6 +202,31 @@ def process_batch(
 
     ``phase='prototypes'`` feeds the prototype sums (original input only);
     ``'main'`` the metrics, edge cases and threshold sweep.
+
+    Example:
+        >>> import pathlib, tempfile, numpy as np, timm, torch
+        >>> from PIL import Image
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.evaluation.batches import BenchmarkItems, make_loader, process_batch
+        >>> from dense_readout.evaluation.datasets import Sample
+        >>> from dense_readout.evaluation.metrics import MetricSuite
+        >>> from dense_readout.evaluation.protocol import Protocol
+        >>> from dense_readout.evaluation.state import BenchmarkState
+        >>> from dense_readout.evaluation.thresholds import PrototypeAccumulator
+        >>> protocol, cpu = Protocol(Preprocess(resize=64, crop=64)), torch.device("cpu")
+        >>> readout = DenseReadout(timm.create_model("resnet18", num_classes=10).eval())
+        >>> state = BenchmarkState(MetricSuite(["top1", "loc"], 10), None, PrototypeAccumulator())
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder) / "one.png"
+        ...     Image.new("RGB", (64, 64)).save(path)
+        ...     sample = Sample(0, path, 3, np.array([[0, 0, 31, 31]]), image_size=(64, 64))
+        ...     batch = next(iter(make_loader(BenchmarkItems([sample], protocol, [0], 10, True), 1, 0, cpu)))
+        >>> ok = torch.tensor([not status for status in batch["status"]])  # the items that loaded
+        >>> seconds = process_batch("main", state, batch, ok, protocol, readout, boxes=True,
+        ...                         subset=None, device=cpu)
+        >>> seconds > 0, state.suite.counts()["top1"]
+        (True, {'used': 1, 'skipped': 0})
     """
     x = batch["x"][ok].to(device, non_blocking=True)
     mask = batch["mask"][ok].to(device, non_blocking=True)

@@ -61,6 +61,14 @@ class Annotation:
     ``size`` is the ``(width, height)`` frame the boxes refer to (None: the
     stored file's own frame). ``error`` marks an annotation that could not be
     parsed (the item is then skipped or stops the run).
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.evaluation.box_layouts import Annotation
+        >>> good = Annotation(label=3, boxes=np.array([[2.0, 3.0, 20.0, 25.0]]), size=(500, 375))
+        >>> bad = Annotation(label=None, boxes=np.zeros((0, 4)), error="unreadable XML")
+        >>> good.boxes.shape, good.size, bad.error is not None
+        ((1, 4), (500, 375), True)
     """
 
     label: int | None
@@ -71,7 +79,17 @@ class Annotation:
 
 @dataclass(frozen=True)
 class BoxLayout:
-    """How one on-disk annotation layout is detected and read."""
+    """How one on-disk annotation layout is detected and read.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.evaluation.box_layouts import Annotation, BoxLayout
+        >>> def read(location, synsets):  # one box per image, the whole of a 10×10 frame
+        ...     return lambda image_id: Annotation(0, np.array([[0.0, 0.0, 9.0, 9.0]]), size=(10, 10))
+        >>> layout = BoxLayout("everything", detect=lambda root: root, read=read, description="a demo")
+        >>> layout.read(None, {})("any.JPEG").boxes.tolist()
+        [[0.0, 0.0, 9.0, 9.0]]
+    """
 
     name: str
     detect: Callable[[Path], Path | None]  # root -> annotation location or None
@@ -309,7 +327,24 @@ register_box_layout(BoxLayout("wsol", _detect_wsol, _read_wsol, "clovaai/wsoleva
 
 
 def detect_layout(root: PathLike) -> str:
-    """Name of the first box layout found under ``root`` (voc, kaggle, wsol)."""
+    """Name of the first box layout found under ``root`` (voc, kaggle, wsol).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from dense_readout.errors import DatasetError
+        >>> from dense_readout.evaluation.box_layouts import detect_layout
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     root = pathlib.Path(folder)
+        ...     _ = (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\\n")
+        ...     print(detect_layout(root))
+        ...     (root / "LOC_val_solution.csv").unlink()
+        ...     try:
+        ...         detect_layout(root)
+        ...     except DatasetError as error:
+        ...         print("layout=" in str(error))
+        kaggle
+        True
+    """
     root = Path(root)
     for name, layout in BOX_LAYOUTS.items():
         if layout.detect(root) is not None:

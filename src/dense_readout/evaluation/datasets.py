@@ -80,7 +80,17 @@ _VAL_NUMBER = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 
 def item_error(reason: str, message: str, kind: type[Exception] = DatasetError) -> Exception:
-    """An exception for one bad item, tagged with a short machine-readable ``reason``."""
+    """An exception for one bad item, tagged with a short machine-readable ``reason``.
+
+    Example:
+        >>> from dense_readout.errors import DatasetError, ImageLoadError
+        >>> from dense_readout.evaluation.datasets import item_error
+        >>> error = item_error("no_boxes", "ILSVRC2012_val_00000001: no boxes in its annotation.")
+        >>> isinstance(error, DatasetError), error.reason
+        (True, 'no_boxes')
+        >>> type(item_error("unreadable", "truncated file", ImageLoadError)).__name__
+        'ImageLoadError'
+    """
     error: Any = kind(message)
     error.reason = reason
     return error
@@ -94,6 +104,15 @@ class Sample:
     label set (``None`` when no ReaL file was given or the file name carries no
     validation number; an empty tuple means ReaL judged the image unlabelable).
     ``image_size`` is the stored file's ``(width, height)`` (EXIF orientation not applied).
+
+    Example:
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> from dense_readout.evaluation.datasets import Sample
+        >>> sample = Sample(0, Path("ILSVRC2012_val_00000001.JPEG"), label=65,
+        ...                 boxes=np.array([[111.0, 108.0, 441.0, 353.0]]), real=(65,), image_size=(500, 375))
+        >>> sample.label in sample.real, sample.boxes.shape, sample.boxes_clipped
+        (True, (1, 4), 0)
     """
 
     index: int
@@ -113,6 +132,17 @@ def read_synset_mapping(path: PathLike | None = None) -> dict[str, int]:
     """WordNet id -> class index, from ``LOC_synset_mapping.txt`` (line i = class i).
 
     Without a path, timm's standard ImageNet-1k order is used.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from dense_readout.evaluation.datasets import read_synset_mapping
+        >>> read_synset_mapping()["n01440764"], len(read_synset_mapping())  # timm's order: tench first
+        (0, 1000)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder, "LOC_synset_mapping.txt")
+        ...     _ = path.write_text("n01443537 goldfish\\nn01440764 tench\\n")
+        ...     print(read_synset_mapping(path))
+        {'n01443537': 0, 'n01440764': 1}
     """
     if path is None:
         return {wnid: i for i, wnid in enumerate(imagenet_wnids())}
@@ -135,7 +165,17 @@ def read_synset_mapping(path: PathLike | None = None) -> dict[str, int]:
 
 
 def load_real_labels(path: PathLike) -> list[list[int]]:
-    """Read ``real.json`` (a list of 50,000 label lists; entry i = ILSVRC2012_val_{i+1})."""
+    """Read ``real.json`` (a list of 50,000 label lists; entry i = ILSVRC2012_val_{i+1}).
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> from dense_readout.evaluation.datasets import load_real_labels
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder, "real.json")
+        ...     _ = path.write_text(json.dumps([[65], [], [970, 795]]))  # [] = judged unlabelable
+        ...     print(load_real_labels(path))
+        [[65], [], [970, 795]]
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -350,7 +390,14 @@ class ILSVRCBoxes:
 
 
 def imagenet_a_class_indices(synsets: dict[str, int] | None = None) -> list[int]:
-    """ImageNet-1k indices of the 200 ImageNet-A classes, in ImageNet order."""
+    """ImageNet-1k indices of the 200 ImageNet-A classes, in ImageNet order.
+
+    Example:
+        >>> from dense_readout.evaluation.datasets import imagenet_a_class_indices
+        >>> indices = imagenet_a_class_indices()
+        >>> len(indices), indices == sorted(indices), all(0 <= k < 1000 for k in indices)
+        (200, True, True)
+    """
     synsets = synsets or read_synset_mapping()
     return sorted(synsets[w] for w in IMAGENET_A_WNIDS)
 

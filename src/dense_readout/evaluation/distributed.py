@@ -33,6 +33,12 @@ class distributed_context:
 
     gloo on CPU, NCCL when CUDA is available; tears the process group down on exit
     if it created it. ``rank``/``world_size`` are 0/1 without a launcher.
+
+    Example:
+        >>> from dense_readout.evaluation.distributed import distributed_context
+        >>> with distributed_context() as context:  # no launcher: one process, nothing initialised
+        ...     print(context.rank, context.world_size, context.created)
+        0 1 False
     """
 
     def __init__(self) -> None:
@@ -55,7 +61,17 @@ class distributed_context:
 
 
 def all_reduce_sum(tensors: list[Tensor], device: torch.device) -> None:
-    """Sum each tensor in place over all processes (through ``device`` under NCCL)."""
+    """Sum each tensor in place over all processes (through ``device`` under NCCL).
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.distributed import all_reduce_sum, distributed_context
+        >>> counts = torch.tensor([3, 4])
+        >>> with distributed_context():  # one process: the sum over processes is the tensor itself
+        ...     all_reduce_sum([counts], torch.device("cpu"))
+        >>> counts.tolist()
+        [3, 4]
+    """
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return
     backend_device = device if dist.get_backend() == "nccl" else torch.device("cpu")

@@ -84,6 +84,15 @@ class GridBatch:
         scores_wo_bg / scores_wo_fg: per-cell scores of the occluded inputs.
         real: ``B×K`` bool ReaL label sets; ``real_known`` (``B`` bool) marks
             images that have a ReaL entry at all.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.metrics import GridBatch
+        >>> scores = torch.zeros(1, 3, 2, 2); scores[0, 2, 0, 1] = 4.0  # class 2 wins cell (0, 1)
+        >>> batch = GridBatch(torch.tensor([2]), scores.mean(dim=(2, 3)), scores,
+        ...                   fg=torch.tensor([[[False, True], [False, False]]]))
+        >>> batch.cell_labels().tolist(), batch.annotated.tolist()
+        ([[[0, 2], [0, 0]]], [True])
     """
 
     target: Tensor
@@ -126,6 +135,22 @@ class Accumulator:
     Subclasses implement :meth:`observe` returning per-image ``(num, den, used)``
     (``num``/``den`` int64, ``used`` bool) or None when the batch lacks the inputs.
     ``scale`` is ``FIXED`` for per-image fractions, 1 for counts.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.metrics import Accumulator, GridBatch
+        >>> class CornerHit(Accumulator):  # is the target the top-1 class of cell (0, 0)?
+        ...     name = "corner_hit"
+        ...     def observe(self, batch):
+        ...         hit = (batch.cell_labels()[:, 0, 0] == batch.target).long()
+        ...         return hit, torch.ones_like(hit), torch.ones_like(hit, dtype=torch.bool)
+        >>> scores = torch.zeros(2, 3, 2, 2); scores[:, 1, 0, 0] = 1.0
+        >>> first, second = CornerHit(3), CornerHit(3)
+        >>> first.update(GridBatch(torch.tensor([1]), scores[:1].mean((2, 3)), scores[:1]))
+        >>> second.update(GridBatch(torch.tensor([2]), scores[1:].mean((2, 3)), scores[1:]))
+        >>> first.merge(second)  # states add up: shards and resumed runs give the same numbers
+        >>> first.value(), first.per_class().tolist()[1:], first.counts()
+        (50.0, [100.0, 0.0], {'used': 2, 'skipped': 0})
     """
 
     name: str = ""
@@ -458,6 +483,14 @@ def restrict_classes(scores: Tensor, classes: Sequence[int], dim: int = 1) -> Te
     """Set every class outside ``classes`` to ``-inf`` along ``dim`` (ImageNet-A's 200 classes).
 
     Indices keep their ImageNet-1k meaning, so targets need no remapping.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.metrics import restrict_classes
+        >>> logits = torch.tensor([[5.0, 1.0, 3.0, 2.0]])
+        >>> restricted = restrict_classes(logits, [1, 3])
+        >>> restricted.tolist(), restricted.argmax(dim=1).item()  # the index keeps its meaning
+        ([[-inf, 1.0, -inf, 2.0]], 3)
     """
     keep = torch.zeros(scores.shape[dim], dtype=torch.bool, device=scores.device)
     keep[torch.as_tensor(list(classes), dtype=torch.long, device=scores.device)] = True

@@ -58,7 +58,15 @@ def _fmt(value: float | None) -> str:
 
 
 def markdown_table(results: dict, model: str) -> str:
-    """The paper's table layout for one model; ILSVRC shows Loc. as ``per-image (cell-pooled)``."""
+    """The paper's table layout for one model; ILSVRC shows Loc. as ``per-image (cell-pooled)``.
+
+    Example:
+        >>> from dense_readout.evaluation.reports import markdown_table
+        >>> table = markdown_table({"top1": 80.0, "settings": {"kind": "imagenet-a"}, "a_acc_top1": 4.0,
+        ...     "a_det_top1": 20.0, "a_acc_top5": 10.0, "a_det_top5": 30.0}, "my-model")
+        >>> print(table.splitlines()[2])
+        | my-model | 4.0 | 20.0 | 10.0 | 30.0 |
+    """
     kind = results.get("settings", {}).get("kind", "ilsvrc")
     columns = IMAGENET_A_COLUMNS if kind == "imagenet-a" else ILSVRC_COLUMNS
     header = "| Model | " + " | ".join(title for _, title in columns) + " |"
@@ -182,7 +190,23 @@ def _delta_table(state: Any, top: int = 10) -> list[str]:
 
 
 def write_reports(results: dict, state: Any, out_dir: os.PathLike | str) -> None:
-    """Write results.json, results.md, per_class.csv and (ILSVRC) the threshold curves."""
+    """Write results.json, results.md, per_class.csv and (ILSVRC) the threshold curves.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from dense_readout.evaluation.metrics import MetricSuite
+        >>> from dense_readout.evaluation.reports import write_reports
+        >>> from dense_readout.evaluation.state import BenchmarkState
+        >>> from dense_readout.evaluation.thresholds import PrototypeAccumulator
+        >>> state = BenchmarkState(MetricSuite(["a_acc_top1"], 3), None, PrototypeAccumulator())
+        >>> results = {"top1": 80.0, "settings": {"kind": "imagenet-a"}, "a_acc_top1": 4.0, "a_det_top1": 20.0,
+        ...            "a_acc_top5": 10.0, "a_det_top5": 30.0, "model": {"name": "m"},
+        ...            "images": {"evaluated": 5, "total": 5, "skipped": {}}, "thresholds": None}
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     write_reports(results, state, folder)
+        ...     print(sorted(p.name for p in pathlib.Path(folder).iterdir()))
+        ['per_class.csv', 'results.json', 'results.md']
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic_text(

@@ -92,7 +92,14 @@ KINDS = ("ilsvrc", "imagenet-a")
 
 @dataclass
 class RunConfig:
-    """Settings of one benchmark run (everything that changes numbers enters the fingerprint)."""
+    """Settings of one benchmark run (everything that changes numbers enters the fingerprint).
+
+    Example:
+        >>> from dense_readout.evaluation.runner import RunConfig
+        >>> config = RunConfig(batch_size=8, workers=0, thresholds=(), progress=False)
+        >>> config.batch_size, config.on_error, config.resume
+        (8, 'skip', True)
+    """
 
     batch_size: int = 16
     workers: int = 2

@@ -73,7 +73,16 @@ PHASES = ("prototypes", "main")
 
 @dataclass
 class BenchmarkState:
-    """Everything a checkpoint holds: the phase, position in the shard and the accumulators."""
+    """Everything a checkpoint holds: the phase, position in the shard and the accumulators.
+
+    Example:
+        >>> from dense_readout.evaluation.metrics import MetricSuite
+        >>> from dense_readout.evaluation.state import BenchmarkState
+        >>> from dense_readout.evaluation.thresholds import PrototypeAccumulator
+        >>> state = BenchmarkState(MetricSuite(["top1"], 10), None, PrototypeAccumulator())
+        >>> state.phase, state.done, int(state.seen), int(state.skips.sum())
+        ('main', 0, 0, 0)
+    """
 
     suite: MetricSuite
     sweep: ThresholdSweep | None
@@ -148,7 +157,25 @@ def _save_json_atomic(path: Path, payload: dict) -> None:
 
 
 class Checkpoint:
-    """One process's checkpoint file: the state, saved with the run's settings and fingerprint."""
+    """One process's checkpoint file: the state, saved with the run's settings and fingerprint.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from dense_readout.evaluation.metrics import MetricSuite
+        >>> from dense_readout.evaluation.state import BenchmarkState, Checkpoint
+        >>> from dense_readout.evaluation.thresholds import PrototypeAccumulator
+        >>> def fresh():
+        ...     return BenchmarkState(MetricSuite(["top1"], 10), None, PrototypeAccumulator())
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     checkpoint = Checkpoint(pathlib.Path(folder) / "rank0-of-1.pt", {"batch_size": 16})
+        ...     print(checkpoint.resume(fresh()))  # nothing saved yet
+        ...     state = fresh(); state.done = 32; state.seen += 32
+        ...     checkpoint.save(state)
+        ...     again = fresh()
+        ...     print(checkpoint.resume(again), int(again.seen))
+        None
+        {'phase': 'main', 'done': 32} 32
+    """
 
     def __init__(self, path: Path, settings: dict) -> None:
         self.path = Path(path)
@@ -185,7 +212,18 @@ class Checkpoint:
 
 
 def keep_speed(path: Path, speed: dict | None) -> dict | None:
-    """Store this session's speed; a session that processed nothing reports the last measured one."""
+    """Store this session's speed; a session that processed nothing reports the last measured one.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from dense_readout.evaluation.state import keep_speed
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder) / "speed.json"
+        ...     first = keep_speed(path, {"images_per_s": 120.0})  # a session that measured
+        ...     later = keep_speed(path, None)  # a resumed session with nothing left to do
+        >>> first, later["images_per_s"], "earlier session" in later["note"]
+        ({'images_per_s': 120.0}, 120.0, True)
+    """
     if speed is not None:
         _save_json_atomic(path, speed)
         return speed
@@ -232,6 +270,22 @@ def build_results(
 
     ``config`` is the run's :class:`~.runner.RunConfig` (``workers``, ``batch_size``,
     ``on_error`` are recorded).
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.metrics import GridBatch, MetricSuite
+        >>> from dense_readout.evaluation.runner import RunConfig
+        >>> from dense_readout.evaluation.state import BenchmarkState, build_results
+        >>> from dense_readout.evaluation.thresholds import PrototypeAccumulator
+        >>> state = BenchmarkState(MetricSuite(["top1"], 3), None, PrototypeAccumulator())
+        >>> logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])
+        >>> state.suite.update(GridBatch(torch.tensor([1, 2]), logits, logits[:, :, None, None]))
+        >>> state.seen += 2
+        >>> settings = {"model": {"name": "toy"}, "protocol": {}}
+        >>> timing = {"images": 0, "forward_s": 0.0, "wall_s": 0.0, "forwards_per_image": 1}
+        >>> results = build_results(state, settings, RunConfig(), timing, None, world_size=1)
+        >>> results["top1"], results["counts"]["top1"], results["images"]["evaluated"]
+        (50.0, {'used': 2, 'skipped': 0}, 2)
     """
     values = state.suite.values()
     # skipped = every image of the run not counted by the metric (item errors included)

@@ -184,6 +184,16 @@ class PrototypeAccumulator:
     ``features`` is ``K×C``, ``logits`` ``K×K``, ``count`` ``K`` (cells per class); the
     global prototype is the sum over classes. Sized by ``channels`` and ``num_classes``
     so that every process of a distributed run holds tensors of the same shape.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.thresholds import PrototypeAccumulator
+        >>> scores = torch.zeros(1, 3, 1, 2); scores[0, 2] = 1.0  # both cells predict class 2
+        >>> features = torch.tensor([[[[1.0, 3.0]], [[0.5, 0.5]]]])  # C=2 features per cell
+        >>> prototypes = PrototypeAccumulator()
+        >>> prototypes.update(scores, features, torch.tensor([[[True, False]]]), torch.tensor([2]))
+        >>> prototypes.count.tolist(), prototypes.features.shape  # one correct FG cell, of class 2
+        ([0, 0, 1], torch.Size([3, 2]))
     """
 
     def __init__(self, channels: int = 0, num_classes: int = 0) -> None:
@@ -264,7 +274,19 @@ class PrototypeAccumulator:
 
 
 class ThresholdSweep:
-    """Loc.(τ) and BG Act.(τ) for several cell scores, streaming and mergeable."""
+    """Loc.(τ) and BG Act.(τ) for several cell scores, streaming and mergeable.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.evaluation.thresholds import ThresholdSweep
+        >>> scores = torch.zeros(1, 3, 1, 2); scores[0, 1, 0, 0] = 9.0; scores[0, 1, 0, 1] = 0.1
+        >>> fg = torch.tensor([[[True, True]]])
+        >>> first, second = ThresholdSweep(["max_softmax"], taus=[0.0, 0.99]), ThresholdSweep(["max_softmax"], taus=[0.0, 0.99])
+        >>> first.update(scores, None, fg, torch.tensor([1])); second.update(scores, None, fg, torch.tensor([1]))
+        >>> first.merge(second)  # streaming and mergeable: two shards give the curves of one run
+        >>> first.curves()["max_softmax"]["loc"]  # the same curve as one run over both halves
+        [100.0, 50.0]
+    """
 
     def __init__(self, methods: Sequence[str], taus: Sequence[float] = DEFAULT_TAUS) -> None:
         unknown = [m for m in methods if m not in CELL_SCORES]
