@@ -217,9 +217,10 @@ class _Run:
                 f"{self.loaded.channels} (from the first input)."
             )
         x = volume_tensor(volume, self.size, self.source.mean, self.source.std).to(self.device)
-        from .explain import _unique_stem
-
-        stem = _unique_stem(_stem(path), self.stems)
+        stem, n = _stem(path), 2
+        while stem in self.stems:  # two clips named alike: walk, walk-2, ...
+            stem, n = f"{_stem(path)}-{n}", n + 1
+        self.stems.add(stem)
         random = self.loaded.weights == "random"
         written = explain_volume(
             self.loaded.model,
@@ -264,9 +265,12 @@ def _class_names(loaded: VolumeModel, classes: int) -> list[str] | None:
 
 def _stem(path: str) -> str:
     """``brain.nii.gz`` → ``brain``, ``walk.mp4`` → ``walk``, a folder → its name."""
+    import re
+
     name = Path(path.rstrip("/")).name
     name = name[: -len(".gz")] if name.lower().endswith(".nii.gz") else name
-    return name if Path(path).is_dir() else Path(name).stem
+    name = name if Path(path).is_dir() else Path(name).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "clip"
 
 
 def _failed(count: int, total: int) -> None:
