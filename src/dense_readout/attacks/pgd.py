@@ -62,6 +62,19 @@ class AttackTrace:
         target: ``B`` the target class (targeted) or the true class (untargeted).
         targeted: whether the attack pushed toward ``target`` or away from it.
         exact: whether the model's readout is an exact decomposition of its logits.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout.attacks import pgd
+        >>> model = timm.create_model("resnet18", num_classes=5).eval()
+        >>> trace = pgd(model, torch.rand(2, 3, 64, 64), target=3, true_class=0, steps=2,
+        ...             generator=torch.Generator().manual_seed(0))
+        >>> trace.steps, tuple(trace.images.shape), tuple(trace.cell_labels.shape), trace.targeted
+        (2, (3, 2, 3, 64, 64), (3, 2, 2, 2), True)
+        >>> tuple(trace.predictions().shape), tuple(trace.target_cell_fraction().shape)
+        ((3, 2), (3, 2))
+        >>> bool(((trace.success_step() >= -1) & (trace.success_step() <= 2)).all())
+        True
     """
 
     images: Tensor

@@ -40,6 +40,18 @@ def contact_sheet(
     """The query and its hits as one RGB image, ``columns`` tiles per row.
 
     ``picture`` is the query image when ``result.path`` is not a file to load.
+
+    Example:
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> from dense_readout.patches import Hit, QueryResult, contact_sheet
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     path = os.path.join(root, "a.png")
+        ...     Image.new("RGB", (64, 48), "gray").save(path)
+        ...     hit = Hit(0, 0, path, (0, 1), (32, 0, 64, 24), 0.9)
+        ...     sheet = contact_sheet(QueryResult(path, [(0, 1)], (32, 0, 64, 24), [hit, hit]), columns=3, tile=100)
+        >>> sheet.mode, 3 * 100 < sheet.width < 4 * 100  # three 100 px tiles and margins in a row
+        ('RGB', True)
     """
     entries = [(result.path, result.box, "query", QUERY_COLOUR)]
     entries += [

@@ -34,7 +34,14 @@ __all__ = ["Correspondence", "Pair", "correspondence"]
 
 
 class Pair(NamedTuple):
-    """One matched pair: cell ``(u, v)`` of image A, cell of image B, cosine similarity."""
+    """One matched pair: cell ``(u, v)`` of image A, cell of image B, cosine similarity.
+
+    Example:
+        >>> from dense_readout.patches import Pair
+        >>> pair = Pair((0, 1), (2, 2), 0.93)
+        >>> pair.cell_a, pair.cell_b, pair.similarity
+        ((0, 1), (2, 2), 0.93)
+    """
 
     cell_a: tuple[int, int]
     cell_b: tuple[int, int]
@@ -52,6 +59,18 @@ class Correspondence:
         grid_b: ``(h, w)`` of image B's grid.
         input_a: the preprocessed input of A, ``3×H×W`` (for figures).
         input_b: the preprocessed input of B, ``3×H×W``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from dense_readout.patches import correspondence
+        >>> body = nn.Conv2d(3, 4, 8, stride=8).eval()
+        >>> image = torch.rand(3, 16, 24)
+        >>> result = correspondence(body, image, image, top=2, features=body)
+        >>> tuple(result.similarity.shape), result.grid_a, len(result.pairs)
+        ((6, 6), (2, 3), 2)
+        >>> all(abs(p.similarity - 1) < 1e-5 and p.cell_a == p.cell_b for p in result.pairs)  # a cell matches itself
+        True
     """
 
     similarity: Tensor

@@ -40,6 +40,16 @@ def correspondence_figure(
     ``picture_a``/``picture_b`` are what the model saw (``preprocess.geometry(pil)``,
     or the denormalised inputs); lines join cell centres and are coloured by cosine
     similarity (colour bar), the most similar drawn on top with numbered ends.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from torch import nn
+        >>> from dense_readout.patches import correspondence, correspondence_figure
+        >>> body = nn.Conv2d(3, 4, 8, stride=8).eval()
+        >>> result = correspondence(body, torch.rand(3, 32, 32), torch.rand(3, 32, 32), top=5, features=body)
+        >>> figure = correspondence_figure(result, np.zeros((32, 32, 3)), np.ones((32, 32, 3)), title="A and B")
+        >>> len(figure.axes)  # the images and the colour bar
+        2
     """
     require_matplotlib()
     from matplotlib import colormaps
@@ -86,7 +96,20 @@ def correspondence_figure(
 def save_correspondence_figure(
     result: Correspondence, picture_a: ImageLike, picture_b: ImageLike, path: str | Path, **options
 ) -> Path:
-    """:func:`correspondence_figure` written to ``path`` as a PNG (atomically)."""
+    """:func:`correspondence_figure` written to ``path`` as a PNG (atomically).
+
+    Example:
+        >>> import os, tempfile, numpy as np, torch
+        >>> from PIL import Image
+        >>> from torch import nn
+        >>> from dense_readout.patches import correspondence, save_correspondence_figure
+        >>> body = nn.Conv2d(3, 4, 8, stride=8).eval()
+        >>> result = correspondence(body, torch.rand(3, 32, 32), torch.rand(3, 32, 32), top=3, features=body)
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     path = save_correspondence_figure(result, np.zeros((32, 32, 3)), np.ones((32, 32, 3)), os.path.join(root, "pairs.png"))
+        ...     print(path.name, Image.open(path).format)
+        pairs.png PNG
+    """
     return save_png(correspondence_figure(result, picture_a, picture_b, **options), path)
 
 

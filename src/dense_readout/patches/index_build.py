@@ -85,6 +85,21 @@ def build_index(
         merge_options: ``nlist``, ``pq_m``, ``nprobe``, ``train_size`` for IVF-PQ.
 
     Returns the manifest (on every rank). A corrupt image is skipped and counted.
+
+    Example:
+        >>> import tempfile, timm
+        >>> from PIL import Image
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.patches import GridExtractor, PatchIndex, build_index
+        >>> tmp = tempfile.TemporaryDirectory(); root = tmp.name
+        >>> for k in range(3):
+        ...     Image.new("RGB", (80, 64), (60 * k, 90, 30)).save(f"{root}/{k}.png")
+        >>> extract = GridExtractor(timm.create_model("test_resnet").eval())
+        >>> summary = build_index([f"{root}/{k}.png" for k in range(3)], f"{root}/index", extract,
+        ...                       Preprocess(resize=96, crop=96), model_name="test_resnet", progress=False)
+        >>> summary["counts"]  # a 3×3 grid per image
+        {'images': 3, 'indexed': 3, 'skipped': 0, 'vectors': 27}
+        >>> tmp.cleanup()
     """
     if index not in INDEX_KINDS:
         raise InputError(f"--index {index}: choose one of {', '.join(INDEX_KINDS)}.")

@@ -62,7 +62,30 @@ def write_index_map(
     seed: int = 0,
     title: str | None = None,
 ) -> Path:
-    """Write the map page of ``sample`` vectors of ``index`` to ``out``; returns its path."""
+    """Write the map page of ``sample`` vectors of ``index`` to ``out``; returns its path.
+
+    Example:
+        >>> import tempfile, timm
+        >>> from PIL import Image
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.errors import InputError
+        >>> from dense_readout.patches import GridExtractor, PatchIndex, build_index, write_index_map
+        >>> tmp = tempfile.TemporaryDirectory(); root = tmp.name
+        >>> for k in range(2):
+        ...     Image.effect_noise((64, 64), 30 + 30 * k).convert("RGB").save(f"{root}/{k}.png")
+        >>> extract = GridExtractor(timm.create_model("test_resnet").eval())
+        >>> _ = build_index([f"{root}/{k}.png" for k in range(2)], f"{root}/ix", extract,
+        ...                 Preprocess(resize=96, crop=96), model_name="test_resnet", progress=False)
+        >>> index = PatchIndex.open(f"{root}/ix")
+        >>> # write_index_map(index, f"{root}/map.html") writes the page; its UMAP compiles
+        >>> # numba code on first use (tens of seconds), so here only the size check runs:
+        >>> try:
+        ...     write_index_map(index, f"{root}/map.html", sample=3)
+        ... except InputError as error:
+        ...     print(str(error).split(";")[0])
+        A patch map needs at least 4 vectors
+        >>> tmp.cleanup()
+    """
     from ..page.patch_map import MapPoint, umap_coords, write_map_page
 
     ids = sample_ids(index, sample, seed)

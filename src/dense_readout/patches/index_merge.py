@@ -57,7 +57,24 @@ def merge_index(
     train_size: int = 32_768,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Build ``index.faiss``, ``images.json``, ``top1.npy`` and ``manifest.json`` in ``root``."""
+    """Build ``index.faiss``, ``images.json``, ``top1.npy`` and ``manifest.json`` in ``root``.
+
+    Example:
+        >>> import tempfile, timm
+        >>> from PIL import Image
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.patches import GridExtractor, PatchIndex, build_index, merge_index
+        >>> tmp = tempfile.TemporaryDirectory(); root = tmp.name
+        >>> for k in range(2):
+        ...     Image.new("RGB", (64, 64), (90 * k, 90, 30)).save(f"{root}/{k}.png")
+        >>> extract = GridExtractor(timm.create_model("test_resnet").eval())
+        >>> _ = build_index([f"{root}/{k}.png" for k in range(2)], f"{root}/ix", extract,
+        ...                 Preprocess(resize=96, crop=96), model_name="test_resnet", progress=False)
+        >>> manifest = merge_index(f"{root}/ix")  # again, from the stored chunks (no model needed)
+        >>> PatchIndex.open(f"{root}/ix").size
+        18
+        >>> tmp.cleanup()
+    """
     if index not in INDEX_KINDS:
         raise InputError(f"--index {index}: choose one of {', '.join(INDEX_KINDS)}.")
     layout = IndexLayout(root)

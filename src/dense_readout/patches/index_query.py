@@ -43,7 +43,14 @@ __all__ = ["Hit", "PatchIndex", "QueryResult", "query_image"]
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved patch: its vector id, image, cell, pixel box and similarity."""
+    """One retrieved patch: its vector id, image, cell, pixel box and similarity.
+
+    Example:
+        >>> from dense_readout.patches import Hit
+        >>> hit = Hit(id=12, image=1, path="b.png", cell=(1, 0), box=(0, 32, 32, 64), similarity=0.87, top1="tabby")
+        >>> hit.image, hit.cell, hit.box[2] - hit.box[0]
+        (1, (1, 0), 32)
+    """
 
     id: int
     image: int
@@ -56,7 +63,16 @@ class Hit:
 
 @dataclass
 class QueryResult:
-    """The query (image, cells used, box) and its hits, most similar first."""
+    """The query (image, cells used, box) and its hits, most similar first.
+
+    Example:
+        >>> from dense_readout.patches import Hit, QueryResult
+        >>> hit = Hit(3, 0, "a.png", (0, 1), (32, 0, 64, 32), 0.9)
+        >>> result = QueryResult("q.png", [(1, 1)], (32, 32, 64, 64), [hit])
+        >>> record = result.to_dict()
+        >>> record["query"]["cells"], record["hits"][0]["similarity"]
+        ([[1, 1]], 0.9)
+    """
 
     path: str
     cells: list[tuple[int, int]]
@@ -72,7 +88,24 @@ class QueryResult:
 
 
 class PatchIndex:
-    """A finished index folder: manifest, FAISS index, image table and per-cell top-1."""
+    """A finished index folder: manifest, FAISS index, image table and per-cell top-1.
+
+    Example:
+        >>> import tempfile, timm, torch
+        >>> from PIL import Image
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.patches import GridExtractor, PatchIndex, build_index
+        >>> tmp = tempfile.TemporaryDirectory(); root = tmp.name
+        >>> for k in range(2):
+        ...     Image.effect_noise((64, 64), 40 + 20 * k).convert("RGB").save(f"{root}/{k}.png")
+        >>> extract = GridExtractor(timm.create_model("test_resnet").eval())
+        >>> _ = build_index([f"{root}/{k}.png" for k in range(2)], f"{root}/ix", extract,
+        ...                 Preprocess(resize=96, crop=96), model_name="test_resnet", progress=False)
+        >>> index = PatchIndex.open(f"{root}/ix")
+        >>> index.grid, index.size, index.vectors([0, 17]).shape[0]
+        ((3, 3), 18, 2)
+        >>> tmp.cleanup()
+    """
 
     def __init__(self, root: Path, manifest: dict[str, Any], engine: Any, images: list[dict]):
         self.root, self.manifest, self.engine, self.images = root, manifest, engine, images
@@ -188,6 +221,24 @@ def query_image(
     ``box`` is ``x0, y0, x1, y1`` in the image's own pixels: the cells it overlaps are
     averaged (weighted by overlap) and renormalised. Without ``cell`` or ``box``:
     the centre cell.
+
+    Example:
+        >>> import tempfile, timm, torch
+        >>> from PIL import Image
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.patches import GridExtractor, PatchIndex, build_index, query_image
+        >>> tmp = tempfile.TemporaryDirectory(); root = tmp.name
+        >>> for k in range(3):
+        ...     Image.effect_noise((96, 96), 40 + 20 * k).convert("RGB").save(f"{root}/{k}.png")
+        >>> extract, prep = GridExtractor(timm.create_model("test_resnet").eval()), Preprocess(resize=96, crop=96)
+        >>> _ = build_index([f"{root}/{k}.png" for k in range(3)], f"{root}/ix", extract, prep,
+        ...                 model_name="test_resnet", progress=False)
+        >>> index = PatchIndex.open(f"{root}/ix")
+        >>> result = query_image(index, extract, prep, f"{root}/1.png", cell=(2, 0), k=3, model_name="test_resnet")
+        >>> first = result.hits[0]  # the queried cell itself is in the index
+        >>> len(result.hits), first.image, first.cell, round(first.similarity, 4)
+        (3, 1, (2, 0), 1.0)
+        >>> tmp.cleanup()
     """
     index.check_model(model_name, (preprocess.crop, preprocess.crop))
     picture = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
