@@ -166,13 +166,6 @@ def boxes_to_mask(size: tuple[int, int], boxes: np.ndarray) -> Image.Image:
         >>> mask = boxes_to_mask((6, 4), np.array([[1, 0, 2, 1], [4, 2, 5, 3]]))  # W=6, H=4
         >>> mask.size, (np.asarray(mask) > 0).astype(int).tolist()
         ((6, 4), [[0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1]])
-
-    Example:
-        >>> import numpy as np
-        >>> from dense_readout.evaluation.protocol import boxes_to_mask
-        >>> mask = boxes_to_mask((6, 4), np.array([[1, 0, 2, 1], [4, 2, 5, 3]]))  # W=6, H=4
-        >>> mask.size, (np.asarray(mask) > 0).astype(int).tolist()
-        ((6, 4), [[0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1]])
     """
     mask = Image.new("L", (int(size[0]), int(size[1])), 0)
     draw = ImageDraw.Draw(mask)
@@ -207,14 +200,6 @@ def occlude(inputs: Tensor, region: Tensor, fill: Tensor) -> Tensor:
         >>> region = torch.tensor([[[True, False], [False, False]]])
         >>> occlude(inputs, region, torch.tensor([0.0, -1.0, 2.0]))[0, :, 0].tolist()  # row 0, per channel
         [[0.0, 1.0], [-1.0, 1.0], [2.0, 1.0]]
-
-    Example:
-        >>> import torch
-        >>> from dense_readout.evaluation.protocol import occlude
-        >>> inputs = torch.ones(1, 3, 2, 2)
-        >>> region = torch.tensor([[[True, False], [False, False]]])
-        >>> occlude(inputs, region, torch.tensor([0.0, -1.0, 2.0]))[0, :, 0].tolist()  # row 0, per channel
-        [[0.0, 1.0], [-1.0, 1.0], [2.0, 1.0]]
     """
     fill = fill.to(inputs).view(1, -1, 1, 1)
     return torch.where(region.unsqueeze(1).to(inputs.device), fill.expand_as(inputs), inputs)
@@ -227,19 +212,6 @@ class Protocol:
     Args:
         preprocess: resize/crop/normalisation; use :func:`paper_preprocess`.
         fill: a name in :data:`FILLS` or ``'r,g,b'`` in [0, 1] (pixel space).
-
-    Example:
-        >>> import numpy as np
-        >>> from PIL import Image
-        >>> from dense_readout.preprocessing import Preprocess
-        >>> from dense_readout.evaluation.protocol import Protocol
-        >>> protocol = Protocol(Preprocess(resize=64, crop=64), fill="mean")
-        >>> inputs, fg = protocol.transform(Image.new("RGB", (64, 64)), np.array([[0, 0, 31, 63]]))
-        >>> tuple(inputs.shape), fg.float().mean().item()  # the box covers the left half
-        ((3, 64, 64), 0.5)
-        >>> batch = protocol.three_inputs(inputs[None], fg[None])  # originals, w/o BG, w/o FG
-        >>> tuple(batch.shape), protocol.fill_value().tolist()  # 'mean' is zero after normalising
-        ((3, 3, 64, 64), [0.0, 0.0, 0.0])
 
     Example:
         >>> import numpy as np
