@@ -134,3 +134,20 @@ class GradientsUnavailableError(DenseReadoutError):
         >>> sorted(result.maps), result.failures["gradcam"].split(":")[0]
         (['dense-readout'], 'GradientsUnavailableError')
     """
+
+
+class ExactnessWarning(UserWarning):
+    """The model's structure looked exact, but mean(Z) missed the logits on this input.
+
+    :class:`~dense_readout.DenseReadout` then returns ``exact=False`` with the measured
+    gap in ``exactness_note`` instead of a decomposition it cannot vouch for.
+
+    Example:
+        >>> import warnings
+        >>> from dense_readout.errors import ExactnessWarning
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warnings.warn("mean(Z) misses the logits by 0.4", ExactnessWarning)
+        >>> caught[0].category.__name__
+        'ExactnessWarning'
+    """
