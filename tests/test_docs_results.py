@@ -50,6 +50,8 @@ REQUIRED = {
     "docs/results/synthetic_step_rate.json",
     "docs/results/synthetic_cpu2h_resnet18.json",
     "docs/results/synthetic_cpu2h_resnet18_test.json",
+    "docs/results/synthetic_cpu2h_resnet18_fixed.json",
+    "docs/results/synthetic_cpu2h_resnet18_fixed_test.json",
     "docs/results/ilsvrc_sample_model.json",
     "docs/results/lrp_speed.json",
     "docs/results/lrp_conservation_torchvision.json",
