@@ -55,18 +55,6 @@ class PageComparison:
         >>> entry = data["comparisons"][0]
         >>> entry["method"], entry["class"], entry["shape"], entry["classes"]
         ('gradcam', 1, [64, 64], 1)
-
-    Example:
-        >>> import numpy as np, timm, torch
-        >>> from dense_readout import DenseReadout
-        >>> from dense_readout.page import PageComparison
-        >>> from dense_readout.page.data import page_data
-        >>> model = timm.create_model("resnet18", num_classes=3).eval()
-        >>> gradcam = PageComparison("gradcam", class_index=1, map=np.full((64, 64), 0.5), seconds=0.02)
-        >>> data = page_data(DenseReadout(model)(torch.rand(1, 3, 64, 64)), None, comparisons=[gradcam])
-        >>> entry = data["comparisons"][0]
-        >>> entry["method"], entry["class"], entry["shape"], entry["classes"]
-        ('gradcam', 1, [64, 64], 1)
     """
 
     method: str
