@@ -32,7 +32,10 @@ def _as_batch(values: ArrayLike, name: str, dtype: type | None = None) -> np.nda
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
-        raise InputError(f"{name} must be H×W or B×H×W, got shape {array.shape}.")
+        raise InputError(
+            f"{name} must be H×W or B×H×W, got shape {array.shape}. The localization scores "
+            "are 2-D: score a clip or volume frame by frame (ReadoutResult.frame(t))."
+        )
     if dtype is bool:
         return array.astype(bool)
     array = array.astype(np.float64)
