@@ -41,6 +41,22 @@ def readout_maps(
 
     ``h×w`` and the features are the plain input's grid. With ``scales=(1.0,)`` and no
     flip this is exactly ``readout(x)``.
+
+    Example:
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.export import readout_maps
+        >>> _ = torch.manual_seed(0)
+        >>> readout = DenseReadout(timm.create_model("test_resnet", num_classes=3).eval())
+        >>> x = torch.randn(2, 3, 64, 64)
+        >>> scores, logits, features = readout_maps(readout, x)
+        >>> tuple(scores.shape), tuple(logits.shape), features.shape[-2:] == scores.shape[-2:]
+        ((2, 3, 2, 2), (2, 3), True)
+        >>> torch.allclose(scores.mean((2, 3)), logits, atol=1e-5)  # the cells average to the logits
+        True
+        >>> summed, _, _ = readout_maps(readout, x, scales=(1.0, 0.5), flip=True)
+        >>> tuple(summed.shape)  # four passes, summed on the scale-1.0 grid
+        (2, 3, 2, 2)
     """
     with torch.inference_mode():
         base = readout(x)
@@ -69,7 +85,19 @@ def _on_grid(scores: Tensor, grid: tuple[int, int]) -> Tensor:
 
 @dataclass(frozen=True)
 class ClassSelection:
-    """Which classes' maps an export keeps: ``all``, ``topk:N``, ``gt`` or a list ``3,17``."""
+    """Which classes' maps an export keeps: ``all``, ``topk:N``, ``gt`` or a list ``3,17``.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.export import ClassSelection
+        >>> selection = ClassSelection.parse("topk:2")
+        >>> scores = torch.arange(4.0).view(1, 4, 1, 1).expand(1, 4, 2, 2)  # class k scores k
+        >>> kept, classes = selection.select(scores, scores.mean((2, 3)), [()])
+        >>> tuple(kept.shape), classes.tolist(), kept[0, :, 0, 0].tolist()
+        ((1, 2, 2, 2), [[3, 2]], [3.0, 2.0])
+        >>> ClassSelection.parse("3,17").width(num_classes=20), ClassSelection.parse("all").width(20)
+        (2, 20)
+    """
 
     kind: str = "all"
     count: int = 0

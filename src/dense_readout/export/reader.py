@@ -35,7 +35,30 @@ __all__ = ["ExportStore", "open_store"]
 
 
 def open_store(path: str | Path) -> ExportStore:
-    """Open the export store at ``path`` (read-only)."""
+    """Open the export store at ``path`` (read-only).
+
+    Example:
+        >>> import tempfile, timm, torch
+        >>> from PIL import Image
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.export import ExportConfig, export_dataset, open_source, open_store
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for k, colour in enumerate(["red", "blue"]):
+        ...     Image.new("RGB", (64, 48), colour).save(f"{tmp.name}/img{k}.png")
+        >>> _ = torch.manual_seed(0)
+        >>> readout = DenseReadout(timm.create_model("test_resnet", num_classes=3).eval())
+        >>> _ = export_dataset(open_source(tmp.name), f"{tmp.name}/store", readout,
+        ...     Preprocess(resize=64, crop=64), ExportConfig(progress=False))
+        >>> store = open_store(f"{tmp.name}/store")
+        >>> len(store), store.grid, store.complete, store.status(1)
+        (2, (2, 2), True, 'ok')
+        >>> with torch.no_grad():  # the stored maps are the readout's (float16)
+        ...     direct = readout(Preprocess(resize=64, crop=64)(Image.open(store.paths[0]))[None])
+        >>> bool(abs(store.scores(0) - direct.scores[0].numpy()).max() < 1e-2)
+        True
+        >>> tmp.cleanup()
+    """
     return ExportStore(path)
 
 
@@ -44,6 +67,33 @@ class ExportStore:
 
     ``len``, ``paths``, ``scores(i)``, ``logits(i)``, ``classes(i)``, ``labels(i)``,
     ``geometry(i)``, ``cell_box(i, row, col)``, ``upsample(i)``, ``status(i)``.
+
+    Example:
+        >>> import tempfile, timm, torch
+        >>> from PIL import Image
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.export import ExportConfig, export_dataset, open_source, open_store
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for k, colour in enumerate(["red", "blue"]):
+        ...     Image.new("RGB", (64, 48), colour).save(f"{tmp.name}/img{k}.png")
+        >>> _ = torch.manual_seed(0)
+        >>> readout = DenseReadout(timm.create_model("test_resnet", num_classes=3).eval())
+        >>> _ = export_dataset(open_source(tmp.name), f"{tmp.name}/store", readout,
+        ...     Preprocess(resize=64, crop=64), ExportConfig(classes="topk:2", progress=False))
+        >>> store = ExportStore(f"{tmp.name}/store")
+        >>> store.scores(0).shape, store.logits(0).shape  # 2 maps kept of 3 classes
+        ((2, 2, 2), (3,))
+        >>> store.classes(0).tolist() == sorted(store.logits(0).argsort()[-2:].tolist(),
+        ...     key=lambda c: -store.logits(0)[c])  # the two highest logits, best first
+        True
+        >>> # the 64×48 original is resized to 85×64 and cropped from x = 10: a 32-px cell
+        >>> # is 32 · 64/85 original pixels wide, its left edge at 10 · 64/85
+        >>> [round(v, 2) for v in store.cell_box(0, 0, 0)], round(10 * 64 / 85, 2)
+        ([7.53, 0.0, 31.62, 24.0], 7.53)
+        >>> store.upsample(0).shape, store.labels(0)  # a plain folder has no labels
+        ((2, 48, 64), ())
+        >>> tmp.cleanup()
     """
 
     def __init__(self, path: str | Path) -> None:

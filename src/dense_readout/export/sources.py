@@ -37,7 +37,14 @@ __all__ = [
 
 @dataclass
 class ExportSource:
-    """What an export streams: image paths, their labels (or None), the class names."""
+    """What an export streams: image paths, their labels (or None), the class names.
+
+    Example:
+        >>> from dense_readout.export import ExportSource
+        >>> source = ExportSource("folder", "/data", ["/data/a.png", "/data/b.png"])
+        >>> len(source.paths), source.labels is None  # a plain folder: no labels
+        (2, True)
+    """
 
     layout: str
     root: str
@@ -117,6 +124,20 @@ def detect_source(root: str | Path) -> str:
 
     ``coco`` with ``annotations/instances_*.json``, ``ilsvrc`` with ``bbox_val/`` or
     ``LOC_val_solution.csv``, else ``folder``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from dense_readout.export import detect_source
+        >>> tmp = tempfile.TemporaryDirectory(); root = Path(tmp.name)
+        >>> detect_source(root)
+        'folder'
+        >>> (root / "LOC_val_solution.csv").touch(); detect_source(root)
+        'ilsvrc'
+        >>> (root / "annotations").mkdir(); (root / "annotations/instances_val2017.json").touch()
+        >>> detect_source(root)  # COCO annotations win
+        'coco'
+        >>> tmp.cleanup()
     """
     root = Path(root)
     if any((root / "annotations").glob("instances_*.json")):
@@ -127,7 +148,22 @@ def detect_source(root: str | Path) -> str:
 
 
 def open_source(root: str | Path, layout: str | None = None) -> ExportSource:
-    """The :class:`ExportSource` of ``root`` in ``layout`` (default: detected)."""
+    """The :class:`ExportSource` of ``root`` in ``layout`` (default: detected).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> from dense_readout.export import open_source
+        >>> tmp = tempfile.TemporaryDirectory(); root = Path(tmp.name)
+        >>> (root / "sub").mkdir()
+        >>> Image.new("RGB", (8, 8)).save(root / "sub/b.png"); Image.new("RGB", (8, 8)).save(root / "a.jpg")
+        >>> _ = (root / "notes.txt").write_text("not an image")  # skipped: not an image
+        >>> source = open_source(root)
+        >>> source.layout, [Path(p).relative_to(root).as_posix() for p in source.paths]
+        ('folder', ['a.jpg', 'sub/b.png'])
+        >>> tmp.cleanup()
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder; give the dataset root.")

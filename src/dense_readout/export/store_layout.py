@@ -48,7 +48,25 @@ ARRAYS = {"scores", "logits", "classes", "geometry", "labels", "features", "stat
 
 
 class StoreLayout:
-    """Paths and array creation of one export store."""
+    """Paths and array creation of one export store.
+
+    Example:
+        >>> import tempfile
+        >>> from dense_readout.export import StoreLayout, open_store
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> layout = StoreLayout(f"{tmp.name}/store", batch_size=2)
+        >>> settings = {"maps_per_image": 3, "num_classes": 3, "grid": [2, 2], "dtype": "<f2",
+        ...     "classes": "all", "features_dim": 0}
+        >>> layout.create(settings, ["a.png", "b.png", "c.png"], labels=[(1,), (), (0, 2)])
+        >>> layout.paths(), layout.settings() == settings, layout.meta("logits")["chunks"]
+        (['a.png', 'b.png', 'c.png'], True, [2, 3])
+        >>> layout.batches(3), layout.batches(3, rank=1, world=2), layout.done(0)
+        ([0, 1], [1], False)
+        >>> store = open_store(layout.root)  # readable before any batch is written
+        >>> store.status(2), store.labels(2), layout.has("features")
+        ('pending', (0, 2), False)
+        >>> tmp.cleanup()
+    """
 
     def __init__(self, root: str | Path, batch_size: int) -> None:
         self.root = Path(root)

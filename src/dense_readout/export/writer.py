@@ -59,6 +59,12 @@ class ExportConfig:
         scales, flip: multi-scale / flip maps summed on the scale-1.0 grid (WSSS).
         features: also store the grid features ``F``.
         batch_size, workers: images per forward and DataLoader decoding processes.
+
+    Example:
+        >>> from dense_readout.export import ExportConfig
+        >>> config = ExportConfig(classes="topk:5", dtype="float32", scales=(1.0, 0.5), flip=True)
+        >>> config.scales, config.flip, config.features  # features are opt-in (they are large)
+        ((1.0, 0.5), True, False)
     """
 
     classes: str = "all"
@@ -84,6 +90,27 @@ def export_dataset(
 
     Returns the store's attributes (``settings``, ``complete``, ``counts``) and this
     session's ``timing`` (``images``, ``forward_s``, ``wall_s``), on every rank.
+
+    Example:
+        >>> import tempfile, timm, torch
+        >>> from PIL import Image
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.export import ExportConfig, export_dataset, open_source, open_store
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for k, colour in enumerate(["red", "blue"]):
+        ...     Image.new("RGB", (64, 48), colour).save(f"{tmp.name}/img{k}.png")
+        >>> _ = torch.manual_seed(0)
+        >>> readout = DenseReadout(timm.create_model("test_resnet", num_classes=3).eval())
+        >>> summary = export_dataset(open_source(tmp.name), f"{tmp.name}/store", readout,
+        ...     Preprocess(resize=64, crop=64), ExportConfig(progress=False))
+        >>> summary["complete"], summary["counts"]["exported"], summary["settings"]["grid"]
+        (True, 2, [2, 2])
+        >>> again = export_dataset(open_source(tmp.name), f"{tmp.name}/store", readout,
+        ...     Preprocess(resize=64, crop=64), ExportConfig(progress=False))
+        >>> again["timing"]["images"]  # resumed: every batch was done, nothing recomputed
+        0.0
+        >>> tmp.cleanup()
     """
     if config.dtype not in DTYPES:
         raise InputError(f"--dtype {config.dtype}: choose float16 or float32.")
