@@ -26,7 +26,22 @@ __all__ = ["ConfusionMatrix", "ThresholdSweep"]
 
 
 class ConfusionMatrix:
-    """``labels×labels`` pixel counts, rows = ground truth, columns = prediction (int64)."""
+    """``labels×labels`` pixel counts, rows = ground truth, columns = prediction (int64).
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.pseudo_labels import IGNORE, ConfusionMatrix
+        >>> truth = np.array([[0, 0, 1, 1], [0, 2, 2, IGNORE]])
+        >>> prediction = np.array([[0, 1, 1, 1], [0, 2, IGNORE, 2]])
+        >>> confusion = ConfusionMatrix(3)
+        >>> confusion.update(prediction, truth)
+        >>> confusion.counts.tolist(), confusion.unscored  # a truth-2 pixel left IGNORE
+        ([[2, 1, 0], [0, 2, 0], [0, 0, 1]], 1)
+        >>> [round(float(v), 3) for v in confusion.iou()]  # 2/3, 2/3, 1/1
+        [0.667, 0.667, 1.0]
+        >>> round(confusion.miou(), 3), round(confusion.pixel_accuracy(), 3)  # 5 of 6 scored right
+        (0.778, 0.833)
+    """
 
     def __init__(self, num_labels: int) -> None:
         self.num_labels = int(num_labels)
@@ -63,7 +78,20 @@ class ConfusionMatrix:
 
 
 class ThresholdSweep:
-    """One :class:`ConfusionMatrix` per background threshold, fed the same normalised maps."""
+    """One :class:`ConfusionMatrix` per background threshold, fed the same normalised maps.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.pseudo_labels import ThresholdSweep
+        >>> normalised = np.array([[[0.9, 0.5, 0.2, 0.0]]])  # one class map over a 1×4 image
+        >>> truth = np.array([[1, 1, 0, 0]])  # label 1 = the class, 0 = background
+        >>> sweep = ThresholdSweep([0.1, 0.3, 0.6], num_labels=2)
+        >>> sweep.update(normalised, [0], truth)
+        >>> [(c["bg_threshold"], round(c["miou"], 3)) for c in sweep.curve()]
+        [(0.1, 0.583), (0.3, 1.0), (0.6, 0.583)]
+        >>> sweep.best()["bg_threshold"]  # between 0.2 and 0.5 the seeds match the truth
+        0.3
+    """
 
     def __init__(self, thresholds: Sequence[float], num_labels: int) -> None:
         self.thresholds = [float(t) for t in thresholds]

@@ -46,7 +46,14 @@ DEFAULT_SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 13))  # 0.05 … 0.60
 
 @dataclass(frozen=True)
 class PseudoLabelConfig:
-    """``bg_threshold`` (IRN: 0.15), ``classes`` (``gt``, ``top:N``, ``prob:P``), the sweep."""
+    """``bg_threshold`` (IRN: 0.15), ``classes`` (``gt``, ``top:N``, ``prob:P``), the sweep.
+
+    Example:
+        >>> from dense_readout.pseudo_labels import PseudoLabelConfig
+        >>> config = PseudoLabelConfig(bg_threshold=0.3, classes="top:1", write_png=False)
+        >>> config.classes, config.sweep[:3], len(config.sweep)  # sweep: 0.05 … 0.60
+        ('top:1', (0.05, 0.1, 0.15), 12)
+    """
 
     bg_threshold: float = 0.15
     classes: str = "gt"
@@ -59,6 +66,15 @@ def image_classes(spec: str, logits: np.ndarray, labels: Sequence[int]) -> list[
 
     ``gt``: its labels; ``top:N``: the ``N`` highest logits; ``prob:P``: softmax
     probability at least ``P`` (at least the top-1).
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.pseudo_labels import image_classes
+        >>> logits = np.log(np.array([0.05, 0.6, 0.3, 0.05]))  # softmax = these probabilities
+        >>> image_classes("gt", logits, [3]), image_classes("top:2", logits, [3])
+        ([3], [1, 2])
+        >>> image_classes("prob:0.25", logits, []), image_classes("prob:0.9", logits, [])
+        ([1, 2], [1])
     """
     if spec == "gt":
         return list(labels)
@@ -146,6 +162,41 @@ def make_pseudo_labels(
 
     ``truth`` (``coco`` or ``folder:DIR``) adds the evaluation: per-class IoU, mIoU,
     the confusion matrix and the background-threshold sweep. Returns the summary.
+
+    Example:
+        >>> import os, tempfile, numpy as np, timm, torch
+        >>> from PIL import Image
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> from dense_readout.export import ExportConfig, export_dataset, open_source, open_store
+        >>> from dense_readout.pseudo_labels import (ConfusionMatrix, PseudoLabelConfig,
+        ...     make_pseudo_labels, read_label_png, save_label_png)
+        >>> tmp = tempfile.TemporaryDirectory(); root = tmp.name
+        >>> os.mkdir(f"{root}/images"); os.mkdir(f"{root}/truth")
+        >>> truth = np.zeros((48, 64), np.uint8); truth[:, :32] = 1  # class 0 on the left half
+        >>> for k in range(2):
+        ...     pixels = np.zeros((48, 64, 3), np.uint8); pixels[:, :32, k] = 255
+        ...     Image.fromarray(pixels).save(f"{root}/images/img{k}.png")
+        ...     _ = save_label_png(f"{root}/truth/img{k}.png", truth)
+        >>> _ = torch.manual_seed(0)
+        >>> readout = DenseReadout(timm.create_model("test_resnet", num_classes=3).eval())
+        >>> _ = export_dataset(open_source(f"{root}/images"), f"{root}/store", readout,
+        ...     Preprocess(resize=64, crop=64), ExportConfig(progress=False))
+        >>> summary = make_pseudo_labels(open_store(f"{root}/store"), f"{root}/seeds",
+        ...     PseudoLabelConfig(classes="top:1"), truth=f"folder:{root}/truth", progress=False)
+        >>> summary["counts"]["labelled"], sorted(os.listdir(f"{root}/seeds"))
+        (2, ['img0.png', 'img1.png', 'pseudo_labels.json'])
+        >>> seeds = [read_label_png(f"{root}/seeds/img{k}.png") for k in range(2)]
+        >>> seeds[0].shape  # on the original image
+        (48, 64)
+        >>> check = ConfusionMatrix(4)  # the evaluation, recomputed from the written PNGs
+        >>> for seed in seeds:
+        ...     check.update(seed, truth)
+        >>> bool(np.isclose(check.miou(), summary["evaluation"]["miou"]))
+        True
+        >>> len(summary["evaluation"]["sweep"]), list(summary["evaluation"]["iou"])  # no names
+        (12, ['background', '0', '1', '2'])
+        >>> tmp.cleanup()
     """
     from tqdm.auto import tqdm
 
