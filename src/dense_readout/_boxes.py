@@ -109,6 +109,20 @@ def boxes_from_map(
 
     The map is min-max normalised and quantised to uint8 as in wsolevaluation;
     pixels above ``int(threshold · max)`` are on. No contour gives ``[[0, 0, 0, 0]]``.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.localization import boxes_from_map
+        >>> saliency = np.zeros((16, 16))
+        >>> saliency[2:5, 3:7] = 1.0; saliency[10:14, 9:12] = 0.8  # two blobs
+        >>> boxes_from_map(saliency, 0.5).tolist()  # x0, y0, x1, y1, inclusive
+        [[9.0, 10.0, 11.0, 13.0], [3.0, 2.0, 6.0, 4.0]]
+        >>> boxes_from_map(saliency, 0.9).tolist()  # the 0.8 blob is off above 0.9 · max
+        [[3.0, 2.0, 6.0, 4.0]]
+        >>> boxes_from_map(saliency, 0.5, multi_contour=False).tolist()  # the largest contour
+        [[9.0, 10.0, 11.0, 13.0]]
+        >>> boxes_from_map(np.zeros((4, 4)), 0.5).tolist()
+        [[0.0, 0.0, 0.0, 0.0]]
     """
     (one,) = _as_batch(saliency, "saliency")
     image = (_normalise(one) * 255).astype(np.uint8)
@@ -141,7 +155,21 @@ def _threshold_grid(thresholds: Sequence[float] | np.ndarray | None) -> np.ndarr
 
 @dataclass
 class MaxBoxAccResult:
-    """``per_iou``: ``{δ: MaxBoxAcc(δ)}``; ``v2``: their mean; ``best_threshold``: the argmax τ per δ."""
+    """``per_iou``: ``{δ: MaxBoxAcc(δ)}``; ``v2``: their mean; ``best_threshold``: the argmax τ per δ.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.localization import MaxBoxAcc
+        >>> metric = MaxBoxAcc(iou_thresholds=(0.5, 0.7), thresholds=[0.1, 0.5, 0.9])
+        >>> hit = np.zeros((32, 32)); hit[8:16, 8:24] = 1  # exactly the box
+        >>> miss = np.zeros((32, 32)); miss[24:30, 0:6] = 1  # elsewhere
+        >>> _ = metric.update(np.stack([hit, miss]), [np.array([[8, 8, 23, 15]])] * 2)
+        >>> result = metric.compute()
+        >>> result.per_iou, result.v2, result.count  # half the images at both δ
+        ({0.5: 0.5, 0.7: 0.5}, 0.5, 2)
+        >>> result.best_threshold, result.multi_contour  # ties: the first τ
+        ({0.5: 0.1, 0.7: 0.1}, True)
+    """
 
     per_iou: dict[float, float]
     v2: float

@@ -360,6 +360,18 @@ def score_masks(
     """Several registered per-image metrics at once: ``{name: B scores}``.
 
     Without ``metrics``, every registered one, in registration order.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.localization import MASK_METRICS, score_masks
+        >>> saliency = np.zeros((2, 32, 32))
+        >>> saliency[0, 2:6, 2:6] = 1; saliency[1, 20:24, 20:24] = 1  # inside, outside the mask
+        >>> mask = np.zeros((2, 32, 32), bool); mask[:, :16, :16] = True
+        >>> scores = score_masks(saliency, mask, ["pointing_game", "relevance_mass"])
+        >>> {name: values.tolist() for name, values in scores.items()}
+        {'pointing_game': [1.0, 0.0], 'relevance_mass': [1.0, 0.0]}
+        >>> list(score_masks(saliency, mask)) == [name for name, _ in MASK_METRICS.items()]
+        True
     """
     names = list(metrics) if metrics is not None else [name for name, _ in MASK_METRICS.items()]
     unknown = [name for name in names if name not in MASK_METRICS]
@@ -372,7 +384,18 @@ def score_masks(
 
 @dataclass(frozen=True)
 class ScoreSummary:
-    """One score over a set of images: ``mean`` of the ``scored`` images; ``empty`` were NaN."""
+    """One score over a set of images: ``mean`` of the ``scored`` images; ``empty`` were NaN.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.localization import score_masks, summarise_scores
+        >>> saliency = np.zeros((3, 32, 32)); saliency[:, 4, 4] = 1  # every peak at (4, 4)
+        >>> mask = np.zeros((3, 32, 32), bool)
+        >>> mask[0, :8, :8] = True; mask[1, 16:, 16:] = True  # image 2: an empty mask
+        >>> summary = summarise_scores(score_masks(saliency, mask, ["pointing_game"]))
+        >>> summary["pointing_game"]  # one hit, one miss; the empty mask scores NaN
+        ScoreSummary(mean=0.5, scored=2, empty=1)
+    """
 
     mean: float
     scored: int

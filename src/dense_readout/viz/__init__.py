@@ -179,13 +179,40 @@ def add_photo_inset(figure, photo: ImageLike, region: Sequence[float], width_px:
 
 
 def figure_to_array(figure) -> np.ndarray:
-    """Rasterise ``figure`` to an ``H×W×3`` uint8 array (as :func:`save_png` would write it)."""
+    """Rasterise ``figure`` to an ``H×W×3`` uint8 array (as :func:`save_png` would write it).
+
+    Example:
+        >>> import os, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> from dense_readout.viz import figure_to_array, plot_heatmap, save_png
+        >>> figure = plot_heatmap(np.ones((16, 16, 3)), np.eye(2))
+        >>> pixels = figure_to_array(figure)
+        >>> pixels.dtype, pixels.shape[2], pixels.shape[:2] == figure.canvas.get_width_height()[::-1]
+        (dtype('uint8'), 3, True)
+        >>> path = save_png(figure, os.path.join(tempfile.mkdtemp(), "h.png"))
+        >>> np.array_equal(np.asarray(Image.open(path).convert("RGB")), pixels)
+        True
+    """
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
 def panel_box(figure) -> tuple[int, int, int, int]:
-    """Pixel box ``(left, top, right, bottom)`` of the image panel in the rasterised figure."""
+    """Pixel box ``(left, top, right, bottom)`` of the image panel in the rasterised figure.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.viz import figure_to_array, panel_box, plot_heatmap
+        >>> blue = np.zeros((64, 64, 3)); blue[..., 2] = 1.0
+        >>> figure = plot_heatmap(blue, np.zeros((2, 2)), alpha=0.0)  # the photo alone shows
+        >>> left, top, right, bottom = panel_box(figure)
+        >>> pixels = figure_to_array(figure)
+        >>> panel = pixels[top + 2 : bottom - 2, left + 2 : right - 2]
+        >>> bool((panel == (0, 0, 255)).all(-1).mean() > 0.95)  # inside the box: the blue photo
+        True
+        >>> bool((pixels[:, : left - 1] == 255).all())  # left of it: the white margin
+        True
+    """
     figure.canvas.draw()
     box = figure.axes[0].get_window_extent()
     height = figure.canvas.get_width_height()[1]
