@@ -37,7 +37,24 @@ __all__ = ["ImageWarning", "crop_region", "full_view", "load_image", "to_rgb", "
 
 
 class ImageWarning(UserWarning):
-    """An image was loaded, but with a caveat the message names (very large, upsampled)."""
+    """An image was loaded, but with a caveat the message names (very large, upsampled).
+
+    Example:
+        >>> import os, tempfile, warnings
+        >>> from PIL import Image
+        >>> from dense_readout.images import ImageWarning, load_image
+        >>> path = os.path.join(tempfile.mkdtemp(), "big.png")
+        >>> Image.new("RGB", (40, 40)).save(path)
+        >>> limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, 1000  # pretend 1,600 px is huge
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     image = load_image(path)  # loaded anyway, with the caveat
+        >>> Image.MAX_IMAGE_PIXELS = limit
+        >>> image.size, [w.category.__name__ for w in caught]
+        ((40, 40), ['ImageWarning'])
+        >>> "1,600 pixels" in str(caught[0].message)
+        True
+    """
 
 
 def load_image(path: str | Path, *, exif_transpose: bool = True) -> Image.Image:

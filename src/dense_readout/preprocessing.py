@@ -143,6 +143,22 @@ def hf_data_config(model: object) -> dict[str, Any] | None:
     only ``config.image_size`` (and ImageNet mean/std). A processor that resizes to a fixed ``height×width``
     (ViT's) is approximated by resizing the shorter side to it and centre-cropping.
     Nothing imports ``transformers`` unless ``model`` comes from it.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
+        >>> from dense_readout.preprocessing import hf_data_config
+        >>> hf_data_config(torch.nn.Linear(2, 2)) is None  # not a transformers model
+        True
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8],
+        ...         depths=[1])).save_pretrained(folder)
+        ...     _ = ViTImageProcessor(size={"height": 96, "width": 96}, image_mean=[0.5] * 3,
+        ...         image_std=[0.25] * 3, resample=3).save_pretrained(folder)
+        ...     model = ResNetForImageClassification.from_pretrained(folder)
+        ...     config = hf_data_config(model)  # read from the saved preprocessor_config.json
+        >>> config["input_size"], config["mean"], config["std"], config["interpolation"]
+        ((3, 96, 96), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 'bicubic')
     """
     if not is_transformers_model(model):
         return None

@@ -66,7 +66,21 @@ EMBEDDED_WEIGHTS: dict[str, EmbeddedWeights] = {
 
 
 class Pretrained(NamedTuple):
-    """A ready model: ``model`` (eval mode), its ``preprocess`` and ``class_names``."""
+    """A ready model: ``model`` (eval mode), its ``preprocess`` and ``class_names``.
+
+    Example:
+        >>> import torch
+        >>> from PIL import Image
+        >>> from dense_readout import load_pretrained
+        >>> ready = load_pretrained()  # a Pretrained: unpacks as a tuple, or by field
+        >>> ready.name, len(ready.class_names), ready.model.training
+        ('tf_efficientnet_lite0', 1000, False)
+        >>> x = ready.preprocess(Image.new("RGB", (300, 200), "white"))[None]
+        >>> with torch.no_grad():
+        ...     logits = ready.model(x)
+        >>> tuple(x.shape), tuple(logits.shape)
+        ((1, 3, 224, 224), (1, 1000))
+    """
 
     model: nn.Module
     preprocess: Preprocess

@@ -43,6 +43,21 @@ def check_images(inputs: object, channels: int = 3, spatial_dims: int = 2) -> Te
 
     A finite floating tensor of shape ``B×channels×H×W`` (``B×channels×T×H×W`` for
     video/volume models, ``spatial_dims=3``).
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.errors import InputError
+        >>> from dense_readout.validation import check_images
+        >>> x = torch.zeros(2, 3, 32, 32)
+        >>> check_images(x) is x  # a valid batch comes back unchanged
+        True
+        >>> tuple(check_images(torch.zeros(1, 3, 4, 32, 32), spatial_dims=3).shape)  # a clip
+        (1, 3, 4, 32, 32)
+        >>> try:
+        ...     check_images(torch.zeros(1, 32, 32, 3))
+        ... except InputError as error:
+        ...     print(error)
+        Expected 3 input channels (dim 1), got 32 in shape (1, 32, 32, 3). It looks channels-last: use x.permute(0, 3, 1, 2).
     """
     axes = "H×W" if spatial_dims == 2 else "T×H×W"
     if not isinstance(inputs, Tensor):
@@ -92,6 +107,20 @@ def check_targets(
     """Normalise a target spec to a ``B`` int64 tensor of class indices in range.
 
     Accepts an int (broadcast), a sequence or a 0-/1-D tensor of length B.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout.errors import InputError
+        >>> from dense_readout.validation import check_targets
+        >>> check_targets(4, batch_size=3, num_classes=10).tolist()  # one int for every image
+        [4, 4, 4]
+        >>> check_targets(torch.tensor([[1], [2]]), batch_size=2, num_classes=10).tolist()
+        [1, 2]
+        >>> try:
+        ...     check_targets([1, 10], batch_size=2, num_classes=10)
+        ... except InputError as error:
+        ...     print(error)
+        target [1, 10] out of range: the model has 10 classes (valid indices 0..9).
     """
     if target is None:
         raise InputError("A target class is required here (an int or one per image).")

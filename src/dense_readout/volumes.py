@@ -92,7 +92,24 @@ def clip_problem(path: str | Path) -> str | None:
 
 
 def load_volume(path: str | Path) -> np.ndarray:
-    """Read a clip or volume as ``T×H×W×C`` float32 (see the module docstring)."""
+    """Read a clip or volume as ``T×H×W×C`` float32 (see the module docstring).
+
+    Example:
+        >>> import os, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> from dense_readout.volumes import load_volume
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> os.mkdir(f"{tmp.name}/frames")
+        >>> for t in (2, 0, 1):  # frames are read in name order
+        ...     Image.new("RGB", (20, 10), (100 * t, 0, 0)).save(f"{tmp.name}/frames/f{t}.png")
+        >>> clip = load_volume(f"{tmp.name}/frames")
+        >>> clip.shape, clip.dtype, [round(float(v), 3) for v in clip[:, 0, 0, 0]]  # /255
+        ((3, 10, 20, 3), dtype('float32'), [0.0, 0.392, 0.784])
+        >>> np.save(f"{tmp.name}/ct.npy", np.zeros((5, 8, 8), np.int16))  # D×H×W: one channel
+        >>> load_volume(f"{tmp.name}/ct.npy").shape
+        (5, 8, 8, 1)
+        >>> tmp.cleanup()
+    """
     from .images import load_image
 
     path = Path(path)
@@ -155,6 +172,17 @@ def volume_tensor(
 
     Resized to ``size=(T, H, W)`` (trilinear) and normalised per channel with
     ``mean``/``std`` (default: the volume to zero mean, unit std).
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.volumes import volume_tensor
+        >>> volume = np.random.default_rng(0).random((6, 10, 12, 3), dtype=np.float32)
+        >>> x = volume_tensor(volume, size=(4, 8, 8))
+        >>> tuple(x.shape), round(float(x.mean()), 4), round(float(x.std()), 4)
+        ((1, 3, 4, 8, 8), 0.0, 1.0)
+        >>> y = volume_tensor(volume, mean=(0.5,) * 3, std=(0.25,) * 3)  # per channel, no resize
+        >>> tuple(y.shape), bool(np.allclose(y[0, 1, 2].numpy(), (volume[2, ..., 1] - 0.5) / 0.25))
+        ((1, 3, 6, 10, 12), True)
     """
     import torch
     import torch.nn.functional as F
@@ -194,6 +222,29 @@ def explain_volume(
     :func:`volume_page`, ``{}`` for none) also ``{stem}.html``, the interactive page
     with a slider over the grid's frames. Returns ``{"json": path, "frames":
     [(labels_png, heatmap_png), ...], "page": path or None, "result": the readout}``.
+
+    Example:
+        >>> import json, tempfile, torch
+        >>> from pathlib import Path
+        >>> from torch import nn
+        >>> from dense_readout.volumes import explain_volume
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv3d(1, 4, 3, stride=2), nn.AdaptiveAvgPool3d(1),
+        ...                     nn.Flatten(), nn.Linear(4, 2)).eval()
+        >>> x = torch.randn(1, 1, 8, 16, 16)
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> written = explain_volume(net, x, tmp.name, ["cat", "dog"], stem="vol", topk=1,
+        ...     pngs=False, page={})  # pngs=True adds vol_t{t}_labels/heatmap.png per frame
+        >>> sorted(p.name for p in Path(tmp.name).iterdir()), written["frames"]
+        (['vol.html', 'vol.json'], [])
+        >>> report = json.loads(written["json"].read_text())
+        >>> report["grid"], report["exact"]  # 3 grid frames of 7×7 cells; pooling + affine
+        ([3, 7, 7], True)
+        >>> with torch.no_grad():
+        ...     top = ["cat", "dog"][int(net(x).argmax())]
+        >>> report["top_classes"][0][0] == top, len(report["cells_topk"][2][6][6])
+        (True, 1)
+        >>> tmp.cleanup()
     """
     from ._atomic import write_atomic
     from .readout import DenseReadout
