@@ -115,7 +115,15 @@ _SHAPE_NAMES = tuple(BASE_SHAPES)
 
 
 def class_name(k: int) -> str:
-    """Human name of class ``k`` (0..19), e.g. ``class_name(13) == 'pentagon+cross'``."""
+    """Human name of class ``k`` (0..19), e.g. ``class_name(13) == 'pentagon+cross'``.
+
+    Example:
+        >>> from dense_readout.experiments.synthetic_symbols import NUM_CLASSES, class_name
+        >>> class_name(0), class_name(13), class_name(NUM_CLASSES - 1)  # 0-9 dot, 10-19 cross
+        ('circle+dot', 'pentagon+cross', 'ellipse+cross')
+        >>> len({class_name(k) for k in range(NUM_CLASSES)})
+        20
+    """
     if not 0 <= int(k) < NUM_CLASSES:
         raise InputError(f"class index must be in [0, {NUM_CLASSES - 1}], got {k}.")
     return f"{_SHAPE_NAMES[k % len(_SHAPE_NAMES)]}+{PATTERNS[k // len(_SHAPE_NAMES)]}"
@@ -125,6 +133,22 @@ class PatternSizes(Protocol):
     """Sizes of the internal patterns relative to the symbol's radius.
 
     A :class:`~dense_readout.experiments.synthetic.SceneConfig` has them.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> from dense_readout.experiments.synthetic import SceneConfig
+        >>> from dense_readout.experiments.synthetic_symbols import render_symbol
+        >>> @dataclass(frozen=True)
+        ... class BigDot:  # any object with the three sizes is a PatternSizes
+        ...     dot_radius: float = 0.5
+        ...     cross_half_length: float = 0.75
+        ...     cross_half_width: float = 0.09
+        >>> dark = lambda tile: int((tile.sum(-1) < 100).sum())  # the near-black dot's pixels
+        >>> white = (255, 255, 255)
+        >>> dark(render_symbol(0, 64, white, config=BigDot())) > dark(render_symbol(0, 64, white))
+        True
+        >>> SceneConfig(dot_radius=0.5).dot_radius  # a scene config is one too
+        0.5
     """
 
     @property
@@ -181,7 +205,21 @@ def _pattern_polygons(pattern: str, config: PatternSizes) -> list[list[Point]]:
 def symbol_masks(
     k: int, center: Point, radius: float, degrees: float, size: int, config: PatternSizes
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(shape mask, pattern mask inside the shape) of class ``k`` on a ``size`` canvas."""
+    """(shape mask, pattern mask inside the shape) of class ``k`` on a ``size`` canvas.
+
+    Example:
+        >>> import math
+        >>> from dense_readout.experiments.synthetic_symbols import (DEFAULT_PATTERN_SIZES,
+        ...     symbol_masks)
+        >>> shape, pattern = symbol_masks(2, (32, 32), 20, 0, 64, DEFAULT_PATTERN_SIZES)
+        >>> shape.shape, bool(shape[32, 32]), bool(shape[2, 2])  # a square at the centre
+        ((64, 64), True, False)
+        >>> bool((pattern <= shape).all()), bool(pattern[32, 32])  # the dot lies inside
+        (True, True)
+        >>> circle, _ = symbol_masks(0, (32, 32), 20, 0, 64, DEFAULT_PATTERN_SIZES)
+        >>> bool(abs(circle.sum() / (math.pi * 20**2) - 1) < 0.05)  # radius 20: area πr²
+        True
+    """
     outline = BASE_SHAPES[_SHAPE_NAMES[k % len(_SHAPE_NAMES)]]
     shape = _polygon_mask(size, [_transform(outline, center, radius, degrees)])
     pattern_polys = [
@@ -193,7 +231,16 @@ def symbol_masks(
 
 
 def pattern_color(color: np.ndarray) -> np.ndarray:
-    """The pattern's colour on a body of ``color``: near-black on light bodies, else near-white."""
+    """The pattern's colour on a body of ``color``: near-black on light bodies, else near-white.
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.experiments.synthetic_symbols import pattern_color
+        >>> pattern_color(np.array([250, 220, 60])).tolist()  # yellow body: dark pattern
+        [20, 20, 20]
+        >>> pattern_color(np.array([30, 70, 200])).tolist()  # blue body: light pattern
+        [245, 245, 245]
+    """
     luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
     return np.array([20, 20, 20] if luminance > 150 else [245, 245, 245], dtype=np.uint8)
 
@@ -208,7 +255,20 @@ def render_symbol(
     background: Sequence[int] = (235, 235, 235),
     config: PatternSizes | None = None,
 ) -> np.ndarray:
-    """Class ``k`` upright and centred on a ``size``-px tile (H×W×3 uint8)."""
+    """Class ``k`` upright and centred on a ``size``-px tile (H×W×3 uint8).
+
+    Example:
+        >>> import numpy as np
+        >>> from dense_readout.experiments.synthetic_symbols import render_symbol
+        >>> tile = render_symbol(10, size=48)  # circle+cross, blue on light grey
+        >>> tile.shape, tile.dtype.name
+        ((48, 48, 3), 'uint8')
+        >>> tile[0, 0].tolist(), tile[24, 24].tolist()  # background corner, the cross's centre
+        ([235, 235, 235], [245, 245, 245])
+        >>> colours = {tuple(c) for c in tile.reshape(-1, 3).tolist()}
+        >>> sorted(colours)  # crisp: exactly background, body and pattern
+        [(30, 70, 200), (235, 235, 235), (245, 245, 245)]
+    """
     class_name(k)  # validates k
     config = config or DEFAULT_PATTERN_SIZES
     shape, pattern = symbol_masks(k, (size / 2.0, size / 2.0), size * 0.42, 0.0, size, config)
