@@ -95,6 +95,31 @@ def overlay_grid(
     Ids in green are correct (a class present in that cell), red are wrong
     foreground cells, grey are background cells. Titles give the visible classes,
     the sampled target and the image-level prediction. Returns the figure.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from pathlib import Path
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.experiments.figures import overlay_grid
+        >>> from dense_readout.experiments.synthetic import SceneGenerator
+        >>> from dense_readout.experiments.synthetic_data import SyntheticDataset, normalize_images
+        >>> from dense_readout.experiments.synthetic_recipes import Recipe, build_model
+        >>> _ = torch.manual_seed(0)
+        >>> recipe = Recipe("tiny", model_kwargs={"channels": [8, 16, 32, 64]}, input_size=64)
+        >>> model = build_model(recipe)  # untrained: the ids are arbitrary, the layout is not
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> figure = overlay_grid(model, recipe, Path(tmp.name) / "fig1.png", indices=(0, 1))
+        >>> [len(axis.texts) for axis in figure.axes]  # one id per cell of the 2×2 grid
+        [4, 4]
+        >>> images = torch.stack([SyntheticDataset(SceneGenerator(split="test"), 2, 64,
+        ...     (2, 2))[i][0] for i in (0, 1)])
+        >>> with torch.no_grad():
+        ...     labels = DenseReadout(model)(normalize_images(images)).labels()
+        >>> [[int(t.get_text()) for t in axis.texts] for axis in figure.axes] == labels.flatten(1).tolist()
+        True
+        >>> (Path(tmp.name) / "fig1.png").is_file()
+        True
+        >>> import matplotlib.pyplot as plt; plt.close(figure); tmp.cleanup()
     """
     from ..readout import DenseReadout
     from .synthetic import SceneConfig, SceneGenerator

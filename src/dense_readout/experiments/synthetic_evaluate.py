@@ -133,7 +133,19 @@ def bootstrap_intervals(
 
 @dataclass
 class SplitEvaluation:
-    """What :func:`evaluate_run` measured: metrics, intervals and where they came from."""
+    """What :func:`evaluate_run` measured: metrics, intervals and where they came from.
+
+    Example:
+        >>> import json
+        >>> from dense_readout.experiments.synthetic_evaluate import SplitEvaluation
+        >>> report = SplitEvaluation(checkpoint="run/best.pt", recipe="cpu-resnet18", epoch=7,
+        ...     split="test", seed=1, count=2000, summary={"top1": 40.0},
+        ...     intervals={"top1": (37.9, 42.1)}, level=0.95, resamples=1000, grid=(6, 6),
+        ...     expected_top1=26.1)
+        >>> saved = json.loads(report.to_json())  # what evaluate_run writes beside the run
+        >>> saved["intervals"]["top1"], saved["grid"], saved["summary"]["top1"]
+        ([37.9, 42.1], [6, 6], 40.0)
+    """
 
     checkpoint: str
     recipe: str
@@ -259,6 +271,37 @@ def evaluate_run(  # long: argument checks, resume, the batch loop and the repor
         resume: continue a partial evaluation found in ``out``.
         progress: show a progress bar.
         on_batch: called with the number of scenes done after every batch.
+
+    Example:
+        >>> import json, tempfile
+        >>> from dense_readout.experiments.synthetic_evaluate import evaluate_run
+        >>> from dense_readout.experiments.synthetic_train import get_recipe, train
+        >>> tiny = get_recipe("cpu-resnet18", model_kwargs={"output_stride": 16,
+        ...     "channels": [8, 16, 32, 64]}, input_size=64, train_size=8, val_size=4,
+        ...     epochs=1, batch_size=4, eval_batch_size=4)
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> _ = train(tiny, tmp.name, progress=False, log=lambda s: None)
+        >>> whole = evaluate_run(tmp.name, count=6, batch_size=3, resamples=100, progress=False)
+        >>> whole.summary["images"], whole.grid, whole.split, whole.seed  # seed: data seed + 1
+        (6.0, (4, 4), 'test', 1)
+        >>> def interrupt(done):
+        ...     if done == 3:
+        ...         raise KeyboardInterrupt
+        >>> try:  # stopped after the first batch: its outcomes are kept on disk
+        ...     _ = evaluate_run(tmp.name, count=6, batch_size=3, resamples=100,
+        ...         progress=False, out=f"{tmp.name}/again", on_batch=interrupt)
+        ... except KeyboardInterrupt:
+        ...     pass
+        >>> done = []
+        >>> resumed = evaluate_run(tmp.name, count=6, batch_size=3, resamples=100,
+        ...     progress=False, out=f"{tmp.name}/again", on_batch=done.append)
+        >>> done  # only the second batch was run again
+        [6]
+        >>> resumed.summary == whole.summary, resumed.intervals == whole.intervals
+        (True, True)
+        >>> json.load(open(f"{tmp.name}/eval_test_s1_n6.json"))["count"]
+        6
+        >>> tmp.cleanup()
     """
     if count <= 0 or batch_size <= 0:
         raise InputError(f"count and batch_size must be positive, got {count} and {batch_size}.")

@@ -131,6 +131,29 @@ def evaluate(model: nn.Module, data: SceneSource, batch_size: int = 100) -> dict
     """Validation Top-1 and Loc. of ``model`` on ``data`` via the dense readout.
 
     Runs on the model's device; returns :meth:`SyntheticMetrics.summary`.
+
+    Example:
+        >>> import torch
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.experiments.synthetic import SceneConfig, SceneGenerator
+        >>> from dense_readout.experiments.synthetic_data import (SyntheticDataset, materialize,
+        ...     normalize_images)
+        >>> from dense_readout.experiments.synthetic_metrics import SyntheticMetrics, evaluate
+        >>> from dense_readout.experiments.synthetic_recipes import Recipe, build_model
+        >>> _ = torch.manual_seed(0)
+        >>> model = build_model(Recipe("tiny", model_kwargs={"channels": [8, 16, 32, 64]}))
+        >>> config = SceneConfig(image_size=64, min_objects=1, max_objects=2,
+        ...     min_scale=16, max_scale=24)
+        >>> data = materialize(SyntheticDataset(SceneGenerator(config, split="val"), 6, 64, (2, 2)))
+        >>> summary = evaluate(model, data, batch_size=4)
+        >>> summary["images"], sorted(summary)
+        (6.0, ['fg_cells', 'images', 'loc', 'loc_cell_pooled', 'top1', 'top1_visible'])
+        >>> check = SyntheticMetrics()  # the same numbers, by hand: one batch, readout top-1
+        >>> with torch.no_grad():
+        ...     result = DenseReadout(model.eval())(normalize_images(data.images))
+        >>> check.update(result.logits, result.labels(), data.targets, data.presence)
+        >>> check.summary() == summary
+        True
     """
     from ..readout import DenseReadout
 
@@ -176,6 +199,16 @@ def upgrade_history(history: dict[str, Any]) -> dict[str, Any]:
 
     The history is that of :func:`~dense_readout.experiments.synthetic_train.train`; keys
     are renamed in ``initial`` and every epoch entry.
+
+    Example:
+        >>> from dense_readout.experiments.synthetic_metrics import upgrade_history
+        >>> old = {"initial": {"loc": 5.0, "loc_per_image": 4.0},
+        ...        "epochs": [{"epoch": 1, "val_loc": 30.0, "val_loc_per_image": 28.0}]}
+        >>> new = upgrade_history(old)
+        >>> new["initial"], new["epochs"][0]
+        ({'loc_cell_pooled': 5.0, 'loc': 4.0}, {'epoch': 1, 'val_loc_cell_pooled': 30.0, 'val_loc': 28.0})
+        >>> upgrade_history(new) == new, old["initial"]["loc"]  # idempotent; the input is kept
+        (True, 5.0)
     """
     upgraded = dict(history)
     if isinstance(history.get("initial"), dict):

@@ -80,6 +80,17 @@ class Recipe:
         in_memory: render the datasets once into tensors (cached to ``out_dir``)
             instead of streaming scenes through DataLoader workers.
         workers: DataLoader workers when streaming.
+
+    Example:
+        >>> import json
+        >>> from dataclasses import replace
+        >>> from dense_readout.experiments.synthetic_recipes import Recipe, get_recipe
+        >>> cpu = get_recipe("cpu-resnet18")
+        >>> cpu.input_size, cpu.model_kwargs, cpu.optimizer
+        (96, {'output_stride': 16}, 'adamw')
+        >>> tiny = replace(cpu, train_size=8, val_size=4, epochs=1, batch_size=4)
+        >>> Recipe(**json.loads(tiny.describe())) == tiny  # plain data: a checkpoint stores it
+        True
     """
 
     name: str
@@ -232,7 +243,21 @@ register_recipe(replace(_CPU2H, name="cpu2h-resnet18-fixed", resample_targets=Fa
 
 
 def build_model(recipe: Recipe, num_classes: int = NUM_CLASSES) -> nn.Module:
-    """A randomly initialised timm GAP classifier for ``recipe`` (no downloads)."""
+    """A randomly initialised timm GAP classifier for ``recipe`` (no downloads).
+
+    Example:
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.errors import InputError
+        >>> from dense_readout.experiments.synthetic_recipes import Recipe, build_model
+        >>> model = build_model(Recipe("tiny", model_kwargs={"channels": [8, 16, 32, 64]}))
+        >>> model.num_classes, DenseReadout(model).exact  # 20 symbol classes; GAP + linear
+        (20, True)
+        >>> try:
+        ...     build_model(Recipe("typo", model_kwargs={"chanels": [8]}))
+        ... except InputError as error:
+        ...     print(str(error)[:44])
+        Cannot build resnet18 with {'chanels': [8]}:
+    """
     import timm
 
     try:
@@ -246,7 +271,16 @@ def build_model(recipe: Recipe, num_classes: int = NUM_CLASSES) -> nn.Module:
 
 
 def grid_size_of(model: nn.Module, input_size: int) -> tuple[int, int]:
-    """``(h, w)`` of the model's readout grid for ``input_size`` inputs."""
+    """``(h, w)`` of the model's readout grid for ``input_size`` inputs.
+
+    Example:
+        >>> from dense_readout.experiments.synthetic_recipes import Recipe, build_model, grid_size_of
+        >>> small = {"channels": [8, 16, 32, 64]}
+        >>> grid_size_of(build_model(Recipe("a", model_kwargs=small)), 96)  # stride 32
+        (3, 3)
+        >>> grid_size_of(build_model(Recipe("b", model_kwargs={**small, "output_stride": 16})), 96)
+        (6, 6)
+    """
     from ..readout import DenseReadout
 
     was_training = model.training

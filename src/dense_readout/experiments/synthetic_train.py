@@ -85,7 +85,16 @@ Log = Callable[[str], None]
 
 
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
-    """Learning rate at global ``step``: linear warm-up, then cosine decay to ``min_lr``."""
+    """Learning rate at global ``step``: linear warm-up, then cosine decay to ``min_lr``.
+
+    Example:
+        >>> from dense_readout.experiments.synthetic_train import Recipe, lr_at
+        >>> recipe = Recipe("r", lr=0.1, min_lr=0.0, epochs=10, warmup_epochs=1)
+        >>> [round(lr_at(recipe, step, steps_per_epoch=4), 4) for step in (0, 3)]  # warm-up
+        [0.025, 0.1]
+        >>> round(lr_at(recipe, 4 + 18, 4), 4), lr_at(recipe, 40, 4)  # half-way down; the end
+        (0.05, 0.0)
+    """
     total = max(1, recipe.epochs * steps_per_epoch)
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
     if step < warmup:
@@ -124,6 +133,24 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, Recipe, dict[str, Any]
 
     The history of a checkpoint written before the Loc. keys were renamed is
     returned with the current names (:func:`~.synthetic_metrics.upgrade_history`).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from dense_readout.experiments.synthetic_train import get_recipe, load_checkpoint, train
+        >>> tiny = get_recipe("cpu-resnet18", model_kwargs={"output_stride": 16,
+        ...     "channels": [8, 16, 32, 64]}, input_size=64, train_size=8, val_size=4,
+        ...     epochs=1, batch_size=4, eval_batch_size=4)
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> history = train(tiny, tmp.name, progress=False, log=lambda s: None)
+        >>> model, recipe, payload = load_checkpoint(f"{tmp.name}/last.pt")
+        >>> recipe == tiny, model.training, payload["epoch"]
+        (True, False, 1)
+        >>> payload["history"]["epochs"] == history["epochs"]
+        True
+        >>> with torch.no_grad():
+        ...     tuple(model(torch.zeros(1, 3, 64, 64)).shape)
+        (1, 20)
+        >>> tmp.cleanup()
     """
     path = Path(path)
     if not path.is_file():
