@@ -234,7 +234,10 @@ def two_processes(args: argparse.Namespace, reference: Path) -> dict:
     command += ["--limit", str(args.limit), "--dtype", args.dtype]
     command += ["--batch-size", str(args.batch_size), "--workers", str(args.workers)]
     tic = time.perf_counter()
-    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # each process at the thread count of the 1-process run: the same batches (rank r takes
+    # every other one) at the same threads must give the same bytes
+    threads = str(torch.get_num_threads())
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": threads})
     wall = time.perf_counter() - tic
     files = {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
     wanted = {
@@ -271,6 +274,11 @@ def main() -> None:
         action="store_true",
         help="only the export with a forward timed beside each batch",
     )
+    parser.add_argument(
+        "--two-processes-only",
+        action="store_true",
+        help="only the 2-process export, compared with the store of an earlier run in --work",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--export-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", default=None, help=argparse.SUPPRESS)
@@ -280,6 +288,12 @@ def main() -> None:
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.two_processes_only:  # add the 2-process comparison to an earlier run's JSON
+        payload = json.loads(Path(args.json).read_text(encoding="utf-8"))
+        payload["main_run_provenance"] = payload.pop("provenance", None)
+        payload["two_processes"] = two_processes(args, work / "all")
+        write_results(args.json, payload)
+        return
     if args.paired:
         result = run_child(args, args.limit, work / "all")
         write_results(args.json, {"model": "tf_efficientnet_lite0 (embedded)", "paired": result})
@@ -350,7 +364,8 @@ def export_table(data: dict) -> str:
         ),
         (
             "machine load (1-min average, 2 cores)",
-            f"{data['provenance']['machine']['load_average_1min']}",
+            # the main run's load (a later --two-processes-only run keeps it aside)
+            f"{(data.get('main_run_provenance') or data['provenance'])['machine']['load_average_1min']}",
         ),
     ]
     lines = ["| measure | value |", "|---|---|"]
@@ -385,7 +400,8 @@ def paired_table(data: dict) -> str:
         ),
         (
             "machine load (1-min average, 2 cores)",
-            f"{data['provenance']['machine']['load_average_1min']}",
+            # the main run's load (a later --two-processes-only run keeps it aside)
+            f"{(data.get('main_run_provenance') or data['provenance'])['machine']['load_average_1min']}",
         ),
     ]
     lines = ["| measure | value |", "|---|---|"]

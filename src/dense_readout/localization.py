@@ -110,13 +110,18 @@ __all__ = [
 
 _TIES = ("quantus", "first")
 
+PEAK_TIE = 1e-5
+"""Relative tolerance (of a map's range) within which pixels tie for its maximum."""
+
 # -- per-image mask scores ------------------------------------------------------------
 
 
 def pointing_game(saliency: ArrayLike, mask: ArrayLike, tolerance: float = 0.0) -> np.ndarray:
     """1.0 where a maximal pixel hits the mask (within ``tolerance`` pixels), else 0.0; ``B``.
 
-    Images with an empty mask give NaN.
+    Images with an empty mask give NaN. Pixels within ``PEAK_TIE`` (1e-5) of the map's range
+    below its maximum are maxima too: two computations of one map (CAM and Grad-CAM on a
+    GAP-linear model) differ in the last bits, and rounding must not decide a hit.
 
     Example:
         >>> import numpy as np
@@ -138,7 +143,7 @@ def pointing_game(saliency: ArrayLike, mask: ArrayLike, tolerance: float = 0.0) 
             from scipy.ndimage import distance_transform_edt
 
             region = distance_transform_edt(~region) <= tolerance
-        peaks = one == one.max()
+        peaks = one >= one.max() - PEAK_TIE * (one.max() - one.min())
         scores[index] = float(np.logical_and(peaks, region).any())
     return scores
 
