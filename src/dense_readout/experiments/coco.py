@@ -98,6 +98,13 @@ class ProbeConfig:
 
     The paper gives the head (L2 norm, dropout 0.3, CE on one sampled positive)
     but not the optimiser; these are our choices.
+
+    Example:
+        >>> from dataclasses import asdict, replace
+        >>> from dense_readout.experiments.coco import ProbeConfig
+        >>> quick = replace(ProbeConfig(), epochs=50, lr=0.05)
+        >>> asdict(quick)  # stored with every probe result
+        {'epochs': 50, 'lr': 0.05, 'weight_decay': 0.0001, 'dropout': 0.3, 'batch_size': 256, 'seed': 0}
     """
 
     epochs: int = 300
@@ -114,6 +121,29 @@ def train_probe(
     """Train :class:`LinearProbe` on pooled embeddings ``N×C`` with multi-labels ``N×K``.
 
     Each epoch, every image gets one positive drawn uniformly from its labels.
+
+    Example:
+        >>> import torch
+        >>> def cached_grids(n, seed):  # what FeatureCache.load returns, for 3 classes
+        ...     g = torch.Generator().manual_seed(seed)
+        ...     target = torch.arange(n) % 3
+        ...     grid = 0.1 * torch.randn(n, 8, 2, 2, generator=g)  # C=8 features, 2×2 cells
+        ...     grid[torch.arange(n), target, 0, 0] += 4.0  # the object: channel k in cell (0, 0)
+        ...     fg = torch.zeros(n, 2, 2, dtype=torch.bool); fg[:, 0, 0] = True
+        ...     labels = torch.nn.functional.one_hot(target, 3).bool()
+        ...     return {"grid": grid, "grid_wo_bg": grid * fg[:, None],
+        ...             "grid_wo_fg": grid * ~fg[:, None], "fg": fg,
+        ...             "presence": labels[:, :, None, None] & fg[:, None], "labels": labels,
+        ...             "target": target, "image_ids": torch.arange(n)}
+        >>> from dense_readout.experiments.coco import ProbeConfig, train_probe
+        >>> data = cached_grids(12, seed=0)
+        >>> pooled, config = data["grid"].mean(dim=(2, 3)), ProbeConfig(epochs=50, lr=0.05)
+        >>> probe = train_probe(pooled, data["labels"], 3, config)
+        >>> probe.training, bool((probe(pooled).argmax(1) == data["target"]).all())
+        (False, True)
+        >>> again = train_probe(pooled, data["labels"], 3, config)  # seeded: the same head
+        >>> torch.equal(again.fc.weight, probe.fc.weight)
+        True
     """
     if pooled.dim() != 2 or labels.shape != (pooled.shape[0], num_classes):
         raise InputError(
@@ -160,6 +190,30 @@ def evaluate_probe(
     :class:`~dense_readout.experiments.synthetic_metrics.SyntheticMetrics` giving the
     multi-label Loc. (a FG cell of *any* kept class counts as correct if its top-1 is
     a class present in it). Returns ``(suite, any_class)``.
+
+    Example:
+        >>> import torch
+        >>> def cached_grids(n, seed):  # what FeatureCache.load returns, for 3 classes
+        ...     g = torch.Generator().manual_seed(seed)
+        ...     target = torch.arange(n) % 3
+        ...     grid = 0.1 * torch.randn(n, 8, 2, 2, generator=g)  # C=8 features, 2×2 cells
+        ...     grid[torch.arange(n), target, 0, 0] += 4.0  # the object: channel k in cell (0, 0)
+        ...     fg = torch.zeros(n, 2, 2, dtype=torch.bool); fg[:, 0, 0] = True
+        ...     labels = torch.nn.functional.one_hot(target, 3).bool()
+        ...     return {"grid": grid, "grid_wo_bg": grid * fg[:, None],
+        ...             "grid_wo_fg": grid * ~fg[:, None], "fg": fg,
+        ...             "presence": labels[:, :, None, None] & fg[:, None], "labels": labels,
+        ...             "target": target, "image_ids": torch.arange(n)}
+        >>> from dense_readout.experiments.coco import ProbeConfig, evaluate_probe, train_probe
+        >>> data = cached_grids(12, seed=0)
+        >>> probe = train_probe(data["grid"].mean(dim=(2, 3)), data["labels"], 3,
+        ...     ProbeConfig(epochs=50, lr=0.05))
+        >>> suite, any_class = evaluate_probe(probe, data)
+        >>> values = suite.values()
+        >>> values["top1"], values["loc"], values["loc_cell_pooled"]  # the object cell is right
+        (100.0, 100.0, 100.0)
+        >>> any_class.summary()["fg_cells"]  # one foreground cell per image
+        12.0
     """
     from ..adapters.custom import CustomAdapter
     from ..evaluation.metrics import GridBatch, MetricSuite
@@ -196,6 +250,29 @@ def cross_validate(
     Image ``i`` (in image-id order) is in fold ``i mod folds``; each fold is evaluated by a
     probe trained on the other folds, so every image is evaluated exactly once by a head
     that never saw it. Metrics are pooled over all folds.
+
+    Example:
+        >>> import torch
+        >>> def cached_grids(n, seed):  # what FeatureCache.load returns, for 3 classes
+        ...     g = torch.Generator().manual_seed(seed)
+        ...     target = torch.arange(n) % 3
+        ...     grid = 0.1 * torch.randn(n, 8, 2, 2, generator=g)  # C=8 features, 2×2 cells
+        ...     grid[torch.arange(n), target, 0, 0] += 4.0  # the object: channel k in cell (0, 0)
+        ...     fg = torch.zeros(n, 2, 2, dtype=torch.bool); fg[:, 0, 0] = True
+        ...     labels = torch.nn.functional.one_hot(target, 3).bool()
+        ...     return {"grid": grid, "grid_wo_bg": grid * fg[:, None],
+        ...             "grid_wo_fg": grid * ~fg[:, None], "fg": fg,
+        ...             "presence": labels[:, :, None, None] & fg[:, None], "labels": labels,
+        ...             "target": target, "image_ids": torch.arange(n)}
+        >>> from dense_readout.experiments.coco import ProbeConfig, cross_validate
+        >>> result = cross_validate(cached_grids(12, seed=0), 3, folds=4,
+        ...     config=ProbeConfig(epochs=50, lr=0.05))
+        >>> [fold["test_images"] for fold in result["folds"]]  # every image evaluated once
+        [3, 3, 3, 3]
+        >>> result["metrics"]["top1"], result["loc_any_present_class"]
+        (100.0, 100.0)
+        >>> result["test_images_with_unseen_class"]  # each fold's classes were in its training
+        0
     """
     from ..evaluation.metrics import MetricSuite
     from .synthetic_metrics import SyntheticMetrics
@@ -250,6 +327,27 @@ def probe_split(
 
     Train on one split's pooled features (``train`` from a ``pooled_only`` cache, or a full
     one), evaluate per cell on another (``val``).
+
+    Example:
+        >>> import torch
+        >>> def cached_grids(n, seed):  # what FeatureCache.load returns, for 3 classes
+        ...     g = torch.Generator().manual_seed(seed)
+        ...     target = torch.arange(n) % 3
+        ...     grid = 0.1 * torch.randn(n, 8, 2, 2, generator=g)  # C=8 features, 2×2 cells
+        ...     grid[torch.arange(n), target, 0, 0] += 4.0  # the object: channel k in cell (0, 0)
+        ...     fg = torch.zeros(n, 2, 2, dtype=torch.bool); fg[:, 0, 0] = True
+        ...     labels = torch.nn.functional.one_hot(target, 3).bool()
+        ...     return {"grid": grid, "grid_wo_bg": grid * fg[:, None],
+        ...             "grid_wo_fg": grid * ~fg[:, None], "fg": fg,
+        ...             "presence": labels[:, :, None, None] & fg[:, None], "labels": labels,
+        ...             "target": target, "image_ids": torch.arange(n)}
+        >>> from dense_readout.experiments.coco import ProbeConfig, probe_split
+        >>> train = cached_grids(12, seed=0)
+        >>> pooled_only = {"pooled": train["grid"].mean(dim=(2, 3)), "labels": train["labels"]}
+        >>> result = probe_split(pooled_only, cached_grids(6, seed=1), 3,
+        ...     ProbeConfig(epochs=50, lr=0.05))
+        >>> result["train_images"], result["metrics"]["top1"], result["metrics"]["loc"]
+        (12, 100.0, 100.0)
     """
     from ..evaluation.metrics import MetricSuite
     from .synthetic_metrics import SyntheticMetrics

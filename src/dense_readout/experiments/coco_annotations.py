@@ -41,6 +41,37 @@ class CocoImage:
         labels: sorted contiguous class indices (0..79) of the kept instances.
         kept: ``(annotation id, class index, crop pixels)`` per kept instance.
         dropped: number of instances below the area threshold.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> from dense_readout.experiments.coco import CocoInstances
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> tmp = tempfile.TemporaryDirectory(); root = tmp.name  # a 3-image COCO layout
+        >>> os.makedirs(f"{root}/annotations"); os.makedirs(f"{root}/val2017")
+        >>> def square(id, image, category, x, y, side):  # a polygon instance
+        ...     return {"id": id, "image_id": image, "category_id": category, "iscrowd": 0,
+        ...             "segmentation": [[x, y, x + side, y, x + side, y + side, x, y + side]],
+        ...             "area": side * side, "bbox": [x, y, side, side]}
+        >>> for i in range(3):
+        ...     Image.new("RGB", (64, 64), "white").save(f"{root}/val2017/{i}.png")
+        >>> annotations = [square(10, 1, 1, 4, 8, 24), square(11, 2, 3, 36, 8, 24),
+        ...     square(12, 3, 1, 36, 8, 24), square(13, 3, 3, 4, 36, 24),
+        ...     square(14, 2, 1, 0, 60, 2)]  # the last covers < 1% of the crop: dropped
+        >>> _ = Path(f"{root}/annotations/instances_val2017.json").write_text(json.dumps({
+        ...     "images": [{"id": i + 1, "file_name": f"{i}.png", "width": 64, "height": 64}
+        ...                for i in range(3)], "annotations": annotations,
+        ...     "categories": [{"id": 1, "name": "cat"}, {"id": 3, "name": "dog"}]}))
+        >>> coco = CocoInstances(root, preprocess=Preprocess(resize=64, crop=64))
+        >>> image = coco[1]  # a CocoImage
+        >>> image.image_id, image.file_name, image.labels, image.dropped
+        (2, '1.png', (1,), 1)
+        >>> image.kept  # (annotation id, class index: category 3 is the second class, pixels)
+        [(11, 1, 576)]
+        >>> coco[2].labels, coco.class_names  # two kept classes: a multi-label image
+        ((0, 1), ('cat', 'dog'))
+        >>> tmp.cleanup()
     """
 
     image_id: int
@@ -200,7 +231,18 @@ def _load_coco(path: Path):
 
 
 def sample_positive(labels: Sequence[int], generator: torch.Generator) -> int:
-    """One positive drawn uniformly from ``labels`` (the training target of one step)."""
+    """One positive drawn uniformly from ``labels`` (the training target of one step).
+
+    Example:
+        >>> import collections, torch
+        >>> from dense_readout.experiments.coco import sample_positive
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> draws = collections.Counter(sample_positive([3, 17, 42], generator) for _ in range(3000))
+        >>> sorted(draws), all(900 < n < 1100 for n in draws.values())  # each about 1/3
+        ([3, 17, 42], True)
+        >>> sample_positive([5], generator)  # a single label is always the positive
+        5
+    """
     if not labels:
         raise InputError("an image needs at least one label to sample a positive.")
     return int(labels[int(torch.randint(len(labels), (1,), generator=generator))])

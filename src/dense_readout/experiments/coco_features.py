@@ -45,6 +45,50 @@ class FeatureCache:
         pooled_only: store only the pooled embedding ``pooled`` (N×C) of the
             original input — what a training split needs (a 1280×7×7 grid per
             image would be 30 GB for train2017).
+
+    Example:
+        >>> import json, os, tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> from dense_readout.experiments.coco import CocoInstances
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> tmp = tempfile.TemporaryDirectory(); root = tmp.name  # a 3-image COCO layout
+        >>> os.makedirs(f"{root}/annotations"); os.makedirs(f"{root}/val2017")
+        >>> def square(id, image, category, x, y, side):  # a polygon instance
+        ...     return {"id": id, "image_id": image, "category_id": category, "iscrowd": 0,
+        ...             "segmentation": [[x, y, x + side, y, x + side, y + side, x, y + side]],
+        ...             "area": side * side, "bbox": [x, y, side, side]}
+        >>> for i in range(3):
+        ...     Image.new("RGB", (64, 64), "white").save(f"{root}/val2017/{i}.png")
+        >>> annotations = [square(10, 1, 1, 4, 8, 24), square(11, 2, 3, 36, 8, 24),
+        ...     square(12, 3, 1, 36, 8, 24), square(13, 3, 3, 4, 36, 24),
+        ...     square(14, 2, 1, 0, 60, 2)]  # the last covers < 1% of the crop: dropped
+        >>> _ = Path(f"{root}/annotations/instances_val2017.json").write_text(json.dumps({
+        ...     "images": [{"id": i + 1, "file_name": f"{i}.png", "width": 64, "height": 64}
+        ...                for i in range(3)], "annotations": annotations,
+        ...     "categories": [{"id": 1, "name": "cat"}, {"id": 3, "name": "dog"}]}))
+        >>> coco = CocoInstances(root, preprocess=Preprocess(resize=64, crop=64))
+        >>> import timm, torch
+        >>> from dense_readout import DenseReadout
+        >>> from dense_readout.evaluation.protocol import Protocol
+        >>> from dense_readout.experiments.coco import FeatureCache
+        >>> _ = torch.manual_seed(0)
+        >>> model = timm.create_model("test_resnet", num_classes=2).eval()
+        >>> protocol = Protocol(Preprocess(resize=64, crop=64))
+        >>> cache = FeatureCache(f"{root}/cache", model, "test_resnet", protocol)
+        >>> data = cache.load(coco)
+        >>> tuple(data["grid"].shape), tuple(data["presence"].shape), data["computed"]
+        ((3, 96, 2, 2), (3, 2, 2, 2), True)
+        >>> data["fg"][0].tolist()  # image 0's cat covers the top-left 32-px cell only
+        [[True, False], [False, False]]
+        >>> x = protocol.preprocess(Image.open(coco[0].path))[None]
+        >>> with torch.no_grad():
+        ...     features = DenseReadout(model)(x).features[0]
+        >>> torch.allclose(data["grid"][0], features, atol=1e-5)  # the backbone's grid
+        True
+        >>> cache.load(coco)["computed"]  # the second call reads the file
+        False
+        >>> tmp.cleanup()
     """
 
     def __init__(
