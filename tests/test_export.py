@@ -293,7 +293,12 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_store(folder, tmp_p
 def test_two_processes_write_the_same_store(folder, tmp_path):
     (folder / "broken.jpg").write_bytes(b"nope")
     one = tmp_path / "one"
-    _in_process(*_cli(str(folder), "--out", str(one), "--batch-size", "3"))
+    # the 1-process store from a fresh process too: same environment, same kernels (in
+    # pytest's process at OMP_NUM_THREADS=4 one logits chunk differed in its last bits)
+    single = [sys.executable, "-m", "dense_readout.cli"]
+    single += _cli(str(folder), "--out", str(one), "--batch-size", "3")
+    done = subprocess.run(single, capture_output=True, text=True, env=_environment(), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     launcher += ["--master_port", str(29600 + os.getpid() % 1000), "-m", "dense_readout.cli"]
     two = tmp_path / "two"
