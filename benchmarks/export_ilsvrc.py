@@ -196,6 +196,15 @@ def run_child(args: argparse.Namespace, limit: int, store: Path) -> dict:
     return result
 
 
+def _differing_files(store: Path, reference: Path) -> tuple[dict[str, bytes], list[str]]:
+    """``store``'s files, and the names whose bytes differ from ``reference`` (or are missing)."""
+    files = {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    wanted = {
+        str(p.relative_to(reference)): p.read_bytes() for p in reference.rglob("*") if p.is_file()
+    }
+    return files, sorted(k for k in set(files) | set(wanted) if files.get(k) != wanted.get(k))
+
+
 def kill_and_resume(args: argparse.Namespace, reference: Path) -> dict:
     """SIGKILL a CLI export after a third of its batches, resume it, compare with ``reference``."""
     store = Path(args.work) / "killed"
@@ -211,11 +220,7 @@ def kill_and_resume(args: argparse.Namespace, reference: Path) -> dict:
     process.wait()
     at_kill = len(list((store / "status").glob("[0-9]*")))
     subprocess.run(command, check=True)
-    files = {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
-    wanted = {
-        str(p.relative_to(reference)): p.read_bytes() for p in reference.rglob("*") if p.is_file()
-    }
-    differ = sorted(k for k in set(files) | set(wanted) if files.get(k) != wanted.get(k))
+    files, differ = _differing_files(store, reference)
     return {
         "batches": batches,
         "batches_done_at_kill": at_kill,
@@ -239,11 +244,7 @@ def two_processes(args: argparse.Namespace, reference: Path) -> dict:
     threads = str(torch.get_num_threads())
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": threads})
     wall = time.perf_counter() - tic
-    files = {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
-    wanted = {
-        str(p.relative_to(reference)): p.read_bytes() for p in reference.rglob("*") if p.is_file()
-    }
-    differ = sorted(k for k in set(files) | set(wanted) if files.get(k) != wanted.get(k))
+    files, differ = _differing_files(store, reference)
     return {
         "processes": 2,
         "wall_s": round(wall, 2),

@@ -56,6 +56,20 @@ def test_pointing_game_ties_count_any_maximum_and_empty_mask_is_nan():
     assert np.isnan(pointing_game(saliency, np.zeros((40, 40), bool))[0])
 
 
+@pytest.mark.parametrize("offset", [0.0, 100.0])  # the tie is relative to the map's range
+def test_pointing_game_rounding_ties_but_a_real_second_peak_does_not(offset):
+    from dense_readout.localization import PEAK_TIE
+
+    saliency = np.full((40, 40), offset)
+    saliency[0, 0] = offset + 3.0  # the maximum, outside the mask
+    inside = _mask()
+    saliency[12, 12] = offset + 3.0 * (1 - PEAK_TIE / 10)  # inside, a rounding error below
+    assert pointing_game(saliency, inside).tolist() == [1.0]
+    saliency[12, 12] = offset + 3.0 * (1 - PEAK_TIE * 10)  # inside, really lower
+    assert pointing_game(saliency, inside).tolist() == [0.0]
+    assert pointing_game(np.full((40, 40), offset), inside).tolist() == [1.0]  # flat: all peaks
+
+
 # -- energy / mass / rank ------------------------------------------------------------------
 
 
