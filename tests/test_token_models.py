@@ -88,6 +88,40 @@ def test_timm_token_sequence_families(name):
             assert torch.allclose(result.scores[:, :, u, v], expected, rtol=1e-9, atol=1e-9)
 
 
+# timm families whose forward_features already computed the class token (CaiT's
+# class-attention blocks, ConViT's late class token): name -> (timm kwargs, input size)
+CLASS_TOKEN_FAMILIES = {
+    "cait_xxs24_224": ({"img_size": 64, "depth": 2}, 64),
+    "convit_tiny": ({"img_size": 64, "depth": 2, "local_up_to_layer": 1}, 64),
+}
+
+
+@pytest.mark.parametrize("name", CLASS_TOKEN_FAMILIES)
+def test_class_token_families_are_the_cls_control_and_say_so(name):
+    """The head reads only the class token: a mean-of-patches probe passes trivially, so the
+    structure once looked exact (residual 0.5 of the logits). Now: not exact before a run,
+    and Z is the model's own head with each patch token in the class token's place."""
+    kwargs, size = CLASS_TOKEN_FAMILIES[name]
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=5, **kwargs).double().eval()
+    _spread_head(model)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    readout = DenseReadout(model)
+    assert readout.exact is False and "[CLS] control" in readout.adapter.exactness_note()
+    result = readout(x)
+    assert result.exact is False and "class token" in result.exactness_note
+    with torch.no_grad():
+        native = readout.adapter.forward_features(x)
+        patches = native[:, model.num_prefix_tokens :]
+        # oracle: head(norm'd patch token) through the model's own head, not forward_head
+        expected = model.head(patches).transpose(1, 2).reshape(result.scores.shape)
+        assert torch.allclose(result.scores, expected, rtol=1e-9, atol=1e-9)
+        # and the image logits still come from the class token
+        assert torch.allclose(result.logits, model(x), rtol=1e-9, atol=1e-9)
+        # Z varies over the cells (a head on a constant token would give a flat map)
+        assert float(result.scores.std(dim=(2, 3)).min()) > 1e-3
+
+
 def test_a_head_that_does_not_average_tokens_is_refused_with_the_reason():
     model = timm.create_model("mixer_s32_224", num_classes=3, img_size=64, global_pool="")
     with pytest.raises(UnsupportedModelError, match="through their mean"):

@@ -10,7 +10,9 @@ distillation tokens (``prefix``) are constants the pool does not read.
 
 Whether a head pools by the mean is tested, not assumed: for any head ``g`` that
 pools by the mean, ``g(x) == g([prefix, mean(patches)])`` (the pooled vector is the
-same), and a class-token or max-pooled head fails it. See :func:`pools_tokens_by_mean`.
+same), and a max-pooled head fails it. A head that reads only a class token which
+``forward_features`` already computed (CaiT, ConViT) passes that identity trivially, so
+it is tested first, on its own: :func:`reads_prefix_only`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import Tensor
 
 from ..errors import UnsupportedModelError
 
-__all__ = ["one_token_sequences", "pools_tokens_by_mean", "tokens_to_grid"]
+__all__ = ["one_token_sequences", "pools_tokens_by_mean", "reads_prefix_only", "tokens_to_grid"]
 
 
 def pools_tokens_by_mean(head: Callable[[Tensor], Tensor], tokens: Tensor, prefix: int) -> bool:
@@ -40,14 +42,49 @@ def pools_tokens_by_mean(head: Callable[[Tensor], Tensor], tokens: Tensor, prefi
         >>> pools_tokens_by_mean(mean_head, tokens, 0), pools_tokens_by_mean(cls_head, tokens, 0)
         (True, False)
     """
+    if reads_prefix_only(head, tokens, prefix):
+        return False  # the identity holds trivially, but the patches are never read
     with torch.no_grad():
         full = head(tokens)
         pooled = tokens[:, prefix:].mean(dim=1, keepdim=True)
         short = head(torch.cat([tokens[:, :prefix], pooled], dim=1))
-    if not isinstance(full, Tensor) or not isinstance(short, Tensor) or full.shape != short.shape:
+    return _same(full, short)
+
+
+def reads_prefix_only(head: Callable[[Tensor], Tensor], tokens: Tensor, prefix: int) -> bool:
+    """Whether ``head`` ignores the patch tokens: it reads only the ``prefix`` tokens.
+
+    True for a class-token head on a sequence whose class token already attended to
+    the patches inside ``forward_features`` (CaiT's class-attention blocks, ConViT):
+    the head is then a function of that token alone, and the readout can only be the
+    paper's [CLS] control (the same head on each patch token), never exact.
+
+    Example:
+        >>> import torch
+        >>> cls_head = lambda x: x[:, 0] @ torch.ones(4, 2)
+        >>> mean_head = lambda x: x[:, 1:].mean(1) @ torch.ones(4, 2)
+        >>> tokens = torch.randn(2, 6, 4)
+        >>> reads_prefix_only(cls_head, tokens, 1), reads_prefix_only(mean_head, tokens, 1)
+        (True, False)
+    """
+    if prefix < 1:
         return False
-    scale = max(1.0, float(full.abs().max()))
-    return bool((full - short).abs().max() <= 1e-4 * scale)
+    generator = torch.Generator().manual_seed(1)
+    other = torch.randn(tokens[:, prefix:].shape, generator=generator).to(tokens)
+    with torch.no_grad():
+        full = head(tokens)
+        moved = head(torch.cat([tokens[:, :prefix], other], dim=1))
+    return _same(full, moved)
+
+
+def _same(first: object, second: object) -> bool:
+    """Two head outputs equal to rounding (float64 not needed: a real difference is O(1))."""
+    if not isinstance(first, Tensor) or not isinstance(second, Tensor):
+        return False
+    if first.shape != second.shape:
+        return False
+    scale = max(1.0, float(first.abs().max()))
+    return bool((first - second).abs().max() <= 1e-4 * scale)
 
 
 def one_token_sequences(cells: Tensor, prefix: int) -> Tensor:

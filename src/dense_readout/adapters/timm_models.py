@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..errors import InputError, UnsupportedModelError
 from .base import register_adapter
 from .pooled import PooledGridAdapter, TokenGridAdapter, _run_no_grad
-from .sequence import one_token_sequences, pools_tokens_by_mean, tokens_to_grid
+from .sequence import one_token_sequences, pools_tokens_by_mean, reads_prefix_only, tokens_to_grid
 
 
 def _is_timm(model: nn.Module) -> bool:
@@ -54,6 +54,7 @@ class TimmGridAdapter(PooledGridAdapter):
         self._target: nn.Module | None = None
         self._prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
         self._grid_hw: tuple[int, int] | None = None
+        self._class_token = False  # set when the head reads only a class token (CaiT, ConViT)
         self._refuse_spatial_heads()
 
     @classmethod
@@ -83,7 +84,21 @@ class TimmGridAdapter(PooledGridAdapter):
     def head_cells(self, cells: Tensor) -> Tensor:
         if self.layout != "tokens":
             return super().head_cells(cells)
+        if self._class_token:  # the cell in the class token's place: the head reads it there
+            return self.tail(cells[:, None, :].expand(-1, self._prefix + 1, -1))
         return self.tail(one_token_sequences(cells, self._prefix))
+
+    def pools_by_mean(self) -> bool:
+        return not self._class_token
+
+    def exactness_note(self) -> str:
+        if self._class_token:
+            return (
+                "not exact: the model classifies its class token, which attended to the patch "
+                "tokens inside forward_features; Z applies the same head to each patch token "
+                "(the paper's [CLS] control, A.4)"
+            )
+        return super().exactness_note()
 
     def _one_cell_shape(self, channels: int) -> tuple[int, ...]:
         if self.layout == "tokens":
@@ -100,7 +115,8 @@ class TimmGridAdapter(PooledGridAdapter):
         return tokens_to_grid(tokens, self._prefix, None)
 
     def _adopt_tokens(self, native: Tensor) -> None:
-        """A token sequence: accept it only if the head reads the patch tokens' mean."""
+        """A token sequence: exact if the head reads the patch tokens' mean, a control if it
+        reads only a class token, refused otherwise."""
         if native.shape[1] - self._prefix < 2:  # e.g. PiT: the class tokens alone, no patches
             raise UnsupportedModelError(
                 f"timm {type(self.model).__name__}: forward_features returns shape "
@@ -110,6 +126,10 @@ class TimmGridAdapter(PooledGridAdapter):
             )
         generator = torch.Generator().manual_seed(0)
         tokens = torch.randn(native.shape, generator=generator).to(native)
+        if reads_prefix_only(self.model.forward_head, tokens, self._prefix):
+            self._class_token = True  # a [CLS] head: the control readout, said not exact
+            self.layout = "tokens"
+            return
         if not pools_tokens_by_mean(self.model.forward_head, tokens, self._prefix):
             raise UnsupportedModelError(
                 f"timm {type(self.model).__name__}: forward_features returns a token sequence "
