@@ -46,6 +46,7 @@ REQUIRED = {
     "docs/results/speed.json",
     "docs/results/speed_torchvision.json",
     "docs/results/compare_speed.json",
+    "docs/results/compare_lite0.json",
     "docs/results/quantus_ilsvrc.json",
     "docs/results/synthetic_step_rate.json",
     "docs/results/synthetic_cpu2h_resnet18.json",
@@ -162,9 +163,12 @@ def test_every_quoted_json_is_marked_in_the_docs():
 def test_every_result_records_how_it_was_made(path):
     data = json.loads((ROOT / path).read_text())
     # written by benchmarks/_results.write_results (or a script's own top-level "command"),
-    # or the evaluation runner's settings
+    # the evaluation runner's settings, or the compare command's own run record
     command = (
-        data.get("provenance", {}).get("command") or data.get("command") or data.get("settings", {})
+        data.get("provenance", {}).get("command")
+        or data.get("command")
+        or data.get("settings", {})
+        or data.get("config", {}).get("run", {}).get("command")
     )
     assert command, f"{path} does not record the command that wrote it"
 

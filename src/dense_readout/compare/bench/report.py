@@ -12,7 +12,7 @@ Example:
     ...            "ci": {"cam": {"pointing_game": [0.7, 0.9]}},
     ...            "images": {"cam": {"pointing_game": 10}}}
     >>> print(markdown_table(results).splitlines()[2])
-    | cam | 10 | 80.0 [70.0, 90.0] | — | — | — | — | — | — | — | — | — | — | — |
+    | cam | 10 / — | 80.0 [70.0, 90.0] | — | — | — | — | — | — | — | — | — | — | — |
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ COLUMNS: list[tuple[str, str, float]] = [
     ("forward_ratio_all_classes", "× forward (all K)", 1.0),
 ]
 
+# which metrics run on every image and which on the --subset (ROAD has its own limit)
+ALL_IMAGE_METRICS = ("pointing_game", "maxboxacc_v2", "seconds_per_map")
+SUBSET_METRICS = ("deletion_auc", "insertion_auc", "mprt_spearman", "random_logit_ssim")
+
 
 def _cell(results: dict, name: str, key: str, scale: float) -> str:
     value = results["methods"].get(name, {}).get(key)
@@ -59,13 +63,23 @@ def _cell(results: dict, name: str, key: str, scale: float) -> str:
     return text
 
 
+def _image_counts(counts: dict[str, int]) -> str:
+    """``"all / subset"``: images with localization or cost, and with faithfulness or sanity.
+
+    The two differ by design (``--subset``), so one number would misstate one of them.
+    """
+    every = max((counts.get(k, 0) for k in ALL_IMAGE_METRICS), default=0)
+    subset = max((counts.get(k, 0) for k in SUBSET_METRICS), default=0)
+    return f"{every} / {subset if subset else '—'}"
+
+
 def markdown_table(results: dict) -> str:
-    """One row per method: every metric with its bootstrap 95 % interval, and the image count."""
-    header = "| method | images | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    """One row per method: every metric with its bootstrap 95 % interval, and the image counts."""
+    header = "| method | images (loc. & cost / faith. & sanity) | "
+    header += " | ".join(h for _, h, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
     for name in results["methods"]:
-        counts = results.get("images", {}).get(name, {})
-        images = max(counts.values()) if counts else 0
+        images = _image_counts(results.get("images", {}).get(name, {}))
         cells = [_cell(results, name, key, scale) for key, _, scale in COLUMNS]
         lines.append(f"| {name} | {images} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
