@@ -93,11 +93,27 @@ class CocoInstances:
             fraction of the crop (A.1: 0.01).
         include_crowd: keep ``iscrowd=1`` regions (RLE) as instances of their class.
 
+    The 79-image sample in ``../shared/data/coco_val2017_sample`` loads the same way as the
+    one-image layout of the example (:class:`CocoImage`'s example has a larger one).
+
     Example:
-        >>> from dense_readout.experiments.coco import CocoInstances   # doctest: +SKIP
-        >>> coco = CocoInstances("../shared/data/coco_val2017_sample")  # doctest: +SKIP
-        >>> len(coco), coco.num_classes                                # doctest: +SKIP
-        (78, 80)
+        >>> import json, os, tempfile
+        >>> from PIL import Image
+        >>> from dense_readout.experiments.coco import CocoInstances
+        >>> from dense_readout.preprocessing import Preprocess
+        >>> tmp = tempfile.TemporaryDirectory(); root = tmp.name
+        >>> os.makedirs(f"{root}/annotations"); os.makedirs(f"{root}/val2017")
+        >>> Image.new("RGB", (64, 64)).save(f"{root}/val2017/a.png")
+        >>> square = [[8, 8, 40, 8, 40, 40, 8, 40]]  # a 32×32 polygon of category 5
+        >>> with open(f"{root}/annotations/instances_val2017.json", "w") as f:
+        ...     json.dump({"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        ...                "annotations": [{"id": 7, "image_id": 1, "category_id": 5, "iscrowd": 0,
+        ...                                 "segmentation": square, "area": 1024, "bbox": [8, 8, 32, 32]}],
+        ...                "categories": [{"id": 5, "name": "airplane"}]}, f)
+        >>> coco = CocoInstances(root, preprocess=Preprocess(resize=64, crop=64))
+        >>> len(coco), coco.num_classes, coco.class_names, coco[0].labels
+        (1, 1, ('airplane',), (0,))
+        >>> tmp.cleanup()
     """
 
     def __init__(
