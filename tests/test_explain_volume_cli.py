@@ -47,7 +47,7 @@ def explain(*argv: str) -> int:
 def test_torchvision_names_are_every_torchvision_video_builder():
     from torchvision.models import list_models
 
-    names = set(MODEL_SOURCES["torchvision:"].defaults)
+    names = set(MODEL_SOURCES.get("torchvision").defaults)
     assert names == set(list_models(module=video))
 
 

@@ -256,7 +256,7 @@ class _Run:
 
 def _class_names(loaded: VolumeModel, classes: int) -> list[str] | None:
     """Kinetics-400 names for a 400-class torchvision checkpoint (its only weights), else None."""
-    if loaded.source.prefix == "torchvision:" and classes == 400 and loaded.weights != "random":
+    if loaded.source.name == "torchvision" and classes == 400 and loaded.weights != "random":
         from torchvision.models._meta import _KINETICS400_CATEGORIES
 
         return list(_KINETICS400_CATEGORIES)

@@ -4,10 +4,12 @@
 one (both loaded by :func:`~dense_readout.commands._model_options.load_model`);
 ``torchvision:r3d_18`` is a torchvision video classifier and ``monai:densenet121`` a
 MONAI 3-D network, which read clips and volumes (``1×C×T×H×W``). :data:`MODEL_SOURCES`
-lists every prefix once with what it reads, the names it knows and its default clip
-size; :func:`model_source` picks the source of a name and checks the name, without
-importing torch (``--help`` and argument errors stay fast), and
-:func:`build_volume_model` builds a clip/volume model with its checkpoint.
+(a :class:`~dense_readout.registry.Registry`, like every other pluggable name) holds
+one :class:`ModelSource` per prefix with what it reads, the names it knows and its
+default clip size; :func:`register_model_source` adds one. :func:`model_source` picks
+the source of a name and checks the name, without importing torch (``--help`` and
+argument errors stay fast), and :func:`build_volume_model` builds a clip/volume model
+with its checkpoint.
 
 No weights are downloaded: video and volume models need ``--checkpoint`` or
 ``--random-weights``.
@@ -17,8 +19,8 @@ Example:
     >>> source, name = model_source("torchvision:r3d_18")
     >>> source.spatial_dims, name, source.defaults[name]
     (3, 'r3d_18', (16, 112))
-    >>> model_source("resnet50")[0].prefix, model_source("hf:my-model")[0].spatial_dims
-    ('', 2)
+    >>> model_source("resnet50")[0].name, model_source("hf:my-model")[0].spatial_dims
+    ('timm', 2)
     >>> model_source("torchvision:resnet18")
     Traceback (most recent call last):
     ...
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError, InputError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -44,6 +47,7 @@ __all__ = [
     "VolumeModel",
     "build_volume_model",
     "model_source",
+    "register_model_source",
     "require_weights",
 ]
 
@@ -52,11 +56,15 @@ KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
+# the source of a --model name without a prefix
+DEFAULT_SOURCE = "timm"
+
+
 @dataclass(frozen=True)
 class ModelSource:
-    """One kind of ``--model`` name.
+    """One kind of ``--model`` name: ``NAME:model`` (``name`` is the prefix without its colon).
 
-    ``defaults`` maps each known name to its default ``(frames, size)``: the clip
+    The source named ``"timm"`` takes names without a prefix. ``defaults`` maps each known name to its default ``(frames, size)``: the clip
     length and the square frame side it is built for (empty: any name, checked by
     the loader). ``channels`` is what the model reads (None: the input's own),
     ``mean``/``std`` its normalisation (None: each volume to zero mean, unit std),
@@ -64,7 +72,7 @@ class ModelSource:
     page calls one step of the clip ("frame") or volume ("slice").
     """
 
-    prefix: str
+    name: str
     spatial_dims: int
     description: str
     defaults: Mapping[str, tuple[int, int]] = field(default_factory=dict)
@@ -74,6 +82,11 @@ class ModelSource:
     num_classes: int = 0
     build: Callable[[str, int, int], nn.Module] | None = None
     slice_axis: str = "frame"
+
+    @property
+    def prefix(self) -> str:
+        """What ``--model`` starts with: ``"NAME:"`` (``""`` for the timm source)."""
+        return "" if self.name == DEFAULT_SOURCE else f"{self.name}:"
 
 
 @dataclass(frozen=True)
@@ -131,41 +144,61 @@ _MONAI_NAMES = (
     *(f"efficientnet-b{n}" for n in range(8)),
 )
 
-MODEL_SOURCES: dict[str, ModelSource] = {
-    source.prefix: source
-    for source in (
-        ModelSource("", 2, "timm image classifier"),
-        ModelSource("hf:", 2, "saved Hugging Face image classifier"),
-        ModelSource(
-            "torchvision:",
-            3,
-            "torchvision video classifier",
-            # torchvision.models.list_models(module=torchvision.models.video); the
-            # sizes are those of their Kinetics-400 weights (112 px for the ResNets)
-            defaults={
-                **dict.fromkeys(("mc3_18", "r2plus1d_18", "r3d_18"), (16, 112)),
-                **dict.fromkeys(
-                    ("mvit_v1_b", "mvit_v2_s", "s3d", "swin3d_b", "swin3d_s", "swin3d_t"), (16, 224)
-                ),
-            },
-            channels=3,
-            mean=KINETICS_MEAN,
-            std=KINETICS_STD,
-            num_classes=400,
-            build=_torchvision_video,
-        ),
-        ModelSource(
-            "monai:",
-            3,
-            "MONAI 3-D classifier (spatial_dims=3)",
-            defaults=dict.fromkeys(_MONAI_NAMES, (96, 96)),
-            num_classes=2,
-            build=_monai,
-            slice_axis="slice",
-        ),
-    )
-}
-"""Every ``--model`` prefix; ``""`` (no prefix) is timm."""
+MODEL_SOURCES: Registry[ModelSource] = Registry(
+    "model source",
+    hint="Add a ModelSource (its name is the --model prefix) with "
+    "dense_readout.commands._model_sources.register_model_source(source).",
+)
+"""Every ``--model`` prefix, by name (``"timm"``: names without a prefix)."""
+
+
+def register_model_source(source: ModelSource) -> ModelSource:
+    """Make ``--model NAME:...`` (``NAME`` = ``source.name``) build models from ``source``.
+
+    Example:
+        >>> from torch import nn
+        >>> toy = ModelSource("toy", 3, "toy 3-D classifier", defaults={"tiny": (4, 8)},
+        ...                   build=lambda name, channels, classes: nn.Conv3d(channels, classes, 1))
+        >>> register_model_source(toy) is toy, model_source("toy:tiny")[0] is toy
+        (True, True)
+        >>> MODEL_SOURCES.unregister("toy") is toy
+        True
+    """
+    return MODEL_SOURCES.add(source)
+
+
+for _source in (
+    ModelSource(DEFAULT_SOURCE, 2, "timm image classifier"),
+    ModelSource("hf", 2, "saved Hugging Face image classifier"),
+    ModelSource(
+        "torchvision",
+        3,
+        "torchvision video classifier",
+        # torchvision.models.list_models(module=torchvision.models.video); the
+        # sizes are those of their Kinetics-400 weights (112 px for the ResNets)
+        defaults={
+            **dict.fromkeys(("mc3_18", "r2plus1d_18", "r3d_18"), (16, 112)),
+            **dict.fromkeys(
+                ("mvit_v1_b", "mvit_v2_s", "s3d", "swin3d_b", "swin3d_s", "swin3d_t"), (16, 224)
+            ),
+        },
+        channels=3,
+        mean=KINETICS_MEAN,
+        std=KINETICS_STD,
+        num_classes=400,
+        build=_torchvision_video,
+    ),
+    ModelSource(
+        "monai",
+        3,
+        "MONAI 3-D classifier (spatial_dims=3)",
+        defaults=dict.fromkeys(_MONAI_NAMES, (96, 96)),
+        num_classes=2,
+        build=_monai,
+        slice_axis="slice",
+    ),
+):
+    register_model_source(_source)
 
 
 def model_source(model: str | None) -> tuple[ModelSource, str]:
@@ -175,8 +208,9 @@ def model_source(model: str | None) -> tuple[ModelSource, str]:
     by ``load_model``, which imports timm). Imports no torch.
     """
     model = model or ""
-    prefix = max((p for p in MODEL_SOURCES if model.startswith(p)), key=len)
-    source, name = MODEL_SOURCES[prefix], model[len(prefix) :]
+    sources = [entry for _, entry in MODEL_SOURCES.items()]
+    source = max((s for s in sources if model.startswith(s.prefix)), key=lambda s: len(s.prefix))
+    prefix, name = source.prefix, model[len(source.prefix) :]
     if source.defaults and name not in source.defaults:
         close = difflib.get_close_matches(name, list(source.defaults), n=1, cutoff=0.6)
         known = f"known: {', '.join(sorted(source.defaults))}."
@@ -224,7 +258,7 @@ def require_weights(
     """Raise unless a clip/volume model gets weights: nothing ships, nothing downloads.
 
     Example:
-        >>> require_weights(MODEL_SOURCES["monai:"], "densenet121", None, False)
+        >>> require_weights(MODEL_SOURCES.get("monai"), "densenet121", None, False)
         Traceback (most recent call last):
         ...
         dense_readout.errors.CheckpointError: --model monai:densenet121 needs --checkpoint PATH (a local state-dict file) or --random-weights: no video or volume weights ship with dense-readout and pretrained ones cannot be downloaded (the package never goes online).
