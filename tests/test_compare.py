@@ -101,6 +101,10 @@ def test_every_built_in_method_runs_with_the_same_post_processing(tiny):
         assert result.seconds[name] > 0, name
     assert result.results["dense-readout"].classes_per_call == 5
     assert result.results["gradcam"].classes_per_call == 1
+    # EigenCAM ignores the target: one call is every class's map (all-class cost = 1 call)
+    assert result.results["eigencam"].classes_per_call is None
+    other = compare(model, x, [0, 4], methods=["eigencam"], readout=readout).maps["eigencam"]
+    assert torch.allclose(other, result.maps["eigencam"])
     # the GAP-linear equivalences survive the common post-processing
     for name in ("gradcam", "hirescam", "xgradcam", "layergradcam"):
         assert (result.maps[name] - result.maps["cam"]).abs().max() < 1e-5, name

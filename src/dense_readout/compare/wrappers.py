@@ -225,6 +225,8 @@ _GRAD_CAM_CLASSES: dict[str, tuple[str, str]] = {
     "scorecam": ("ScoreCAM", "Wang et al. 2020: one forward pass per channel (slow)"),
     "ablationcam": ("AblationCAM", "Desai & Ramaswamy 2020: one forward pass per channel (slow)"),
 }
+# maps that ignore the target: one call serves every class (the cost's all-class column)
+_CLASS_AGNOSTIC = frozenset({"eigencam"})
 
 
 def _register_grad_cam() -> None:
@@ -235,9 +237,12 @@ def _register_grad_cam() -> None:
         ) -> SaliencyMethod:
             import pytorch_grad_cam
 
-            return CamMethod(
+            method = CamMethod(
                 getattr(pytorch_grad_cam, _class_name), context, name=_key, **context.options
             )
+            if _key in _CLASS_AGNOSTIC:
+                method.classes_per_call = None
+            return method
 
         register_method(key, f"pytorch-grad-cam {class_name}: {description}")(factory)
 

@@ -12,7 +12,7 @@ Example:
     ...            "ci": {"cam": {"pointing_game": [0.7, 0.9]}},
     ...            "images": {"cam": {"pointing_game": 10}}}
     >>> print(markdown_table(results).splitlines()[2])
-    | cam | 10 / — | 80.0 [70.0, 90.0] | — | — | — | — | — | — | — | — | — | — | — |
+    | cam | 10 / — / — | 80.0 [70.0, 90.0] | — | — | — | — | — | — | — | — | — | — | — |
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ def _cell(results: dict, name: str, key: str, scale: float) -> str:
     if value is None:
         return "—"
     digits = 1 if scale == 100.0 else 3
-    if key.startswith("forward_ratio") or key == "seconds_per_map":
+    if key.startswith("forward_ratio"):
         digits = 2 if value < 100 else 0
+    elif key == "seconds_per_map" and value > 0:  # two significant digits: 0.0094, 0.16, 12.95
+        digits = max(2, 1 - math.floor(math.log10(value)))
     text = f"{value * scale:.{digits}f}"
     low, high = results.get("ci", {}).get(name, {}).get(key, [None, None])
     if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
@@ -64,18 +66,22 @@ def _cell(results: dict, name: str, key: str, scale: float) -> str:
 
 
 def _image_counts(counts: dict[str, int]) -> str:
-    """``"all / subset"``: images with localization or cost, and with faithfulness or sanity.
+    """``"all / subset / ROAD"``: images with localization or cost, with faithfulness or
+    sanity, and with ROAD.
 
-    The two differ by design (``--subset``), so one number would misstate one of them.
+    They differ by design (``--subset``, ``--road-limit``), so one number would misstate
+    some of them.
     """
-    every = max((counts.get(k, 0) for k in ALL_IMAGE_METRICS), default=0)
-    subset = max((counts.get(k, 0) for k in SUBSET_METRICS), default=0)
-    return f"{every} / {subset if subset else '—'}"
+    every, subset, road = (
+        max((counts.get(k, 0) for k in keys), default=0)
+        for keys in (ALL_IMAGE_METRICS, SUBSET_METRICS, ("road_combined",))
+    )
+    return " / ".join(str(n) if n else "—" for n in (every, subset, road))
 
 
 def markdown_table(results: dict) -> str:
     """One row per method: every metric with its bootstrap 95 % interval, and the image counts."""
-    header = "| method | images (loc. & cost / faith. & sanity) | "
+    header = "| method | images (loc. & cost / faith. & sanity / ROAD) | "
     header += " | ".join(h for _, h, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
     for name in results["methods"]:
