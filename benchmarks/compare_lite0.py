@@ -10,11 +10,24 @@ into the Markdown between the ``<!-- results: ... -->`` markers of docs/compare.
 
 from __future__ import annotations
 
+import csv
 import textwrap
+from pathlib import Path
+
+import numpy as np
 
 from dense_readout.compare.bench.report import markdown_table as _markdown_table
 
-__all__ = ["command_block", "findings", "markdown_table", "road_table", "what_ran"]
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+__all__ = [
+    "command_block",
+    "findings",
+    "markdown_table",
+    "road_table",
+    "second_model_table",
+    "what_ran",
+]
 
 
 def command_block(data: dict) -> str:
@@ -145,3 +158,81 @@ def findings(data: dict) -> str:
         textwrap.fill(text, 88, initial_indent="* ", subsequent_indent="  ", break_on_hyphens=False)
         for text in bullets
     )
+
+
+# the per-image scores compared across models: (CSV column, header, scale, digits)
+SECOND_MODEL_COLUMNS = (
+    ("pointing_game", "pointing game %", 100.0, 1),
+    ("energy_pointing_game", "energy PG %", 100.0, 1),
+    ("deletion_auc", "deletion AUC", 1.0, 3),
+    ("insertion_auc", "insertion AUC", 1.0, 3),
+    ("mprt_spearman", "MPRT ρ", 1.0, 2),
+    ("random_logit_ssim", "random-logit SSIM", 1.0, 2),
+)
+
+
+def _per_image(path: Path) -> dict[tuple[str, int, str], float]:
+    """``(method, dataset index, metric) -> value`` from a run's ``per_image.csv``."""
+    values: dict[tuple[str, int, str], float] = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key, _, _, _ in SECOND_MODEL_COLUMNS:
+                if row.get(key) not in (None, ""):
+                    values[(row["method"], int(row["index"]), key)] = float(row[key])
+    return values
+
+
+def _average_ranks(values: list[float]) -> np.ndarray:
+    """Ranks 1..n, equal values sharing their mean rank."""
+    array = np.asarray(values)
+    ranks = np.argsort(np.argsort(array, kind="stable")).astype(float) + 1
+    for value in np.unique(array):
+        tied = array == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def _spearman(first: list[float], second: list[float]) -> float:
+    """Rank correlation of two models' method means (compared at the precision shown,
+    so that the readout, CAM and Grad-CAM, one map here, tie instead of ordering by
+    rounding noise)."""
+    return float(np.corrcoef(_average_ranks(first), _average_ranks(second))[0, 1])
+
+
+def second_model_table(data: dict) -> str:
+    """Lite1 beside Lite0 on the same images: per-method means and the ranking's agreement.
+
+    ``data`` is the Lite1 run's ``results.json``; both runs' ``per_image.csv`` files (in
+    docs/results) give the per-image scores, and each cell averages the images that both
+    models scored for that method and metric, so the columns compare like with like.
+    """
+    second = _per_image(RESULTS / "compare_lite1_per_image.csv")
+    first = _per_image(RESULTS / "compare_lite0_per_image.csv")
+    methods = list(data["methods"])
+    header = "| method | " + " | ".join(
+        f"{h} (Lite0 / Lite1)" for _, h, _, _ in SECOND_MODEL_COLUMNS
+    )
+    lines = [header + " |", "|" + "---|" * (len(SECOND_MODEL_COLUMNS) + 1)]
+    means: dict[str, tuple[list[float], list[float]]] = {}
+    counts: dict[str, int] = {}
+    for key, _, _, _ in SECOND_MODEL_COLUMNS:
+        means[key] = ([], [])
+        for method in methods:
+            shared = [k for k in second if k[0] == method and k[2] == key and k in first]
+            counts[key] = max(counts.get(key, 0), len(shared))
+            means[key][0].append(float(np.mean([first[k] for k in shared])) if shared else np.nan)
+            means[key][1].append(float(np.mean([second[k] for k in shared])) if shared else np.nan)
+    for i, method in enumerate(methods):
+        cells = []
+        for key, _, scale, digits in SECOND_MODEL_COLUMNS:
+            a, b = means[key][0][i] * scale, means[key][1][i] * scale
+            cells.append(f"{a:.{digits}f} / {b:.{digits}f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    images = " | ".join(f"{counts[key]:,}" for key, _, _, _ in SECOND_MODEL_COLUMNS)
+    agreement = " | ".join(
+        f"{_spearman(*(list(np.round(np.asarray(m) * scale, digits)) for m in means[key])):.2f}"
+        for key, _, scale, digits in SECOND_MODEL_COLUMNS
+    )
+    lines.append(f"| *images (both models)* | {images} |")
+    lines.append(f"| *rank agreement (Spearman over methods)* | {agreement} |")
+    return "\n".join(lines)

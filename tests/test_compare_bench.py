@@ -260,3 +260,18 @@ def test_road_imputation_equals_quantus_and_scores_are_seeded():
         assert np.array_equal(first[key], second[key])
     combined = (first["road_lerf"] - first["road_morf"]) / 2
     assert np.allclose(first["road_combined"], combined)
+
+
+def test_threads_bound_numpy_blas_pools_too():
+    """--threads limits NumPy's BLAS pools during the run (EigenCAM's SVD runs there)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import numpy  # noqa: F401  (loads the BLAS whose pool is limited)
+
+    from dense_readout.compare.bench.runner import native_thread_limit
+
+    before = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()}
+    with native_thread_limit(1):
+        inside = threadpoolctl.threadpool_info()
+        assert inside and all(pool["num_threads"] == 1 for pool in inside)
+    after = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()}
+    assert after == before

@@ -47,6 +47,7 @@ REQUIRED = {
     "docs/results/speed_torchvision.json",
     "docs/results/compare_speed.json",
     "docs/results/compare_lite0.json",
+    "docs/results/compare_lite1.json",
     "docs/results/quantus_ilsvrc.json",
     "docs/results/synthetic_step_rate.json",
     "docs/results/synthetic_cpu2h_resnet18.json",

@@ -25,6 +25,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,30 @@ class _Job:
         return self.config.subset_limit if group in ("faithfulness", "sanity") else math.inf
 
 
+@contextmanager
+def native_thread_limit(threads: int | None) -> Iterator[None]:
+    """Bound NumPy's BLAS/OpenMP pools too, not only torch's (``--threads``).
+
+    pytorch-grad-cam's EigenCAM takes an SVD in NumPy, whose BLAS starts one thread per
+    core whatever ``torch.set_num_threads`` says; beside another process that
+    oversubscribes the cores and inflates that method's cost column. Needs
+    ``threadpoolctl`` (installed with scikit-learn); without it, torch's limit only.
+
+    Example:
+        >>> with native_thread_limit(1):
+        ...     pass
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    if not threads or threadpool_limits is None:
+        yield
+        return
+    with threadpool_limits(limits=threads):
+        yield
+
+
 def selected_indices(total: int, limit: int | None) -> list[int]:
     """``limit`` dataset indices evenly spaced over ``range(total)`` (all when ``limit`` is None).
 
@@ -182,7 +208,8 @@ def run_compare_bench(
         ]
         mine = [b for b in range(len(batches)) if b % ctx.world_size == ctx.rank]
         todo = [b for b in mine if b not in records.done]
-        _run_batches(job, dataset, indices, batches, todo, records, ctx.rank)
+        with native_thread_limit(config.threads):
+            _run_batches(job, dataset, indices, batches, todo, records, ctx.rank)
         records.close()
         barrier()
         results = None
