@@ -265,7 +265,7 @@ def test_road_imputation_equals_quantus_and_scores_are_seeded():
 def test_threads_bound_numpy_blas_pools_too():
     """--threads limits NumPy's BLAS pools during the run (EigenCAM's SVD runs there)."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    import numpy  # noqa: F401  (loads the BLAS whose pool is limited)
+    import numpy as np  # noqa: F401  (loads the BLAS whose pool is limited)
 
     from dense_readout.compare.bench.runner import native_thread_limit
 

@@ -115,8 +115,11 @@ class TimmGridAdapter(PooledGridAdapter):
         return tokens_to_grid(tokens, self._prefix, None)
 
     def _adopt_tokens(self, native: Tensor) -> None:
-        """A token sequence: exact if the head reads the patch tokens' mean, a control if it
-        reads only a class token, refused otherwise."""
+        """A token sequence: exact, a [CLS] control, or refused, by what the head reads.
+
+        Exact if the head reads the patch tokens' mean, the control if it reads only a
+        class token, refused otherwise.
+        """
         if native.shape[1] - self._prefix < 2:  # e.g. PiT: the class tokens alone, no patches
             raise UnsupportedModelError(
                 f"timm {type(self.model).__name__}: forward_features returns shape "

@@ -66,10 +66,9 @@ def _cell(results: dict, name: str, key: str, scale: float) -> str:
 
 
 def _image_counts(counts: dict[str, int]) -> str:
-    """``"all / subset / ROAD"``: images with localization or cost, with faithfulness or
-    sanity, and with ROAD.
+    """``"all / subset / ROAD"``: the images of each group of metrics.
 
-    They differ by design (``--subset``, ``--road-limit``), so one number would misstate
+    All: localization or cost; subset: faithfulness or sanity; ROAD its own. They differ by design (``--subset``, ``--road-limit``), so one number would misstate
     some of them.
     """
     every, subset, road = (
