@@ -48,6 +48,7 @@ REQUIRED = {
     "docs/results/compare_speed.json",
     "docs/results/compare_lite0.json",
     "docs/results/compare_lite1.json",
+    "docs/results/compare_lite0_road.json",
     "docs/results/quantus_ilsvrc.json",
     "docs/results/synthetic_step_rate.json",
     "docs/results/synthetic_cpu2h_resnet18.json",
