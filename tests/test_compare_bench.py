@@ -141,6 +141,8 @@ def test_reports_and_cost_columns(gap_run):
     assert results["images"]["cam"]["road_combined"] == sum(p < 2 for p in positions)
     table = (gap_run / "results.md").read_text()
     assert table.count("\n| ") == 4  # one row per method (after the header)
+    loc, subset, road = len(positions), sum(p < 4 for p in positions), sum(p < 2 for p in positions)
+    assert f"| cam | {loc} / {subset} / {road} |" in table  # all / subset / ROAD, in that order
     csv_lines = (gap_run / "per_image.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(positions) * 4
     assert len(results["cascade"]["cam"]) == 2
@@ -265,7 +267,6 @@ def test_road_imputation_equals_quantus_and_scores_are_seeded():
 def test_threads_bound_numpy_blas_pools_too():
     """--threads limits NumPy's BLAS pools during the run (EigenCAM's SVD runs there)."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    import numpy as np  # noqa: F401  (loads the BLAS whose pool is limited)
 
     from dense_readout.compare.bench.runner import native_thread_limit
 
@@ -275,3 +276,19 @@ def test_threads_bound_numpy_blas_pools_too():
         assert inside and all(pool["num_threads"] == 1 for pool in inside)
     after = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()}
     assert after == before
+
+
+def test_rank_agreement_of_the_second_model_table_matches_scipy():
+    """benchmarks/compare_lite0's tie-aware Spearman equals scipy's on tied data."""
+    stats = pytest.importorskip("scipy.stats")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from compare_lite0 import _spearman
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = rng.integers(0, 4, 10).astype(float)  # many ties, like readout = CAM = Grad-CAM
+        b = a + rng.integers(0, 3, 10)
+        if np.ptp(a) and np.ptp(b):
+            assert abs(_spearman(list(a), list(b)) - stats.spearmanr(a, b).statistic) < 1e-12
